@@ -1,0 +1,3 @@
+from zflow.cli import entry
+
+entry()

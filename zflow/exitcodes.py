@@ -1,0 +1,21 @@
+"""Exit codes of the zflow command, one place so the CLI, the docs and the tests agree."""
+
+OK = 0
+#: `validate`: a file has errors. `up`: the topology is invalid, or a node failed beyond its
+#: restart policy (or crash-looped) while running.
+FAILED = 1
+#: Bad command line, or an input file that cannot be read (missing, binary, not UTF-8, too big).
+USAGE = 2
+#: `up`: the topology is valid but could not start (endpoint in use, `run:` target missing or
+#: raising at import, command not found, run directory not writable). Nothing is left running.
+START_FAILED = 3
+#: `up`: stopped by Ctrl-C or SIGTERM (128 + SIGINT).
+INTERRUPTED = 130
+
+TABLE = [
+    (OK, "success: files valid / topology completed"),
+    (FAILED, "invalid topology, or a node failed beyond its restart policy"),
+    (USAGE, "usage error, or an input file that cannot be read"),
+    (START_FAILED, "topology could not start (endpoint in use, import error, command not found)"),
+    (INTERRUPTED, "interrupted by Ctrl-C or SIGTERM"),
+]

@@ -1,0 +1,1 @@
+"""Running a plan: the supervisor, the node process, codecs and the control protocol."""

@@ -1,0 +1,63 @@
+"""What a running node may know about itself, without any socket code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Handed to a node's `end()` hook once its input stream has ended and drained."""
+
+    #: records this replica received on its data inputs
+    received: int
+    #: records the upstream nodes sent to this node's inputs, all replicas together (None when
+    #: zflow cannot count them, e.g. PUB/SUB with topic filters)
+    expected: int | None
+    #: records received per input socket
+    per_socket: dict[str, int] = field(default_factory=dict)
+    #: records this replica sent on its data outputs
+    sent: int = 0
+    #: records whose processing raised and were skipped or dead-lettered
+    errors: int = 0
+    #: seconds from start (the barrier) to end of stream
+    elapsed: float = 0.0
+
+
+@dataclass
+class NodeContext:
+    """Identity and configuration of one replica; `sockets` is filled for custom/service nodes."""
+
+    topology: str
+    node: str
+    replica: int
+    replicas: int
+    params: dict[str, Any]
+    verbose: bool = False
+    sockets: dict[str, Any] = field(default_factory=dict)
+    _stop: Any = None
+
+    @property
+    def name(self) -> str:
+        """Replica id as shown everywhere: `worker.3`."""
+        return f"{self.node}.{self.replica}"
+
+    def stopping(self) -> bool:
+        """True once zflow asked this node to stop; custom loops should check it and return."""
+        return bool(self._stop is not None and self._stop())
+
+
+_current: NodeContext | None = None
+
+
+def context() -> NodeContext:
+    """The context of the replica this code runs in (an error outside a zflow node)."""
+    if _current is None:
+        raise RuntimeError("zflow.context() is only available inside a node started by zflow")
+    return _current
+
+
+def _set_current(ctx: NodeContext | None) -> None:
+    global _current
+    _current = ctx
