@@ -1,0 +1,340 @@
+"""Rich renderables built from the status model: the live screen and the final summary.
+
+Rendering runs in the supervisor process, between message-routing work, a few times a second, so
+everything here only reads the model and builds small tables: no sorting of logs, no I/O.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from collections.abc import Iterable
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from zflow.status.model import NodeTotals, Replica, StatusModel
+
+#: (rich style, ANSI SGR code) pairs; no red, which means errors
+PALETTE: tuple[tuple[str, str], ...] = (
+    ("cyan", "36"),
+    ("magenta", "35"),
+    ("green", "32"),
+    ("yellow", "33"),
+    ("blue", "34"),
+    ("bright_cyan", "96"),
+    ("bright_magenta", "95"),
+    ("bright_green", "92"),
+    ("bright_yellow", "93"),
+    ("bright_blue", "94"),
+)
+
+STATE_STYLE = {
+    "starting": "yellow",
+    "ready": "cyan",
+    "running": "green",
+    "draining": "blue",
+    "stopped": "dim",
+    "failed": "bold red",
+    "restarting": "magenta",
+    "stopping": "blue",
+    "completed": "bold green",
+    "interrupted": "bold yellow",
+}
+
+SEP = "│"
+
+
+def node_color(node: str) -> tuple[str, str]:
+    """A node's color, the same in every run and process (crc32, not the salted ``hash()``)."""
+    return PALETTE[zlib.crc32(node.encode("utf-8")) % len(PALETTE)]
+
+
+def fmt_count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def fmt_rate(r: float | None) -> str:
+    """Compact msg/s: 950, 12.3k, 1.25M."""
+    if r is None:
+        return "-"
+    if r < 0.05:
+        return "0"
+    if r < 10:
+        return f"{r:.1f}"
+    if r < 1000:
+        return f"{r:.0f}"
+    if r < 1_000_000:
+        return f"{r / 1000:.1f}k"
+    return f"{r / 1_000_000:.2f}M"
+
+
+def fmt_bytes(b: int | None) -> str:
+    if b is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if b < 1024 or unit == "GiB":
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1024  # type: ignore[assignment]
+    return "-"  # pragma: no cover
+
+
+def fmt_cpu(c: float | None) -> str:
+    return "-" if c is None else f"{c:.0f}%"
+
+
+def fmt_duration(s: float | None) -> str:
+    """3.21s, 2m05s, 1h02m."""
+    if s is None:
+        return "-"
+    if s < 60:
+        return f"{s:.2f}s" if s < 10 else f"{s:.1f}s"
+    m, sec = divmod(int(s), 60)
+    if m < 60:
+        return f"{m}m{sec:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"
+
+
+def fmt_exit_codes(codes: Iterable[int | None]) -> str:
+    """`0` when all replicas agree, else `0×9 1` — short enough for a table cell."""
+    c = Counter(codes)
+    if not c or set(c) == {None}:
+        return "-"
+    if len(c) == 1:
+        return str(next(iter(c)))
+    return " ".join(
+        ("-" if k is None else str(k)) + (f"×{v}" if v > 1 else "")
+        for k, v in sorted(c.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+    )
+
+
+def _state(state: str) -> Text:
+    return Text(state, style=STATE_STYLE.get(state, ""))
+
+
+def header(model: StatusModel) -> Text:
+    t = Text()
+    t.append("zflow ", style="bold")
+    t.append(model.topology, style="bold cyan")
+    t.append(f"  {fmt_duration(model.duration)}  ")
+    t.append_text(_state(model.overall))
+    return t
+
+
+def _node_row(t: NodeTotals) -> list[RenderableType]:
+    return [
+        Text(t.name, style=node_color(t.name)[0]),
+        _state(t.state),
+        f"{t.ready}/{t.replicas}",
+        fmt_count(t.msgs_in),
+        fmt_count(t.msgs_out),
+        fmt_rate(t.rate),
+        Text(str(t.errors), style="red" if t.errors else ""),
+        Text(str(t.restarts), style="magenta" if t.restarts else ""),
+        fmt_cpu(t.cpu),
+        fmt_bytes(t.rss),
+    ]
+
+
+def _replica_row(model: StatusModel, r: Replica) -> list[RenderableType]:
+    state = _state(r.state)
+    if r.detail:
+        state.append(f" {r.detail}", style="dim")
+    return [
+        Text(f"  .{r.index}", style="dim"),
+        state,
+        "1/1" if r.state in ("ready", "running", "draining") else "0/1",
+        fmt_count(r.msgs("in", exclude=model.control_sockets(r.node))),
+        fmt_count(r.msgs("out", exclude=model.control_sockets(r.node))),
+        fmt_rate(model.replica_rate(r)),
+        Text(str(r.errors), style="red" if r.errors else ""),
+        str(r.restarts),
+        fmt_cpu(r.cpu),
+        fmt_bytes(None if r.exited else r.rss),
+    ]
+
+
+def nodes_table(model: StatusModel, per_replica: bool = False) -> Table:
+    tbl = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=False)
+    tbl.add_column("node")
+    tbl.add_column("state")
+    tbl.add_column("ready", justify="right")
+    tbl.add_column("msgs in", justify="right")
+    tbl.add_column("msgs out", justify="right")
+    tbl.add_column("msg/s", justify="right")
+    tbl.add_column("err", justify="right")
+    tbl.add_column("rst", justify="right")
+    tbl.add_column("cpu", justify="right")
+    tbl.add_column("rss", justify="right")
+    for t in model.all_node_totals():
+        tbl.add_row(*_node_row(t))
+        if per_replica:
+            for r in model.replicas[t.name]:
+                tbl.add_row(*_replica_row(model, r))
+    return tbl
+
+
+def edges_table(model: StatusModel) -> Table:
+    tbl = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=False)
+    tbl.add_column("edge")
+    tbl.add_column("sent", justify="right")
+    tbl.add_column("received", justify="right")
+    tbl.add_column("in flight", justify="right")
+    tbl.add_column("msg/s", justify="right")
+    for e in model.all_edge_totals():
+        name = Text(f"{e.src} → {e.dst}", style="dim" if e.control else "")
+        flight = Text(fmt_count(e.in_flight))
+        if e.in_flight:
+            flight.stylize("yellow")
+        tbl.add_row(name, fmt_count(e.sent), fmt_count(e.received), flight, fmt_rate(e.rate))
+    return tbl
+
+
+def progress_line(model: StatusModel, width: int = 40) -> Table | None:
+    p = model.progress()
+    if p.total is None:
+        return None
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column()
+    grid.add_column()
+    bar = ProgressBar(total=max(p.total, 1), completed=min(p.done, p.total) if p.total else 1,
+                      width=width)
+    pct = 100.0 * (p.fraction or 0.0)
+    eta = "" if p.eta is None else f"  ETA {fmt_duration(p.eta)}"
+    grid.add_row(bar, Text(f"{fmt_count(p.done)}/{fmt_count(p.total)}  {pct:.1f}%{eta}"))
+    return grid
+
+
+def log_prefix(node: str, replica: int, width: int, color: bool) -> Text:
+    label = f"{node}.{replica}".ljust(width)
+    return Text(f"{label} {SEP} ", style=node_color(node)[0] if color else "")
+
+
+def prefix_width(model: StatusModel) -> int:
+    """Width of the widest `node.N` label, so log lines line up."""
+    return max((len(f"{n}.{max(len(r) - 1, 0)}") for n, r in model.replicas.items()), default=0)
+
+
+def log_tail(model: StatusModel, n: int = 5, color: bool = True) -> Group | None:
+    if not model.logs or n <= 0:
+        return None
+    w = prefix_width(model)
+    lines = list(model.logs)[-n:]
+    out = []
+    for x in lines:
+        t = log_prefix(x.node, x.replica, w, color)
+        t.append(x.line, style="red" if x.stream == "stderr" and color else "")
+        t.no_wrap = True
+        t.overflow = "ellipsis"
+        out.append(t)
+    return Group(*out)
+
+
+def render_status(model: StatusModel, per_replica: bool = False, log_lines: int = 5,
+                  color: bool = True) -> Group:
+    """The whole live screen."""
+    parts: list[RenderableType] = [header(model), nodes_table(model, per_replica)]
+    if model.edges:
+        parts.append(edges_table(model))
+    bar = progress_line(model)
+    if bar is not None:
+        parts.append(bar)
+    tail = log_tail(model, log_lines, color)
+    if tail is not None:
+        parts.append(Text("─" * 20 + " last output", style="dim"))
+        parts.append(tail)
+    return Group(*parts)
+
+
+def summary_table(model: StatusModel) -> Table:
+    tbl = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, title=None)
+    tbl.add_column("node")
+    tbl.add_column("replicas", justify="right")
+    tbl.add_column("state")
+    tbl.add_column("msgs in", justify="right")
+    tbl.add_column("msgs out", justify="right")
+    tbl.add_column("mean msg/s", justify="right")
+    tbl.add_column("errors", justify="right")
+    tbl.add_column("restarts", justify="right")
+    tbl.add_column("exit")
+    for t in model.all_node_totals():
+        tbl.add_row(
+            Text(t.name, style=node_color(t.name)[0]),
+            str(t.replicas),
+            _state(t.state),
+            fmt_count(t.msgs_in),
+            fmt_count(t.msgs_out),
+            fmt_rate(t.mean_rate),
+            Text(str(t.errors), style="red" if t.errors else ""),
+            str(t.restarts),
+            fmt_exit_codes(t.exit_codes),
+        )
+    return tbl
+
+
+def result_line(model: StatusModel) -> Text:
+    """`squares completed in 3.21s (exit 0) · 10,000/10,000 records` — also quiet mode's output."""
+    t = Text()
+    t.append(model.topology, style="bold")
+    t.append(" ")
+    t.append_text(_state(model.overall))
+    t.append(f" in {fmt_duration(model.duration)}")
+    if model.exit_code is not None:
+        t.append(f" (exit {model.exit_code})")
+    p = model.progress()
+    if p.total is not None:
+        t.append(f" · {fmt_count(p.done)}/{fmt_count(p.total)} records")
+    elif model.sinks:
+        t.append(f" · {fmt_count(p.done)} records")
+    return t
+
+
+def result_lines(model: StatusModel) -> list[Text]:
+    """Sink results (what `end()` returned), one `node: key=value` line each."""
+    out = []
+    for node, res in model.results.items():
+        t = Text()
+        t.append(f"{node}: ", style=node_color(node)[0])
+        if isinstance(res, dict):
+            t.append("  ".join(f"{k}={v}" for k, v in res.items()))
+        else:
+            t.append(str(res))
+        out.append(t)
+    return out
+
+
+def failed_output(model: StatusModel, limit: int = 10) -> list[Text]:
+    """Last stderr lines of failed replicas: the traceback a user needs, even in quiet mode."""
+    failed = {(n, r.index) for n, reps in model.replicas.items() for r in reps
+              if r.state == "failed"}
+    if not failed:
+        return []
+    w = prefix_width(model)
+    lines = [x for x in model.logs if (x.node, x.replica) in failed and x.stream != "stdout"]
+    out = []
+    for x in lines[-limit:]:
+        t = log_prefix(x.node, x.replica, w, True)
+        t.append(x.line)
+        out.append(t)
+    return out
+
+
+def render_summary(model: StatusModel, errors: Iterable[str] = ()) -> Group:
+    """The final summary left on screen: per-node totals, result, sink results, failure."""
+    parts: list[RenderableType] = [summary_table(model), result_line(model)]
+    parts.extend(result_lines(model))
+    if model.message:
+        parts.append(Text(model.message, style="bold red" if model.overall == "failed" else ""))
+    errs = list(errors)
+    if errs:
+        parts.append(Text(f"errors ({len(errs)}):", style="red"))
+        parts.extend(Text(f"  {e}") for e in errs[-10:])
+    tail = failed_output(model)
+    if tail:
+        parts.append(Text("last output of failed replicas:", style="red"))
+        parts.extend(tail)
+    return Group(*parts)
