@@ -1,0 +1,351 @@
+"""A validated topology becomes a plan: pure data, no processes.
+
+The plan expands replicas, merges defaults, gives every binding socket a concrete endpoint (ipc paths
+in the run directory now; loopback tcp ports are chosen by the OS when the replica binds, so no port
+can be stolen between planning and binding), and works out who talks to whom: the links (connector →
+binder), the data-flow edges the status screen shows, and how each input learns that its stream ended.
+`zflow up --dry-run` prints it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: Socket types whose messages flow *into* the node; the rest send, or do both (REQ/REP family).
+RECEIVING = frozenset({"PULL", "SUB", "XSUB"})
+SENDING = frozenset({"PUSH", "PUB", "XPUB"})
+#: Receiving sides of request/reply: their stream ends when every peer node has finished.
+REQUEST_RECEIVING = frozenset({"REP", "ROUTER", "PAIR"})
+
+NODE_DEFAULTS: dict[str, Any] = {
+    "restart": "on-failure",
+    "max_restarts": 5,
+    "restart_window": 60.0,
+    "backoff": {"initial": 0.1, "max": 5.0},
+    "grace": 5.0,
+    "on_error": "fail",
+}
+SOCKET_DEFAULTS: dict[str, Any] = {"hwm": 1000, "linger": 1000, "codec": "msgpack", "batch": 1000}
+
+#: How an input socket learns its stream ended (see docs/runtime.md):
+#: count   - PUSH→PULL between zflow nodes: the supervisor compares records sent and received
+#: markers - PUB→SUB, and json/raw sockets: each sender replica sends an end marker in-band
+#: peers   - request/reply and custom sockets: the stream ends when every peer node finished
+#: never   - fed from outside the topology: runs until interrupted
+END_COUNT, END_MARKERS, END_PEERS, END_NEVER = "count", "markers", "peers", "never"
+
+
+@dataclass
+class SocketPlan:
+    """One socket of one node; `bind` is per replica (see ReplicaPlan.binds)."""
+
+    name: str
+    type: str
+    mode: str  # "bind" | "connect"
+    bind: str | None = None  # the YAML value: endpoint, "auto", "ipc" or "tcp"
+    connect: list[str] = field(default_factory=list)  # YAML values: endpoints or node.socket
+    subscribe: list[str] = field(default_factory=list)
+    hwm: int = 1000
+    linger: int = 1000
+    codec: str = "msgpack"
+    batch: int = 1000
+    topic: str | None = None
+    stop_on: str | None = None
+    send_on_end: str | None = None
+    role: str = "data"  # "data" | "control"
+    #: (node, socket) on the other end of every link of this socket
+    peers: list[tuple[str, str]] = field(default_factory=list)
+    #: how many sender replicas feed this socket (end markers to wait for)
+    senders: int = 0
+    end: str = END_NEVER
+    external: bool = False  # also talks to an endpoint outside the topology
+
+    @property
+    def receives(self) -> bool:
+        return self.type in RECEIVING or self.type in REQUEST_RECEIVING
+
+
+@dataclass
+class NodePlan:
+    name: str
+    kind: str  # "python" | "command"
+    target: str | None
+    argv: list[str] | None
+    shape: str
+    replicas: int
+    params: dict[str, Any]
+    env: dict[str, str]
+    cwd: str
+    restart: str
+    max_restarts: int
+    restart_window: float
+    backoff_initial: float
+    backoff_max: float
+    grace: float
+    on_error: str
+    sockets: dict[str, SocketPlan]
+
+
+@dataclass
+class Link:
+    """A `connect: node.socket` reference, resolved."""
+
+    connector: tuple[str, str]
+    binder: tuple[str, str]
+
+
+@dataclass
+class Edge:
+    """Data flows src → dst (sender socket to receiver socket), whichever side binds."""
+
+    src: str
+    dst: str
+
+
+@dataclass
+class Plan:
+    name: str
+    file: str
+    base_dir: str
+    run_dir: str
+    nodes: dict[str, NodePlan]
+    links: list[Link]
+    edges: list[Edge]
+    #: count groups: each a (sender sockets, receiver sockets) set of "node.socket" ids whose
+    #: records are compared at end of stream
+    count_groups: list[tuple[list[str], list[str]]]
+
+    def bind_endpoint(self, node: str, replica: int, socket: str) -> str:
+        """The endpoint a replica binds: ipc paths are fixed here; tcp auto binds to port *."""
+        sp = self.nodes[node].sockets[socket]
+        value = sp.bind or "auto"
+        if value in ("auto", "ipc"):
+            return f"ipc://{self.run_dir}/{node}.{replica}.{socket}"
+        if value == "tcp":
+            return "tcp://127.0.0.1:*"
+        return value
+
+    def replica_ids(self) -> list[tuple[str, int]]:
+        return [(n.name, i) for n in self.nodes.values() for i in range(n.replicas)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def split_ref(value: str) -> tuple[str, str] | None:
+    """`node.socket` → (node, socket); an endpoint (has ://) → None."""
+    if "://" in value or value.count(".") != 1:
+        return None
+    node, sock = value.split(".")
+    return (node, sock) if node and sock else None
+
+
+def infer_shape(node: dict[str, Any]) -> str:
+    """The programming shape a node gets when its YAML does not say (docs/format.md)."""
+    if node.get("shape"):
+        return str(node["shape"])
+    types = [
+        s["type"]
+        for s in (node.get("sockets") or {}).values()
+        if not s.get("stop_on") and not s.get("send_on_end")
+    ]
+    if any(t in ("REQ", "DEALER", "PAIR", "XPUB", "XSUB") for t in types):
+        return "custom"
+    if types and all(t in ("REP", "ROUTER") for t in types):
+        return "service"
+    if any(t in ("REP", "ROUTER") for t in types):
+        return "custom"
+    ins = any(t in RECEIVING for t in types)
+    outs = any(t in SENDING for t in types)
+    if not ins:
+        return "source"
+    return "transform" if outs else "sink"
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def build_plan(
+    topology: dict[str, Any], file: str, run_dir: str | None = None
+) -> Plan:
+    """Expand a validated topology dict (as returned by zflow.spec.load) into a Plan."""
+    base_dir = os.path.dirname(os.path.abspath(file))
+    defaults = topology.get("defaults") or {}
+    run_dir = run_dir or os.path.join("/tmp", "zflow-<run>")
+    nodes: dict[str, NodePlan] = {}
+    for name, nd in topology["nodes"].items():
+        merged = {**NODE_DEFAULTS, **{k: v for k, v in defaults.items() if k in NODE_DEFAULTS}}
+        merged.update({k: v for k, v in nd.items() if k in NODE_DEFAULTS})
+        backoff = {**NODE_DEFAULTS["backoff"], **(merged.get("backoff") or {})}
+        sockets: dict[str, SocketPlan] = {}
+        for sname, sd in (nd.get("sockets") or {}).items():
+            sdef = {**SOCKET_DEFAULTS, **{k: v for k, v in defaults.items() if k in SOCKET_DEFAULTS}}
+            sdef.update({k: v for k, v in sd.items() if k in SOCKET_DEFAULTS})
+            sockets[sname] = SocketPlan(
+                name=sname,
+                type=sd["type"],
+                mode="bind" if "bind" in sd else "connect",
+                bind=sd.get("bind"),
+                connect=_as_list(sd.get("connect")),
+                subscribe=_as_list(sd.get("subscribe")),
+                hwm=int(sdef["hwm"]),
+                linger=int(sdef["linger"]),
+                codec=str(sdef["codec"]),
+                batch=int(sdef["batch"]),
+                topic=sd.get("topic"),
+                stop_on=sd.get("stop_on"),
+                send_on_end=sd.get("send_on_end"),
+                role="control" if (sd.get("stop_on") or sd.get("send_on_end")) else "data",
+            )
+        cwd = nd.get("cwd") or base_dir
+        nodes[name] = NodePlan(
+            name=name,
+            kind="python" if "run" in nd else "command",
+            target=nd.get("run"),
+            argv=list(nd["command"]) if "command" in nd else None,
+            shape=infer_shape(nd),
+            replicas=int(nd.get("replicas", 1)),
+            params=dict(nd.get("params") or {}),
+            env={str(k): str(v) for k, v in (nd.get("env") or {}).items()},
+            cwd=os.path.join(base_dir, cwd) if not os.path.isabs(cwd) else cwd,
+            restart=str(merged["restart"]),
+            max_restarts=int(merged["max_restarts"]),
+            restart_window=float(merged["restart_window"]),
+            backoff_initial=float(backoff["initial"]),
+            backoff_max=float(backoff["max"]),
+            grace=float(merged["grace"]),
+            on_error=str(merged["on_error"]),
+            sockets=sockets,
+        )
+
+    links: list[Link] = []
+    for n in nodes.values():
+        for s in n.sockets.values():
+            for target in s.connect:
+                ref = split_ref(target)
+                if ref is None:
+                    s.external = True
+                    continue
+                links.append(Link((n.name, s.name), ref))
+            if s.mode == "bind" and s.bind not in ("auto", "ipc", "tcp"):
+                # a fixed endpoint may also be reached by programs outside the topology
+                s.external = s.external or not any(
+                    lk.binder == (n.name, s.name) for lk in links
+                )
+    for lk in links:
+        a = nodes[lk.connector[0]].sockets[lk.connector[1]]
+        b = nodes[lk.binder[0]].sockets[lk.binder[1]]
+        a.peers.append(lk.binder)
+        b.peers.append(lk.connector)
+
+    edges: list[Edge] = []
+    for lk in links:
+        a = nodes[lk.connector[0]].sockets[lk.connector[1]]
+        src, dst = (lk.connector, lk.binder) if a.type in SENDING else (lk.binder, lk.connector)
+        if a.type in SENDING or a.type in RECEIVING:
+            edges.append(Edge(".".join(src), ".".join(dst)))
+        else:  # request/reply: show the requester → replier direction
+            first = lk.connector if a.type in ("REQ", "DEALER") else lk.binder
+            second = lk.binder if first == lk.connector else lk.connector
+            edges.append(Edge(".".join(first), ".".join(second)))
+
+    _assign_end_modes(nodes)
+    return Plan(
+        name=str(topology["name"]),
+        file=os.path.abspath(file),
+        base_dir=base_dir,
+        run_dir=run_dir,
+        nodes=nodes,
+        links=links,
+        edges=edges,
+        count_groups=_count_groups(nodes),
+    )
+
+
+def _assign_end_modes(nodes: dict[str, NodePlan]) -> None:
+    for n in nodes.values():
+        for s in n.sockets.values():
+            s.senders = sum(nodes[p].replicas for p, _ in s.peers)
+            if not s.receives or s.role == "control":
+                continue
+            if s.external or not s.peers:
+                s.end = END_NEVER
+            elif n.kind == "command" or n.shape in ("custom", "service"):
+                s.end = END_PEERS
+            elif s.codec != "msgpack":
+                s.end = END_MARKERS
+            elif s.type == "PULL" and all(
+                nodes[p].kind == "python" and nodes[p].sockets[ps].codec == "msgpack"
+                for p, ps in s.peers
+            ):
+                s.end = END_COUNT
+            elif s.type in ("SUB", "XSUB"):
+                s.end = END_MARKERS
+            else:
+                s.end = END_PEERS
+
+
+def _count_groups(nodes: dict[str, NodePlan]) -> list[tuple[list[str], list[str]]]:
+    """Connected PUSH/PULL components whose totals must match before receivers end."""
+    seen: set[str] = set()
+    groups = []
+    for n in nodes.values():
+        for s in n.sockets.values():
+            sid = f"{n.name}.{s.name}"
+            if s.end != END_COUNT or sid in seen:
+                continue
+            senders: set[str] = set()
+            receivers: set[str] = set()
+            todo = [sid]
+            while todo:
+                cur = todo.pop()
+                if cur in seen:
+                    continue
+                seen.add(cur)
+                cn, cs = cur.split(".")
+                sock = nodes[cn].sockets[cs]
+                (receivers if sock.type == "PULL" else senders).add(cur)
+                todo.extend(f"{p}.{ps}" for p, ps in sock.peers)
+            groups.append((sorted(senders), sorted(receivers)))
+    return groups
+
+
+def format_plan(plan: Plan) -> str:
+    """Human-readable plan for `zflow up --dry-run`."""
+    lines = [f"topology {plan.name}  ({plan.file})", f"run directory: {plan.run_dir} (mode 0700)"]
+    for n in plan.nodes.values():
+        what = n.target if n.kind == "python" else " ".join(n.argv or [])
+        lines.append("")
+        lines.append(
+            f"{n.name}  ×{n.replicas}  {n.shape}  {n.kind}: {what}  "
+            f"restart={n.restart} on_error={n.on_error}"
+        )
+        for s in n.sockets.values():
+            if s.mode == "bind":
+                eps = sorted({plan.bind_endpoint(n.name, i, s.name) for i in range(n.replicas)})
+                where = "bind " + ", ".join(eps)
+                if s.bind == "tcp":
+                    where += " (port chosen by the OS at start)"
+            else:
+                where = "connect " + ", ".join(s.connect)
+            extra = []
+            if s.subscribe:
+                extra.append("subscribe " + ", ".join(repr(x) for x in s.subscribe))
+            if s.stop_on:
+                extra.append(f"stops on {s.stop_on!r}")
+            if s.send_on_end:
+                extra.append(f"sends {s.send_on_end!r} at end")
+            if s.receives and s.role == "data":
+                extra.append(f"end of stream by {s.end}")
+            extra.append(f"codec {s.codec}" + (f"/{s.batch}" if s.codec == "msgpack" else ""))
+            lines.append(f"  {s.name:<12} {s.type:<6} {where}   [{'; '.join(extra)}]")
+    if plan.edges:
+        lines.append("")
+        lines.append("data flow:")
+        lines.extend(f"  {e.src} → {e.dst}" for e in plan.edges)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,55 @@
+"""The orphan guard: a tiny process that outlives a killed supervisor just long enough.
+
+The supervisor starts it with a pipe on stdin and writes `+PGID` / `-PGID` as replicas come and go.
+When the pipe closes — the supervisor exited, crashed or was SIGKILLed — every process group still
+listed gets SIGTERM, then SIGKILL 0.5 s later, so no replica (nor anything a command node started)
+outlives zflow. Python replicas also ask the kernel for SIGKILL on parent death; this covers command
+nodes and their children too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+
+def _alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    groups: set[int] = set()
+    for line in sys.stdin:
+        line = line.strip()
+        if line[:1] == "+":
+            groups.add(int(line[1:]))
+        elif line[:1] == "-":
+            groups.discard(int(line[1:]))
+    live = [g for g in groups if _alive(g)]
+    for g in live:
+        try:
+            os.killpg(g, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 0.5
+    while live and time.monotonic() < deadline:
+        time.sleep(0.02)
+        live = [g for g in live if _alive(g)]
+    for g in live:
+        try:
+            os.killpg(g, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

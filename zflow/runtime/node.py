@@ -1,0 +1,583 @@
+"""The process of one replica: builds its sockets from the plan and runs the user's code.
+
+Start-up follows the supervisor's barrier: bind, report the bound endpoints, connect when told,
+wait until every PUB peer's probe has arrived on each SUB (the subscription is then known to be in
+place), report ready, and only then run. Data is received by polling once and draining with
+NOBLOCK, records are processed a frame at a time, and outgoing frames are flushed when full or as
+soon as the node has nothing more to read, so an idle pipeline adds no batching delay.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import functools
+import importlib
+import inspect
+import json
+import operator
+import os
+import signal
+import sys
+import time
+import traceback
+from itertools import islice
+from typing import Any
+
+import zmq
+
+from zflow.runtime import codec
+from zflow.runtime import context as zctx
+from zflow.runtime import protocol as P
+
+RECEIVING = ("PULL", "SUB", "XSUB")
+SENDING = ("PUSH", "PUB", "XPUB")
+_not_none = functools.partial(operator.is_not, None)
+
+
+class Stop(Exception):
+    """Raised out of blocking calls when the replica must stop now (SIGTERM)."""
+
+
+class NodeFailure(Exception):
+    def __init__(self, phase: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.phase = phase
+        self.extra = extra
+
+
+def _die_with_parent() -> None:
+    """Linux: be killed if the supervisor dies, even by SIGKILL (no orphans)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    expected = os.environ.get("ZFLOW_SUPERVISOR_PID")
+    if expected and os.getppid() != int(expected):
+        os._exit(1)  # the supervisor died before prctl took effect
+
+
+def resolve_target(target: str) -> Any:
+    """`pkg.mod:attr.sub` → the object. Raises NodeFailure with a clear message."""
+    mod_name, _, attr = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        raise NodeFailure("import", f"cannot import module {mod_name!r}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - any error raised by the user's module at import
+        tb = traceback.format_exc(limit=-3)
+        raise NodeFailure(
+            "import", f"importing {mod_name!r} raised {type(e).__name__}: {e}", traceback=tb
+        ) from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise NodeFailure("import", f"module {mod_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise NodeFailure("import", f"{target!r} is {type(obj).__name__}, not callable")
+    return obj
+
+
+class Inbox:
+    """A receiving data socket and what is known about the end of its stream."""
+
+    __slots__ = ("name", "sock", "codec", "end", "senders", "eos", "msgs", "nbytes", "ended",
+                 "report", "decode", "held")
+
+    def __init__(self, name: str, sock: zmq.Socket, spec: dict[str, Any]) -> None:
+        self.name = name
+        self.sock = sock
+        self.codec = spec["codec"]
+        self.end = spec["end"]
+        self.senders = spec["senders"]
+        self.eos: set[str] = set()
+        self.msgs = 0
+        self.nbytes = 0
+        self.ended = False
+        self.report = False
+        self.decode = codec.decode_one(self.codec)
+        self.held: list[bytes] = []  # data that arrived before start (a restarted replica)
+
+
+class Node:
+    def __init__(self, spec: dict[str, Any], control: str) -> None:
+        self.spec = spec
+        self.id = spec["id"]
+        self.ctx = zmq.Context()
+        self.ctrl = self.ctx.socket(zmq.DEALER)
+        self.ctrl.setsockopt(zmq.IDENTITY, f"{self.id}#{spec['incarnation']}".encode())
+        self.ctrl.setsockopt(zmq.LINGER, 2000)
+        self.ctrl.connect(control)
+        self.sockets: dict[str, zmq.Socket] = {}
+        self.inboxes: dict[str, Inbox] = {}
+        self.outboxes: list[codec.Outbox] = []
+        self.control_in: dict[zmq.Socket, bytes] = {}  # stop_on sockets → the message
+        self.control_out: list[tuple[zmq.Socket, bytes]] = []  # send_on_end
+        self.probe_socks: list[zmq.Socket] = []
+        #: SUB sockets → (publisher replica ids whose probe must arrive, ids seen so far)
+        self.probe_waits: dict[zmq.Socket, tuple[set[str], set[str]]] = {}
+        self.connected = False
+        self.probing = False
+        self.started = False
+        self.stop_requested = False
+        self.stop_reason = ""
+        self.expected: dict[str, int | None] = {}
+        self.errors = 0
+        self.telemetry = spec.get("telemetry", True)
+        self.stats_every = float(spec.get("stats_interval", 0.25))
+        self.next_stats = 0.0
+        self.t_start = time.monotonic()
+        self.dead_letter = spec.get("dead_letter")
+        self.context = zctx.NodeContext(
+            topology=spec["topology"], node=spec["node"], replica=spec["replica"],
+            replicas=spec["replicas"], params=spec.get("params") or {},
+            verbose=bool(spec.get("verbose")), _stop=self._poll_stop,
+        )
+        zctx._set_current(self.context)
+
+    # -- control plane -------------------------------------------------------------------
+    def send(self, kind: str, **fields: Any) -> None:
+        self.ctrl.send(P.pack(kind, **fields))
+
+    def handle_control(self, msg: dict[str, Any]) -> None:
+        t = msg["t"]
+        if t == P.STOP:
+            self.stop_requested = True
+            self.stop_reason = self.stop_reason or "stopped by zflow"
+        elif t == P.START:
+            self.started = True
+            self.probing = False
+        elif t == P.PROBE:
+            self.probing = bool(msg.get("on"))
+        elif t == P.DRAIN:
+            box = self.inboxes.get(msg["socket"])
+            if box is not None:
+                box.report = True
+                self.send(P.COUNT, socket=box.name, n=box.msgs)
+        elif t == P.INPUT_END:
+            box = self.inboxes.get(msg["socket"])
+            self.expected[msg["socket"]] = msg.get("expected")
+            if box is not None:
+                box.ended = True
+        elif t == P.CONNECT:
+            self._connect(msg["endpoints"])
+
+    def drain_control(self) -> None:
+        while True:
+            try:
+                data = self.ctrl.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.handle_control(P.unpack(data))
+
+    def _poll_stop(self) -> bool:
+        self.drain_control()
+        self._check_control_in()
+        return self.stop_requested
+
+    def wait_control(self, until: Any, timeout: float | None = None) -> None:
+        """Serve the control plane (and probes) until `until()` is true."""
+        poller = zmq.Poller()
+        poller.register(self.ctrl, zmq.POLLIN)
+        for s in {*self.control_in, *self.probe_waits}:
+            poller.register(s, zmq.POLLIN)
+        while not until():
+            if self.stop_requested:
+                raise Stop()
+            for ev_sock, _ in poller.poll(5 if self.probing else 100):
+                if ev_sock is self.ctrl:
+                    self.drain_control()
+                elif ev_sock in self.probe_waits:
+                    self._take_probes(ev_sock)
+                else:
+                    self._check_control_in()
+            if self.probing:
+                frame = codec.control_frame("probe", self.id)
+                for s in self.probe_socks:
+                    s.send(frame)
+
+    def _take_probes(self, sock: zmq.Socket) -> None:
+        seen = self.probe_waits[sock][1]
+        word = self.control_in.get(sock)
+        box = self.inboxes_by_sock.get(sock)
+        while True:
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if frame[:1] == codec.ZF:
+                sender = codec.parse_control_frame(frame).get("probe")
+                if sender:
+                    seen.add(sender)
+                    continue
+            if word is not None and frame == word:
+                self.stop_requested = True
+                self.stop_reason = f"received {word.decode(errors='replace')}"
+            elif box is not None:
+                box.held.append(frame)
+
+    def subscribed(self) -> bool:
+        """Every SUB has seen a probe from each zflow publisher: its subscription is live."""
+        return all(expected <= seen for expected, seen in self.probe_waits.values())
+
+    # -- sockets ---------------------------------------------------------------------------
+    def build_sockets(self) -> dict[str, str]:
+        bound: dict[str, str] = {}
+        for s in self.spec["sockets"]:
+            sock = self.ctx.socket(getattr(zmq, s["type"]))
+            sock.setsockopt(zmq.LINGER, int(s["linger"]))
+            sock.setsockopt(zmq.SNDHWM, int(s["hwm"]))
+            sock.setsockopt(zmq.RCVHWM, int(s["hwm"]))
+            if s["type"] in ("SUB",):
+                for prefix in s.get("subscribe") or []:
+                    sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+                if s.get("probes_from") or s["codec"] == "msgpack":
+                    sock.setsockopt(zmq.SUBSCRIBE, codec.ZF)
+                if s.get("probes_from"):
+                    self.probe_waits[sock] = (set(s["probes_from"]), set())
+            self.sockets[s["name"]] = sock
+            if s["mode"] == "bind":
+                ep = s["bind_endpoint"]
+                try:
+                    sock.bind(ep)
+                except zmq.ZMQError as e:
+                    hint = ("another process is using it; stop it or choose another port "
+                            "(or `bind: tcp` to let the OS pick one)" if e.errno == zmq.EADDRINUSE
+                            else None)
+                    raise NodeFailure("bind", f"cannot bind {ep}: {e.strerror}",
+                                      socket=s["name"], endpoint=ep, hint=hint) from None
+                bound[s["name"]] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            if s.get("stop_on"):
+                self.control_in[sock] = s["stop_on"].encode()
+            elif s.get("send_on_end"):
+                self.control_out.append((sock, s["send_on_end"].encode()))
+            elif s["type"] in RECEIVING:
+                self.inboxes[s["name"]] = Inbox(s["name"], sock, s)
+            elif s["type"] in SENDING:
+                self.outboxes.append(
+                    codec.Outbox(s["name"], sock, s["codec"], int(s["batch"]), s.get("topic"))
+                )
+            elif s["type"] in ("REP", "ROUTER") and self.spec["shape"] == "service":
+                self.inboxes[s["name"]] = Inbox(s["name"], sock, s)
+            if s.get("probe"):
+                self.probe_socks.append(sock)
+        self.inboxes_by_sock = {b.sock: b for b in self.inboxes.values()}
+        self.context.sockets = dict(self.sockets)
+        return bound
+
+    def _connect(self, endpoints: dict[str, list[str]]) -> None:
+        for name, eps in endpoints.items():
+            sock = self.sockets[name]
+            for ep in eps:
+                try:
+                    sock.connect(ep)
+                except zmq.ZMQError as e:
+                    raise NodeFailure("connect", f"cannot connect to {ep}: {e.strerror}",
+                                      socket=name, endpoint=ep) from None
+        self.connected = True
+
+    def _check_control_in(self) -> None:
+        for sock, word in self.control_in.items():
+            while True:
+                try:
+                    frame = sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if frame == word:
+                    self.stop_requested = True
+                    self.stop_reason = f"received {word.decode(errors='replace')}"
+
+    # -- telemetry -------------------------------------------------------------------------
+    def counters(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for b in self.inboxes.values():
+            out[b.name] = [b.msgs, 0, b.nbytes, 0]
+        for o in self.outboxes:
+            out[o.name] = [0, o.msgs, 0, o.nbytes]
+        return out
+
+    def tick(self) -> None:
+        if not self.telemetry:
+            return
+        now = time.monotonic()
+        if now >= self.next_stats:
+            self.next_stats = now + self.stats_every
+            self.send(P.STATS, s=self.counters(), e=self.errors)
+
+    # -- errors ----------------------------------------------------------------------------
+    def record_error(self, record: Any, exc: BaseException) -> None:
+        """on_error: fail re-raises; skip counts; dead-letter counts and appends a JSON line."""
+        policy = self.spec.get("on_error", "fail")
+        if policy == "fail":
+            raise exc
+        self.errors += 1
+        if policy == "dead-letter" and self.dead_letter:
+            line = {
+                "node": self.spec["node"], "replica": self.spec["replica"],
+                "record": record if isinstance(record, (str, int, float, list, dict, bool))
+                else repr(record),
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": "".join(traceback.format_exception(exc)[-3:]),
+            }
+            with open(self.dead_letter, "a", encoding="utf-8") as f:
+                f.write(json.dumps(line, default=repr) + "\n")
+
+    def _tracked(self, recs: list[Any], cur: list[Any]) -> Any:
+        for r in recs:
+            cur[0] = r
+            yield r
+
+    # -- shapes ----------------------------------------------------------------------------
+    def run(self, target: Any) -> Any:
+        shape = self.spec["shape"]
+        params = self.context.params
+        is_class = inspect.isclass(target)
+        if shape == "source":
+            return self.run_source(target(**params))
+        if shape == "custom":
+            return target(self.context)
+        obj = target(**params) if is_class else target
+        if shape == "service":
+            return self.run_service(obj)
+        return self.run_stream(obj, end=getattr(obj, "end", None) if is_class else None,
+                               generator=inspect.isgeneratorfunction(
+                                   obj.__call__ if is_class else obj))
+
+    def run_source(self, iterable: Any) -> Any:
+        if hasattr(iterable, "__len__"):
+            self.send(P.TOTAL, n=len(iterable))
+        it = iter(iterable)
+        outs = self.outboxes
+        step = max([o.batch for o in outs] + [1])
+        while True:
+            chunk = list(islice(it, step))
+            if not chunk:
+                break
+            for o in outs:
+                o.extend(chunk)
+            self.drain_control()
+            if self.control_in:
+                self._check_control_in()
+            self.tick()
+            if self.stop_requested:
+                break
+        self.finish_stream(None)
+        return None
+
+    def _ingest(self, box: Inbox, frame: bytes, apply: Any) -> None:
+        if box.codec == "msgpack":
+            if frame[:1] == codec.ZF:
+                sender = codec.parse_control_frame(frame).get("eos")
+                if sender:
+                    box.eos.add(sender)
+                    if len(box.eos) >= box.senders:
+                        box.ended = True
+                return
+            recs = codec.decode_batch(frame)
+        else:
+            if not frame:
+                box.eos.add(str(len(box.eos)))
+                if len(box.eos) >= box.senders and box.end == "markers":
+                    box.ended = True
+                return
+            recs = [box.decode(frame)]
+        box.msgs += len(recs)
+        box.nbytes += len(frame)
+        apply(recs)
+        if box.report:
+            self.send(P.COUNT, socket=box.name, n=box.msgs)
+
+    def run_stream(self, fn: Any, end: Any, generator: bool) -> Any:
+        outs = self.outboxes
+        sink = not outs
+        cur: list[Any] = [None]
+        tolerant = self.spec.get("on_error", "fail") != "fail"
+
+        def apply(recs: list[Any]) -> None:
+            produced: list[Any] = []
+            it = self._tracked(recs, cur) if tolerant else iter(recs)
+            while True:
+                try:
+                    if generator:
+                        for r in it:
+                            produced.extend(fn(r))
+                    elif sink:
+                        collections.deque(map(fn, it), maxlen=0)
+                    else:
+                        produced.extend(filter(_not_none, map(fn, it)))
+                    break
+                except (Stop, KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as e:  # noqa: BLE001 - the user's function failed on a record
+                    if not tolerant:
+                        raise NodeFailure("run", f"{type(e).__name__}: {e}",
+                                          traceback=traceback.format_exc()) from None
+                    self.record_error(cur[0], e)
+            if produced:
+                for o in outs:
+                    o.extend(produced)
+
+        poller = zmq.Poller()
+        poller.register(self.ctrl, zmq.POLLIN)
+        for b in self.inboxes.values():
+            poller.register(b.sock, zmq.POLLIN)
+        for s in self.control_in:
+            poller.register(s, zmq.POLLIN)
+        for b in self.inboxes.values():  # frames that arrived before start
+            held, b.held = b.held, []
+            for frame in held:
+                self._ingest(b, frame, apply)
+        boxes = self.inboxes_by_sock
+        ingest = self._ingest
+        while not self.stop_requested:
+            if self.inboxes and all(b.ended for b in self.inboxes.values()):
+                self.finish_stream(end)
+                return None
+            events = poller.poll(self.stats_every * 1000 if self.telemetry else 1000)
+            for sock, _ in events:
+                box = boxes.get(sock)
+                if box is None:
+                    if sock is self.ctrl:
+                        self.drain_control()
+                    else:
+                        self._check_control_in()
+                    continue
+                recv = sock.recv
+                for _ in range(256):
+                    try:
+                        frame = recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    ingest(box, frame, apply)
+            for o in outs:
+                o.flush()
+            self.tick()
+        return None
+
+    def finish_stream(self, end: Any) -> None:
+        """End of stream: end hook, flush, end markers, send_on_end, then report totals."""
+        result = None
+        if end is not None:
+            per = {b.name: b.msgs for b in self.inboxes.values()}
+            exp = [v for v in self.expected.values() if v is not None]
+            totals = zctx.Totals(
+                received=sum(per.values()),
+                expected=sum(exp) if exp and len(exp) == len(self.expected) else None,
+                per_socket=per,
+                sent=sum(o.msgs for o in self.outboxes),
+                errors=self.errors,
+                elapsed=time.monotonic() - self.t_start,
+            )
+            value = end(totals)
+            if self.outboxes and value is not None and not isinstance(value, dict):
+                for o in self.outboxes:
+                    o.extend(list(value))
+            elif isinstance(value, dict):
+                result = value
+        for o in self.outboxes:
+            o.flush()
+            if o.codec != "msgpack" or o.sock.type in (zmq.PUB, zmq.XPUB):
+                o.end_marker(self.id)
+        for sock, word in self.control_out:
+            sock.send(word)
+        self.send(P.FINISHED, s=self.counters(), e=self.errors, result=result)
+
+    def run_service(self, fn: Any) -> Any:
+        poller = zmq.Poller()
+        poller.register(self.ctrl, zmq.POLLIN)
+        for b in self.inboxes.values():
+            poller.register(b.sock, zmq.POLLIN)
+        boxes = self.inboxes_by_sock
+        out_counts: dict[str, list[int]] = {b.name: [0, 0] for b in self.inboxes.values()}
+        while not self.stop_requested:
+            if self.inboxes and all(b.ended for b in self.inboxes.values()):
+                break
+            for sock, _ in poller.poll(self.stats_every * 1000):
+                if sock is self.ctrl:
+                    self.drain_control()
+                    continue
+                box = boxes[sock]
+                encode = codec.encode_one(box.codec)
+                while True:
+                    try:
+                        parts = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    envelope, body = parts[:-1], parts[-1]
+                    box.msgs += 1
+                    box.nbytes += len(body)
+                    try:
+                        reply = encode(fn(box.decode(body)))
+                    except Exception as e:  # noqa: BLE001 - report, and answer so REQ can go on
+                        self.record_error(body, e)
+                        reply = encode({"error": f"{type(e).__name__}: {e}"})
+                    sock.send_multipart([*envelope, reply])
+                    out_counts[box.name][0] += 1
+                    out_counts[box.name][1] += len(reply)
+            self.tick()
+        s = self.counters()
+        for name, (n, nb) in out_counts.items():
+            s[name][1], s[name][3] = n, nb
+        self.send(P.FINISHED, s=s, e=self.errors, result=None)
+        return None
+
+
+def main() -> int:
+    _die_with_parent()
+    spec = json.loads(os.environ[P.ENV_SPEC])
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(f"zflow: {spec['topology']} {spec['id']}")
+    except ImportError:
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise Stop()
+
+    signal.signal(signal.SIGTERM, on_term)
+    node = Node(spec, os.environ[P.ENV_CONTROL])
+    code = 0
+    try:
+        node.send(P.HELLO, pid=os.getpid())
+        target = resolve_target(spec["target"])
+        node.send(P.BOUND, endpoints=node.build_sockets())
+        node.wait_control(lambda: node.connected)
+        node.wait_control(node.subscribed)
+        node.send(P.READY)
+        node.wait_control(lambda: node.started)
+        value = node.run(target)
+        if spec["shape"] == "custom":
+            node.send(P.FINISHED, s={}, e=node.errors,
+                      result=value if isinstance(value, dict) else None)
+        # finished: wait to be stopped (or for a stop_on message) so peers can still reach us
+        node.wait_control(lambda: node.stop_requested)
+    except Stop:
+        pass
+    except NodeFailure as f:
+        node.send(P.FATAL, phase=f.phase, message=str(f), **f.extra)
+        code = 3 if f.phase in ("import", "bind", "connect") else 1
+        if f.extra.get("traceback"):
+            sys.stderr.write(f.extra["traceback"])
+    except Exception as e:  # noqa: BLE001 - report the user's crash to the supervisor
+        tb = traceback.format_exc()
+        sys.stderr.write(tb)
+        node.send(P.FATAL, phase="run", message=f"{type(e).__name__}: {e}", traceback=tb)
+        code = 1
+    if node.stop_reason:
+        try:
+            node.send(P.STOPPING, reason=node.stop_reason)
+        except zmq.ZMQError:
+            pass
+    for s in node.sockets.values():
+        s.close()
+    node.ctrl.close()
+    node.ctx.term()
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

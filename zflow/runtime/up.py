@@ -1,0 +1,55 @@
+"""`zflow up`: load and validate, plan, then supervise with a status view."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from zflow import exitcodes
+from zflow.plan import Plan, build_plan, format_plan
+
+
+def status_for(plan: Plan, mode: str, per_replica: bool, log_dir: str | None) -> tuple:
+    from zflow.status.model import EdgeInfo, NodeInfo, StatusModel
+    from zflow.status.views import make_view
+
+    model = StatusModel(
+        plan.name,
+        [NodeInfo(n.name, n.replicas, n.shape, n.kind) for n in plan.nodes.values()],
+        [EdgeInfo(e.src, e.dst) for e in plan.edges],
+    )
+    view = make_view(mode, model, sys.stdout, per_replica=per_replica, log_dir=log_dir)
+    return model, view
+
+
+def up_command(args: argparse.Namespace) -> int:
+    from zflow.spec import load
+    from zflow.spec.diagnostics import render
+
+    result = load(args.file, overrides=args.set, scale=args.scale)
+    if result.diagnostics:
+        sources = getattr(result, "sources", None)
+        render(result.diagnostics, "human", sys.stderr, color=sys.stderr.isatty(),
+               sources=sources)
+    if getattr(result, "unreadable", False):
+        return exitcodes.USAGE
+    if not result.ok or result.topology is None:
+        return exitcodes.FAILED
+    plan = build_plan(result.topology, args.file)
+    if args.dry_run:
+        sys.stdout.write(format_plan(plan))
+        return exitcodes.OK
+
+    from zflow.runtime.supervisor import Options, Supervisor
+
+    if args.json:
+        mode = "json"
+    elif args.quiet:
+        mode = "quiet"
+    elif args.plain or not sys.stdout.isatty():
+        mode = "plain"
+    else:
+        mode = "live"
+    model, view = status_for(plan, mode, args.replicas, args.log_dir)
+    opts = Options(verbose=args.verbose, telemetry=not args.no_telemetry, grace=args.grace)
+    return Supervisor(plan, model, view, opts).run()
