@@ -171,6 +171,7 @@ class Replica:
     #: active window of this replica's throughput, for the mean rate in the summary
     active_from: float | None = None
     active_to: float | None = None
+    running_since: float | None = None
 
     @property
     def name(self) -> str:
@@ -382,6 +383,8 @@ class StatusModel:
         r = self._replica(node, replica)
         if state != r.state:
             r.since = self.clock()
+            if state == "running" and r.running_since is None:
+                r.running_since = r.since
         if state == "starting" and r.state in ("restarting", "failed", "stopped"):
             r.exited, r.exit_code = False, None
         r.state = state
@@ -410,8 +413,9 @@ class StatusModel:
         after = self._throughput(r)
         if after > before:
             if r.active_from is None:
-                # the records arrived since the previous report (or since the slot appeared)
-                r.active_from = r.active_to if r.active_to is not None else r.t0
+                # the records moved after the last idle report and after the barrier opened
+                r.active_from = max(t for t in (r.t0, r.active_to, r.running_since)
+                                    if t is not None)
             r.active_to = now
         elif r.active_from is None:
             r.active_to = now  # remember the last idle report as the start of the window

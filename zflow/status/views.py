@@ -201,7 +201,8 @@ class LiveView(_Base):
             console = Console(file=stream, highlight=False, emoji=False,
                               **({"color_system": None} if color is False else {}))
         super().__init__(model, stream, per_replica=per_replica,
-                         color=bool(console.color_system) if color is None else color,
+                         color=(console.color_system is not None and not console.no_color)
+                         if color is None else color,
                          log_dir=log_dir)
         self.console = console
         self.live = Live(console=console, auto_refresh=False, transient=True,
@@ -394,8 +395,9 @@ def make_view(mode: str, model: StatusModel, stream: TextIO | None = None, *,
               console: Console | None = None) -> View:
     """Build the view for ``mode`` ('live' | 'plain' | 'json' | 'quiet' | 'auto').
 
-    ``color=None`` means: colour on a terminal only (live), never in plain/json/quiet unless
-    ``True`` is passed. ``console`` replaces the live view's console (tests record with it).
+    ``color=None`` means: colour only on a terminal (live; plain's log prefixes when stdout is a
+    tty and NO_COLOR is unset); json and quiet never colour. ``console`` replaces the live
+    view's console (tests record with it).
     """
     stream = stream if stream is not None else sys.stdout
     if mode == "auto":
@@ -406,4 +408,12 @@ def make_view(mode: str, model: StatusModel, stream: TextIO | None = None, *,
     cls = {"plain": PlainView, "json": JsonView, "quiet": QuietView}.get(mode)
     if cls is None:
         raise ValueError(f"unknown view mode {mode!r} (one of {', '.join(MODES)}, auto)")
-    return cls(model, stream, per_replica=per_replica, color=bool(color), log_dir=log_dir)
+    if color is None:
+        color = mode == "plain" and _color_terminal(stream)
+    return cls(model, stream, per_replica=per_replica, color=color, log_dir=log_dir)
+
+
+def _color_terminal(stream: TextIO) -> bool:
+    """Colour log prefixes only on a terminal that wants colour (NO_COLOR, TERM=dumb say no)."""
+    return (_isatty(stream) and "NO_COLOR" not in os.environ
+            and os.environ.get("TERM") != "dumb")

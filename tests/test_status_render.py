@@ -1,0 +1,128 @@
+"""Rich renderables, checked with a recording console at a fixed width."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from rich.console import Console
+
+from zflow.status.demo import FakeClock, bench, feed, squares_model
+from zflow.status.render import (
+    PALETTE,
+    fmt_duration,
+    fmt_exit_codes,
+    fmt_rate,
+    node_color,
+    render_status,
+    render_summary,
+)
+
+
+def _text(renderable: object, color: bool = False) -> str:
+    con = Console(record=True, width=120, force_terminal=color, color_system="standard" if color
+                  else None, file=open(os.devnull, "w"))  # noqa: SIM115
+    con.print(renderable)
+    return con.export_text(styles=color)
+
+
+def _row(text: str, name: str) -> list[str]:
+    line = next(x for x in text.splitlines() if x.strip().startswith(name + " "))
+    return line.split()
+
+
+def test_live_screen_mid_run() -> None:
+    clock = FakeClock()
+    m = squares_model(clock)
+    m.set_overall("running")
+    m.set_total(10_000, "ventilator")
+    for node, n in (("ventilator", 1), ("worker", 10), ("results", 1)):
+        for i in range(n):
+            m.replica_state(node, i, "running")
+    clock.advance(2.0)
+    m.replica_counters("ventilator", 0, {"work": (0, 6000, 0, 0)})
+    for i in range(10):
+        m.replica_counters("worker", i, {"work": (500, 0, 0, 0), "results": (0, 490, 0, 0)})
+        m.replica_proc("worker", i, 100 + i, 25.0, 10 * 1024 * 1024)
+    m.replica_counters("results", 0, {"answers": (4800, 0, 0, 0)})
+    m.log("worker", 7, "stdout", "Worker 7 answered: 49")
+    out = _text(render_status(m))
+    assert "squares" in out and "running" in out and "2.00s" in out
+    assert _row(out, "ventilator") == ["ventilator", "running", "1/1", "0", "6,000", "3.0k", "0",
+                                       "0", "-", "-"]
+    assert _row(out, "worker") == ["worker", "running", "10/10", "5,000", "4,900", "2.5k", "0",
+                                   "0", "250%", "100.0", "MiB"]
+    assert "ventilator.work → worker.work" in out
+    edge = _row(out, "ventilator.work")
+    assert edge[-4:] == ["6,000", "5,000", "1,000", "2.5k"]
+    assert "4,800/10,000  48.0%  ETA 2.17s" in out
+    assert "worker.7     │ Worker 7 answered: 49" in out  # prefixes padded to `ventilator.0`
+    per = _text(render_status(m, per_replica=True))
+    assert sum(1 for x in per.splitlines() if x.strip().startswith(".")) == 12
+
+
+def test_summary_after_squares_run() -> None:
+    clock = FakeClock()
+    m = squares_model(clock)
+    feed(m, clock)
+    out = _text(render_summary(m))
+    assert _row(out, "ventilator")[:6] == ["ventilator", "1", "stopped", "0", "10,000", "4.0k"]
+    assert _row(out, "worker")[:6] == ["worker", "10", "stopped", "10,000", "10,000", "4.0k"]
+    assert _row(out, "results")[:5] == ["results", "1", "stopped", "10,000", "0"]
+    assert _row(out, "worker")[-1] == "0"  # exit codes, all zero
+    assert "squares completed in 2.80s (exit 0) · 10,000/10,000 records" in out
+    assert "results: answers=10000  total=333283335000" in out
+    status = _text(render_status(m))
+    assert "10,000/10,000  100.0%" in status
+
+
+def test_summary_shows_failure_and_traceback() -> None:
+    m = squares_model()
+    m.replica_state("worker", 2, "failed", "exit 1")
+    m.replica_exit("worker", 2, 1)
+    m.log("worker", 2, "stderr", "ZeroDivisionError: division by zero")
+    m.log("worker", 3, "stderr", "unrelated warning")
+    m.finish("failed", 1, "worker.2 failed beyond its restart policy")
+    out = _text(render_summary(m, ["worker.2: crashed"]))
+    assert "squares failed" in out and "(exit 1)" in out
+    assert "worker.2 failed beyond its restart policy" in out
+    assert "worker.2: crashed" in out
+    assert "ZeroDivisionError" in out and "unrelated warning" not in out
+    assert _row(out, "worker")[2] == "failed"
+
+
+def test_stable_node_colors() -> None:
+    assert node_color("worker") == node_color("worker")
+    code = "from zflow.status.render import node_color; print(node_color('worker'))"
+    seen = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert seen == {str(node_color("worker")) + "\n"}
+    # the palette is actually used: different names spread over several colours
+    names = [f"node{i}" for i in range(40)]
+    assert len({node_color(n) for n in names}) >= len(PALETTE) // 2
+    # and in coloured output the log prefix carries it
+    m = squares_model()
+    m.log("worker", 1, "stdout", "hi")
+    styled = _text(render_status(m), color=True)
+    assert f"\x1b[{node_color('worker')[1]}mworker.1" in styled
+
+
+def test_formatters() -> None:
+    assert fmt_rate(None) == "-" and fmt_rate(0.0) == "0" and fmt_rate(2.5) == "2.5"
+    assert fmt_rate(950) == "950" and fmt_rate(12_345) == "12.3k" and fmt_rate(2.5e6) == "2.50M"
+    assert fmt_duration(3.2) == "3.20s" and fmt_duration(125) == "2m05s"
+    assert fmt_duration(3725) == "1h02m"
+    assert fmt_exit_codes([0, 0]) == "0" and fmt_exit_codes([None, None]) == "-"
+    assert fmt_exit_codes([0, 0, 1, None]) == "0×2 1 -"
+
+
+def test_render_is_cheap() -> None:
+    start = time.perf_counter()
+    mean = bench(20)
+    assert mean < 0.05, f"one render took {mean * 1000:.1f} ms"
+    assert time.perf_counter() - start < 5
