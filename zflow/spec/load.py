@@ -1,0 +1,141 @@
+"""`load()`: one topology file from bytes on disk to a validated plain dict, or located problems.
+
+Order matters and is part of the contract: read -> parse (positions kept) -> `${VAR}` substitution
+-> `--set` / `--scale` overrides -> version -> schema -> ZeroMQ rules (-> import check, opt-in).
+Validation therefore judges exactly the document that would run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from zflow.spec import rules
+from zflow.spec.diagnostics import COMMAND_LINE, Diagnostic, make
+from zflow.spec.locate import Locator
+from zflow.spec.schema import check_version, schema_diagnostics
+from zflow.spec.subst import apply_overrides, substitute
+from zflow.spec.yamlpos import parse
+
+#: Largest topology file accepted (a real one is a few kilobytes).
+MAX_BYTES = 2 * 1024 * 1024
+
+
+@dataclass
+class LoadResult:
+    """What `load()` found. `topology` is None whenever there is an error."""
+
+    path: str
+    topology: dict | None = None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    unreadable: bool = False
+    #: file name -> text, for quoting source lines (includes `<command line>` when overridden)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.is_error for d in self.diagnostics)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if not d.is_error]
+
+
+def _pos_of(text: str, index: int) -> tuple[int, int]:
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def read_text(path: str) -> tuple[str | None, Diagnostic | None]:
+    """The file as text, or a diagnostic saying why it cannot be a topology file."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None, make("ZF001", "no such file", file=path)
+    except IsADirectoryError:
+        return None, make("ZF001", "is a directory, not a file", file=path)
+    except PermissionError:
+        return None, make("ZF001", "permission denied", file=path)
+    except OSError as e:
+        return None, make("ZF001", f"cannot read: {e.strerror or e}", file=path)
+    if len(raw) > MAX_BYTES:
+        return None, make("ZF003", f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB; "
+                                   "that is not a topology", file=path)
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        head = raw[:nul].decode("utf-8", "replace")
+        line, col = _pos_of(head, len(head))
+        return None, make("ZF002", "binary file (contains NUL bytes), not a YAML topology",
+                          file=path, line=line, col=col)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        head = raw[: e.start].decode("utf-8", "replace")
+        line, col = _pos_of(head, len(head))
+        return None, make("ZF002", f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
+                                   f"{e.start})", file=path, line=line, col=col,
+                          hint="save the file as UTF-8")
+    return text.removeprefix("\ufeff"), None
+
+
+def strip_extensions(v: Any, path: tuple = ()) -> Any:
+    """Drop `x-` keys everywhere except inside `params` (free user data, handed over as is)."""
+    if isinstance(v, dict):
+        if len(path) == 3 and path[0] == "nodes" and path[2] == "params":
+            return v
+        return {k: strip_extensions(x, path + (k,)) for k, x in v.items()
+                if not (isinstance(k, str) and k.startswith("x-"))}
+    if isinstance(v, list):
+        return [strip_extensions(x, path + (i,)) for i, x in enumerate(v)]
+    return v
+
+
+def load(path: str, overrides: Sequence[str] = (), scale: Sequence[str] = (),
+         env: Mapping[str, str] | None = None, *, import_check: bool = False) -> LoadResult:
+    """Read, parse, substitute, override and validate one topology file. Never raises on input.
+
+    `overrides` are `--set PATH=VALUE` strings, `scale` are `NODE=N` strings (sugar for
+    `nodes.NODE.replicas=N`), `env` defaults to `os.environ`. With `import_check`, each `run:`
+    target is also imported (in a subprocess) and checked to be callable.
+    """
+    path = os.fspath(path)
+    res = LoadResult(path=path)
+    text, problem = read_text(path)
+    if problem is not None:
+        res.diagnostics.append(problem)
+        res.unreadable = True
+        return res
+    assert text is not None
+    res.sources[path] = text
+    doc, diags = parse(text, path)
+    res.diagnostics.extend(diags)
+    if doc is None:
+        return res
+    data, sdiags = substitute(doc.data, os.environ if env is None else env, Locator(path, doc))
+    diags = list(sdiags)
+    data, odiags, origins, cmdtext = apply_overrides(data, overrides, scale)
+    diags.extend(odiags)
+    if cmdtext:
+        res.sources[COMMAND_LINE] = cmdtext
+    loc = Locator(path, doc, origins)
+    vdiags = check_version(data, loc)
+    diags.extend(vdiags)
+    if not vdiags:
+        diags.extend(schema_diagnostics(data, loc))
+        diags.extend(rules.check(data, loc))
+        if import_check and not any(d.is_error for d in diags + res.diagnostics):
+            from zflow.spec.importcheck import check_imports
+
+            diags.extend(check_imports(data, path, loc))
+    res.diagnostics.extend(diags)
+    res.diagnostics.sort(key=Diagnostic.sort_key)
+    if res.ok:
+        res.topology = strip_extensions(data)
+    return res

@@ -1,0 +1,484 @@
+"""ZeroMQ rules the schema cannot express (see the project's zeromq-facts notes).
+
+Each check has a stable code and a hint. The checks are written defensively: they run even when
+the schema found problems, skip whatever is malformed (the schema already said so), and never
+raise on odd input, so every problem in a file is reported in one pass.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from zflow.spec.diagnostics import Diagnostic
+from zflow.spec.locate import Locator
+from zflow.spec.schema import SOCKET_TYPES, did_you_mean
+from zflow.spec.yamlpos import Path
+
+#: Which types may talk to each other (libzmq checks this in the handshake).
+PEERS: dict[str, frozenset[str]] = {
+    "PUSH": frozenset({"PULL"}),
+    "PULL": frozenset({"PUSH"}),
+    "PUB": frozenset({"SUB", "XSUB"}),
+    "XPUB": frozenset({"SUB", "XSUB"}),
+    "SUB": frozenset({"PUB", "XPUB"}),
+    "XSUB": frozenset({"PUB", "XPUB"}),
+    "REQ": frozenset({"REP", "ROUTER"}),
+    "REP": frozenset({"REQ", "DEALER"}),
+    "DEALER": frozenset({"REP", "DEALER", "ROUTER"}),
+    "ROUTER": frozenset({"REQ", "DEALER", "ROUTER"}),
+    "PAIR": frozenset({"PAIR"}),
+}
+#: Types that receive data records (XPUB only receives subscriptions).
+RECEIVING = frozenset({"PULL", "SUB", "XSUB", "REQ", "REP", "DEALER", "ROUTER", "PAIR"})
+#: Types that send data records (XSUB only sends subscriptions).
+SENDING = frozenset({"PUSH", "PUB", "XPUB", "REQ", "REP", "DEALER", "ROUTER", "PAIR"})
+
+AUTO_BINDS = frozenset({"auto", "ipc", "tcp"})
+IPC_MAX = 107
+_WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::", "[::]", ""})
+_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def split_ref(s: Any) -> tuple[str, str] | None:
+    """`'ventilator.work'` -> `('ventilator', 'work')`; an endpoint (`tcp://...`) -> None."""
+    if not isinstance(s, str) or "://" in s:
+        return None
+    m = _REF.match(s.strip())
+    return (m.group(1), m.group(2)) if m else None
+
+
+def _data_sockets(node: Any) -> list[str]:
+    socks = node.get("sockets") if isinstance(node, dict) else None
+    if not isinstance(socks, dict):
+        return []
+    out = []
+    for name, s in socks.items():
+        if str(name).startswith("x-") or not isinstance(s, dict):
+            continue
+        if "stop_on" in s or "send_on_end" in s:
+            continue
+        t = s.get("type")
+        if isinstance(t, str) and t in PEERS:
+            out.append(t)
+    return out
+
+
+def inferred_shape(node: Any) -> str:
+    """Shape from the data sockets alone (docs/format.md, "Shape inference")."""
+    types = _data_sockets(node)
+    if any(t in ("REQ", "DEALER", "PAIR", "XPUB", "XSUB") for t in types):
+        return "custom"
+    if any(t in ("REP", "ROUTER") for t in types):
+        return "service" if all(t in ("REP", "ROUTER") for t in types) else "custom"
+    recv = any(t in ("PULL", "SUB") for t in types)
+    send = any(t in ("PUSH", "PUB") for t in types)
+    if not recv:
+        return "source"
+    return "transform" if send else "sink"
+
+
+def infer_shape(node: Any) -> str:
+    """The node's shape: its explicit `shape:` when given, else inferred from its sockets."""
+    if isinstance(node, dict) and isinstance(node.get("shape"), str):
+        return node["shape"]
+    return inferred_shape(node)
+
+
+# ---------------------------------------------------------------------------------------------
+# endpoints
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A parsed concrete endpoint. `port` None means "any port" (`*` or 0)."""
+
+    transport: str
+    host: str = ""
+    port: int | None = None
+    path: str = ""
+
+    @property
+    def wildcard_host(self) -> bool:
+        return self.transport == "tcp" and self.host in _WILDCARD_HOSTS
+
+    @property
+    def loopback(self) -> bool:
+        if self.transport != "tcp":
+            return True
+        h = self.host.strip("[]")
+        if h in ("localhost", "lo"):
+            return True
+        try:
+            return ipaddress.ip_address(h).is_loopback
+        except ValueError:
+            return False
+
+    def norm_host(self) -> str:
+        h = self.host.strip("[]")
+        return "127.0.0.1" if h == "localhost" else h
+
+    def __str__(self) -> str:
+        if self.transport == "tcp":
+            return f"tcp://{self.host}:{'*' if self.port is None else self.port}"
+        return f"{self.transport}://{self.path}"
+
+
+class EndpointError(ValueError):
+    def __init__(self, code: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.hint = code, message, hint
+
+
+def parse_endpoint(s: str, *, binding: bool) -> Endpoint:
+    """Parse `tcp://host:port` / `ipc://path`; raise EndpointError (with a code) otherwise."""
+    verb = "bind" if binding else "connect"
+    if "://" not in s:
+        raise EndpointError("ZF054", f"{s!r} is not an endpoint" + (
+            "" if binding else " or a node.socket reference"),
+            hint="bind: auto, tcp://127.0.0.1:5557 or ipc:///path" if binding
+            else "connect: node.socket, tcp://127.0.0.1:5557 or ipc:///path")
+    transport, rest = s.split("://", 1)
+    if transport == "inproc":
+        raise EndpointError("ZF056", f"inproc endpoint {s!r} works only inside one process",
+                            hint="zflow runs every node (and every replica) as its own process: "
+                                 "use `bind: auto` (ipc) or tcp")
+    if transport == "ipc":
+        if not rest:
+            raise EndpointError("ZF054", f"ipc endpoint {s!r} has no path")
+        if len(rest) > IPC_MAX:
+            raise EndpointError("ZF057", f"ipc path is {len(rest)} characters; Linux allows at "
+                                         f"most {IPC_MAX}",
+                                hint="use a shorter path, or `bind: auto` (a short private path)")
+        return Endpoint("ipc", path=rest)
+    if transport != "tcp":
+        raise EndpointError("ZF055", f"transport {transport!r} is not supported",
+                            hint="zflow uses tcp:// and ipc:// (pgm, udp, ws, ... are not "
+                                 "supported)")
+    if ";" in rest:  # tcp://source;host:port (connect with a source address)
+        rest = rest.split(";", 1)[1]
+    host, sep, port_s = rest.rpartition(":")
+    if not sep or not port_s:
+        raise EndpointError("ZF054", f"tcp endpoint {s!r} has no port",
+                            hint="write tcp://HOST:PORT, e.g. tcp://127.0.0.1:5557")
+    if port_s in ("*", "0"):
+        if not binding:
+            raise EndpointError("ZF054", f"cannot {verb} to {s!r}: the port is a wildcard",
+                                hint="connect to a concrete port")
+        port = None
+    else:
+        if not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
+            raise EndpointError("ZF054", f"tcp port {port_s!r} in {s!r} is not 1..65535")
+        port = int(port_s)
+    if not binding and host in _WILDCARD_HOSTS:
+        raise EndpointError("ZF054", f"cannot connect to the wildcard address in {s!r}",
+                            hint="connect to a concrete address, e.g. tcp://127.0.0.1:"
+                                 f"{port_s}")
+    return Endpoint("tcp", host=host, port=port)
+
+
+# ---------------------------------------------------------------------------------------------
+# the model the checks run on
+
+
+@dataclass
+class Sock:
+    node: str
+    name: str
+    d: dict
+    type: str | None
+    replicas: int
+    command: bool
+    codec: str
+    codec_explicit: bool
+    bind: str | None = None
+    bind_ep: Endpoint | None = None
+    connects: list[tuple[Path, str]] = field(default_factory=list)
+    peers: int = 0  # connectors (x replicas) attached to a binder; targets for a connector
+
+    @property
+    def path(self) -> Path:
+        return ("nodes", self.node, "sockets", self.name)
+
+    @property
+    def label(self) -> str:
+        return f"{self.node}.{self.name}"
+
+
+def _replicas(node: dict) -> int:
+    r = node.get("replicas", 1)
+    return r if isinstance(r, int) and not isinstance(r, bool) and r >= 1 else 1
+
+
+def _sockets(data: dict) -> dict[tuple[str, str], Sock]:
+    defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
+    dcodec = defaults.get("codec") if isinstance(defaults.get("codec"), str) else "msgpack"
+    out: dict[tuple[str, str], Sock] = {}
+    nodes = data.get("nodes")
+    if not isinstance(nodes, dict):
+        return out
+    for nname, node in nodes.items():
+        if str(nname).startswith("x-") or not isinstance(node, dict):
+            continue
+        socks = node.get("sockets")
+        if not isinstance(socks, dict):
+            continue
+        for sname, s in socks.items():
+            if str(sname).startswith("x-") or not isinstance(s, dict):
+                continue
+            t = s.get("type") if s.get("type") in PEERS else None
+            codec = s.get("codec") if isinstance(s.get("codec"), str) else dcodec
+            sock = Sock(str(nname), str(sname), s, t, _replicas(node),
+                        "command" in node and "run" not in node, codec, "codec" in s)
+            if "bind" in s and "connect" not in s and isinstance(s["bind"], str):
+                sock.bind = s["bind"]
+            elif "connect" in s and "bind" not in s:
+                c = s["connect"]
+                base = sock.path + ("connect",)
+                if isinstance(c, str):
+                    sock.connects = [(base, c)]
+                elif isinstance(c, list):
+                    sock.connects = [(base + (i,), x) for i, x in enumerate(c)
+                                     if isinstance(x, str)]
+            out[(str(nname), str(sname))] = sock
+    return out
+
+
+def _allow_public(data: dict, s: Sock) -> bool:
+    node = data["nodes"][s.node]
+    return any(isinstance(o, dict) and o.get("x-allow-public") is True
+               for o in (s.d, node, data))
+
+
+# ---------------------------------------------------------------------------------------------
+# checks
+
+
+def check(data: Any, loc: Locator) -> list[Diagnostic]:
+    """Every ZeroMQ rule over a (possibly partly invalid) document."""
+    if not isinstance(data, dict):
+        return []
+    out: list[Diagnostic] = []
+    socks = _sockets(data)
+    nodes = data.get("nodes") if isinstance(data.get("nodes"), dict) else {}
+
+    # -- per-socket options
+    for s in socks.values():
+        p, t = s.path, s.type
+        if t == "SUB":
+            sub = s.d.get("subscribe")
+            if "subscribe" not in s.d:
+                out.append(loc.diag("ZF061", f"SUB socket '{s.label}' has no subscribe: it would "
+                                             "drop every message", p, at="key",
+                                    hint='add `subscribe: ""` to receive everything, or a topic'
+                                         ' prefix'))
+            elif sub == []:
+                out.append(loc.diag("ZF061", f"SUB socket '{s.label}' subscribes to nothing",
+                                    p + ("subscribe",),
+                                    hint='use `subscribe: ""` to receive everything'))
+        elif t is not None and "subscribe" in s.d:
+            out.append(loc.diag("ZF062", f"subscribe is only for SUB sockets; '{s.label}' is "
+                                         f"{t}", p + ("subscribe",), at="key",
+                                hint="remove it, or make the socket `type: SUB`"))
+        if t is not None and "stop_on" in s.d and t not in RECEIVING:
+            out.append(loc.diag("ZF065", f"stop_on needs a receiving socket; {t} socket "
+                                         f"'{s.label}' never receives data",
+                                p + ("stop_on",), at="key",
+                                hint="put stop_on on a PULL/SUB (receiving) socket, or use "
+                                     "send_on_end here" if t in SENDING else None))
+        if t is not None and "send_on_end" in s.d and t not in SENDING:
+            out.append(loc.diag("ZF066", f"send_on_end needs a sending socket; {t} socket "
+                                         f"'{s.label}' never sends data",
+                                p + ("send_on_end",), at="key",
+                                hint="put send_on_end on a PUSH/PUB (sending) socket, or use "
+                                     "stop_on here" if t in RECEIVING else None))
+        if t == "PAIR" and s.replicas > 1:
+            out.append(loc.diag("ZF063", f"PAIR socket '{s.label}' is on a node with "
+                                         f"{s.replicas} replicas; PAIR has exactly one peer",
+                                ("nodes", s.node, "replicas"),
+                                hint="use replicas: 1, or PUSH/PULL or DEALER/ROUTER for many"))
+
+    # -- binds
+    bound: list[tuple[Sock, Endpoint]] = []
+    for s in socks.values():
+        if s.bind is None:
+            continue
+        bp = s.path + ("bind",)
+        if s.bind in AUTO_BINDS:
+            continue
+        try:
+            ep = parse_endpoint(s.bind, binding=True)
+        except EndpointError as e:
+            out.append(loc.diag(e.code, e.message, bp, hint=e.hint))
+            continue
+        s.bind_ep = ep
+        fixed = not (ep.transport == "tcp" and ep.port is None)
+        if fixed and s.replicas > 1:
+            out.append(loc.diag("ZF059", f"node '{s.node}' has {s.replicas} replicas but "
+                                         f"'{s.label}' binds the fixed endpoint {s.bind}: the "
+                                         "replicas would collide", bp,
+                                hint="use `bind: auto` (one endpoint per replica), or let a "
+                                     "single-replica node bind and this one connect"))
+        if ep.transport == "tcp" and not ep.loopback and not _allow_public(data, s):
+            out.append(loc.diag("ZF069", f"'{s.label}' binds {s.bind}, reachable from other "
+                                         "machines, without encryption or authentication", bp,
+                                hint="bind 127.0.0.1 (or `bind: auto`), or set `x-allow-public: "
+                                     "true` on the socket if this is intended"))
+        if fixed:
+            bound.append((s, ep))
+
+    # -- endpoint clashes (one binder per endpoint)
+    for i, (s2, e2) in enumerate(bound):
+        for s1, e1 in bound[:i]:
+            if e1.transport != e2.transport:
+                continue
+            if e1.transport == "tcp":
+                clash = e1.port == e2.port and (e1.norm_host() == e2.norm_host()
+                                                or e1.wildcard_host or e2.wildcard_host)
+            else:
+                clash = e1.path == e2.path
+            if clash:
+                _f, line, _c = loc.value(s1.path + ("bind",))
+                out.append(loc.diag("ZF058", f"{s2.bind} is already bound by '{s1.label}' "
+                                             f"(line {line}): one binder per endpoint",
+                                    s2.path + ("bind",),
+                                    hint="use another port or path, or `bind: auto`; other "
+                                         "sockets connect to it"))
+                break
+
+    def binder_for(ep: Endpoint) -> Sock | None:
+        for s, b in bound:
+            if b.transport != ep.transport:
+                continue
+            if ep.transport == "ipc" and b.path == ep.path:
+                return s
+            if ep.transport == "tcp" and b.port == ep.port and (
+                    b.norm_host() == ep.norm_host() or (b.wildcard_host and ep.loopback)):
+                return s
+        return None
+
+    # -- connects: resolve references, check peers
+    edges: list[tuple[Sock, Sock, Path]] = []
+    for s in socks.values():
+        seen_targets: set[str] = set()
+        for cp, target in s.connects:
+            tnorm = target.strip()
+            if tnorm in seen_targets:
+                out.append(loc.diag("ZF070", f"'{s.label}' connects to {target} twice", cp,
+                                    hint="remove the duplicate"))
+                continue
+            seen_targets.add(tnorm)
+            ref = split_ref(tnorm)
+            if ref is None:
+                try:
+                    ep = parse_endpoint(tnorm, binding=False)
+                except EndpointError as e:
+                    out.append(loc.diag(e.code, e.message, cp, hint=e.hint))
+                    continue
+                s.peers += 1
+                b = binder_for(ep)
+                if b is not None:
+                    edges.append((s, b, cp))
+                continue
+            nname, sname = ref
+            node = nodes.get(nname)
+            if not isinstance(node, dict) or nname.startswith("x-"):
+                names = [n for n in nodes if not str(n).startswith("x-")]
+                guess = did_you_mean(nname, names)
+                out.append(loc.diag("ZF051", f"'{s.label}' connects to '{tnorm}', but there is "
+                                             f"no node '{nname}'", cp,
+                                    hint=f"did you mean '{guess}.{sname}'?" if guess
+                                    else f"nodes: {', '.join(map(str, names))}"))
+                continue
+            b = socks.get((nname, sname))
+            if b is None:
+                nsocks = node.get("sockets") if isinstance(node.get("sockets"), dict) else {}
+                names = [n for n in nsocks if not str(n).startswith("x-")]
+                binders = [n for n in names if isinstance(nsocks[n], dict) and "bind" in
+                           nsocks[n]]
+                guess = did_you_mean(sname, binders) or did_you_mean(sname, names)
+                hint = (f"did you mean '{nname}.{guess}'?" if guess else
+                        f"sockets of '{nname}': {', '.join(map(str, names))}" if names else
+                        f"node '{nname}' has no sockets")
+                out.append(loc.diag("ZF052", f"'{s.label}' connects to '{tnorm}', but node "
+                                             f"'{nname}' has no socket '{sname}'", cp, hint=hint))
+                continue
+            if b.bind is None:
+                if "connect" in b.d and "bind" not in b.d:
+                    out.append(loc.diag("ZF053", f"'{s.label}' connects to '{b.label}', which "
+                                                 "connects too: one side must bind", cp,
+                                        hint=f"give '{b.label}' `bind: auto` instead of "
+                                             "connect"))
+                continue
+            s.peers += 1
+            if b.bind_ep is not None and b.bind_ep.wildcard_host:
+                out.append(loc.diag("ZF060", f"'{b.label}' binds the wildcard address {b.bind};"
+                                             " a reference to it has no concrete address to "
+                                             "connect to", cp,
+                                    hint=f"connect to a concrete endpoint (e.g. "
+                                         f"tcp://127.0.0.1:{b.bind_ep.port or 'PORT'}), or bind "
+                                         f"'{b.label}' to 127.0.0.1"))
+            edges.append((s, b, cp))
+
+    # -- per connection: types, codecs
+    for c, b, cp in edges:
+        b.peers += c.replicas
+        if c.type and b.type and b.type not in PEERS[c.type]:
+            out.append(loc.diag("ZF050", f"{c.type} socket '{c.label}' cannot talk to {b.type} "
+                                         f"socket '{b.label}'", cp,
+                                hint=f"{c.type} peers with "
+                                     f"{' or '.join(sorted(PEERS[c.type]))}; {b.type} peers "
+                                     f"with {' or '.join(sorted(PEERS[b.type]))}"))
+            continue
+        for z, other in ((c, b), (b, c)):
+            if not z.command and other.command and z.codec == "msgpack":
+                at = z.path + ("codec",) if z.codec_explicit else z.path
+                out.append(loc.diag("ZF068", f"'{z.label}' uses the msgpack codec (zflow frames) "
+                                             f"but its peer '{other.label}' is a command node",
+                                    at, at="value" if z.codec_explicit else "key",
+                                    hint="command nodes are plain ZeroMQ programs: set `codec: "
+                                         "json` or `codec: raw` on this socket"))
+        if not c.command and not b.command and c.codec != b.codec:
+            out.append(loc.diag("ZF071", f"'{c.label}' uses codec {c.codec} but '{b.label}' "
+                                         f"uses {b.codec}", cp,
+                                hint="both ends of a connection must use the same codec"))
+
+    # -- PAIR peers, sockets without peers
+    for s in socks.values():
+        if s.type == "PAIR" and s.peers > 1:
+            where = s.path + ("connect",) if s.connects else s.path
+            out.append(loc.diag("ZF063", f"PAIR socket '{s.label}' has {s.peers} peers; PAIR "
+                                         "talks to exactly one", where,
+                                at="value" if s.connects else "key",
+                                hint="use DEALER/ROUTER or PUSH/PULL for more than one peer"))
+        if s.bind is not None and s.peers == 0 and s.type is not None:
+            if s.bind in AUTO_BINDS:
+                msg = (f"nothing connects to '{s.label}', and with `bind: {s.bind}` nothing "
+                       "outside the topology can find it")
+            else:
+                msg = (f"nothing in this topology connects to '{s.label}' (fine if an outside "
+                       "program does)")
+            out.append(loc.diag("ZF064", msg, s.path, at="key",
+                                hint=f"connect a socket to it with `connect: {s.label}`, or "
+                                     "remove it"))
+
+    # -- shapes
+    for nname, node in nodes.items():
+        if str(nname).startswith("x-") or not isinstance(node, dict):
+            continue
+        shape = node.get("shape")
+        if not isinstance(shape, str) or shape == "custom" or "command" in node:
+            continue
+        got = inferred_shape(node)
+        if shape in ("source", "transform", "sink", "service") and shape != got:
+            out.append(loc.diag("ZF067", f"node '{nname}' says shape {shape}, but its sockets "
+                                         f"make it a {got}", ("nodes", nname, "shape"),
+                                hint=f"remove `shape:` (inferred: {got}), fix the sockets, or "
+                                     "use `shape: custom` to drive the sockets yourself"))
+    return out
+
+
+__all__ = ["PEERS", "RECEIVING", "SENDING", "SOCKET_TYPES", "Endpoint", "EndpointError", "check",
+           "infer_shape", "inferred_shape", "parse_endpoint", "split_ref"]
