@@ -37,6 +37,7 @@ class NodeContext:
     verbose: bool = False
     sockets: dict[str, Any] = field(default_factory=dict)
     _stop: Any = None
+    _io: Any = None
 
     @property
     def name(self) -> str:
@@ -46,6 +47,24 @@ class NodeContext:
     def stopping(self) -> bool:
         """True once zflow asked this node to stop; custom loops should check it and return."""
         return bool(self._stop is not None and self._stop())
+
+    # Custom nodes own their loops; these spare them the codec and the stop check.
+    def send(self, socket: str, record: Any) -> None:
+        """Send one record on `socket`, encoded with that socket's codec."""
+        self._io.send(socket, record)
+
+    def recv(self, socket: str, timeout: float | None = None) -> Any:
+        """Next record from `socket`; None on timeout (seconds) or when zflow asks to stop."""
+        return self._io.recv(socket, timeout)
+
+    def request(self, socket: str, record: Any, timeout: float | None = None) -> Any:
+        """Send a request and wait for its reply (REQ or DEALER sockets)."""
+        self._io.send(socket, record)
+        return self._io.recv(socket, timeout)
+
+    def proxy(self, frontend: str, backend: str) -> None:
+        """Shuttle messages both ways (a broker) until zflow asks this node to stop."""
+        self._io.proxy(frontend, backend)
 
 
 _current: NodeContext | None = None

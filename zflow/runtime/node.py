@@ -336,6 +336,7 @@ class Node:
         if shape == "source":
             return self.run_source(target(**params))
         if shape == "custom":
+            self.context._io = SocketIO(self)
             return target(self.context)
         obj = target(**params) if is_class else target
         if shape == "service":
@@ -521,6 +522,57 @@ class Node:
             s[name][1], s[name][3] = n, nb
         self.send(P.FINISHED, s=s, e=self.errors, result=None)
         return None
+
+
+class SocketIO:
+    """What `NodeContext.send/recv/request/proxy` do for custom nodes."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.codecs = {s["name"]: s["codec"] for s in node.spec["sockets"]}
+
+    def _sock(self, name: str) -> zmq.Socket:
+        try:
+            return self.node.sockets[name]
+        except KeyError:
+            raise KeyError(f"node {self.node.spec['node']!r} has no socket {name!r}") from None
+
+    def send(self, name: str, record: Any) -> None:
+        sock = self._sock(name)
+        frame = codec.encode_one(self.codecs[name])(record)
+        if sock.type == zmq.DEALER:
+            sock.send_multipart([b"", frame])
+        else:
+            sock.send(frame)
+
+    def recv(self, name: str, timeout: float | None) -> Any:
+        sock = self._sock(name)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = 100 if deadline is None else max(0, min(100, (deadline - time.monotonic()) * 1000))
+            if sock.poll(wait, zmq.POLLIN):
+                parts = sock.recv_multipart()
+                return codec.decode_one(self.codecs[name])(parts[-1])
+            if self.node._poll_stop() or (deadline is not None and time.monotonic() >= deadline):
+                return None
+
+    def proxy(self, frontend: str, backend: str) -> None:
+        a, b = self._sock(frontend), self._sock(backend)
+        poller = zmq.Poller()
+        poller.register(a, zmq.POLLIN)
+        poller.register(b, zmq.POLLIN)
+        poller.register(self.node.ctrl, zmq.POLLIN)
+        while not self.node.stop_requested:
+            for sock, _ in poller.poll(self.node.stats_every * 1000):
+                if sock is self.node.ctrl:
+                    self.node.drain_control()
+                    continue
+                other = b if sock is a else a
+                while True:
+                    try:
+                        other.send_multipart(sock.recv_multipart(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
 
 
 def main() -> int:

@@ -240,6 +240,8 @@ class Supervisor:
             argv = [sys.executable, "-m", "zflow.runtime.node"]
         else:
             env.update(self._command_env(slot))
+            # `python3` in a command node is the interpreter zflow runs on (its venv's)
+            env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
             argv = list(n.argv or [])
         try:
             proc = subprocess.Popen(
@@ -483,19 +485,27 @@ class Supervisor:
                     continue
                 if all(self._node_finished(p) for p, _ in s.peers):
                     self._end_input(sid, None)
-            if n.kind == "command" or n.shape == "custom":
+            if n.shape == "custom" and n.kind == "python":
                 ins = [s for s in n.sockets.values() if s.end in (END_PEERS, END_COUNT)]
                 if ins and all(f"{n.name}.{s.name}" in self.ended_inputs for s in ins):
                     for i in range(n.replicas):
                         slot = self.slots[f"{n.name}.{i}"]
-                        if n.kind == "command" and not slot.exited and not slot.finished:
-                            # a command node learns the end from its peers' end markers; when
-                            # it has none to wait for, it is done once its inputs are
-                            slot.finished = slot.finished or not any(
-                                x.codec != "msgpack" for x in n.sockets.values() if x.receives)
-                        elif n.kind == "python" and not getattr(slot, "_stop_sent", False):
-                            self._send(slot, P.STOP)
+                        if not getattr(slot, "_stop_sent", False):
+                            self._send(slot, P.STOP)  # ctx.stopping() turns true
                             slot._stop_sent = True  # type: ignore[attr-defined]
+
+    def _complete(self) -> bool:
+        """Every zflow node finished; command nodes exited 0 or have had all their input."""
+        for slot in self.slots.values():
+            if slot.finished:
+                continue
+            n = self.plan.nodes[slot.node]
+            if n.kind != "command":
+                return False
+            ins = [s for s in n.sockets.values() if s.receives and s.role == "data"]
+            if not ins or not all(f"{n.name}.{s.name}" in self.ended_inputs for s in ins):
+                return False
+        return True
 
     def _end_input(self, sid: str, expected: int | None) -> None:
         self.ended_inputs.add(sid)
@@ -599,7 +609,10 @@ class Supervisor:
             self.stop_sent_at = time.monotonic()
             for s in self.slots.values():
                 self._send(s, P.STOP)
-                if s.proc is not None and not s.exited and self.plan.nodes[s.node].kind == "command":
+                # command nodes hear no STOP: on completion they get the drain period to exit
+                # by themselves, otherwise SIGTERM now
+                kind = self.plan.nodes[s.node].kind
+                if code != exitcodes.OK and kind == "command" and s.proc and not s.exited:
                     _killpg(s.pid, signal.SIGTERM)
 
     def _advance_stop(self) -> None:
@@ -701,7 +714,7 @@ class Supervisor:
                         self._reprobe(s)
             if self.phase == "running":
                 self._advance_ends()
-                if all(s.finished for s in self.slots.values()):
+                if self._complete():
                     self._begin_stop(exitcodes.OK, None, "completed")
             if self.phase == "stopping":
                 self._advance_stop()
