@@ -211,3 +211,32 @@ def test_log_tail_is_bounded() -> None:
     for i in range(500):
         m.log("worker", 0, "stdout", str(i))
     assert len(m.logs) == 200 and m.logs[-1].line == "499"
+
+
+def test_from_plan_flags_control_and_fanout() -> None:
+    from types import SimpleNamespace as NS
+
+    def sock(type_: str, role: str = "data") -> NS:
+        return NS(type=type_, role=role)
+
+    plan = NS(
+        name="squares",
+        nodes={
+            "ventilator": NS(name="ventilator", replicas=1, shape="source", kind="python",
+                             sockets={"work": sock("PUSH")}),
+            "worker": NS(name="worker", replicas=10, shape="transform", kind="python",
+                         sockets={"work": sock("PULL"), "results": sock("PUSH"),
+                                  "control": sock("SUB", "control")}),
+            "results": NS(name="results", replicas=1, shape="sink", kind="python",
+                          sockets={"answers": sock("PULL"), "control": sock("PUB", "control")}),
+        },
+        edges=[NS(src="ventilator.work", dst="worker.work"),
+               NS(src="worker.results", dst="results.answers"),
+               NS(src="results.control", dst="worker.control")],
+    )
+    m = StatusModel.from_plan(plan, clock=FakeClock())
+    assert m.topology == "squares" and m.nodes["worker"].replicas == 10
+    assert [(e.control, e.src_type) for e in m.edges] == [
+        (False, "PUSH"), (False, "PUSH"), (True, "PUB")]
+    assert m.control_sockets("worker") == {"control"}
+    assert m.sinks == ["results"]

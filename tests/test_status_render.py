@@ -75,7 +75,7 @@ def test_summary_after_squares_run() -> None:
     assert "squares completed in 2.80s (exit 0) · 10,000/10,000 records" in out
     assert "results: answers=10000  total=333283335000" in out
     status = _text(render_status(m))
-    assert "10,000/10,000  100.0%" in status
+    assert "10,000/10,000  100.0%" in status and "ETA" not in status
 
 
 def test_summary_shows_failure_and_traceback() -> None:

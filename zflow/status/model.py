@@ -104,6 +104,29 @@ class EdgeInfo:
         return self.dst.partition(".")[2]
 
 
+def nodes_from_plan(plan: Any) -> list[NodeInfo]:
+    """NodeInfo for every node of a ``zflow.plan.Plan`` (duck-typed: no import cycle)."""
+    return [NodeInfo(n.name, n.replicas, n.shape, n.kind) for n in plan.nodes.values()]
+
+
+def edges_from_plan(plan: Any) -> list[EdgeInfo]:
+    """EdgeInfo for every plan edge, with the control flag and the sending socket's type.
+
+    Without them the model cannot tell the FINISHED channel from data (it would count it as
+    records) nor a PUB fan-out from a one-to-one edge (in flight would read 0, not '-').
+    """
+    out = []
+    for e in plan.edges:
+        sn, _, ss = e.src.partition(".")
+        dn, _, ds = e.dst.partition(".")
+        src = plan.nodes[sn].sockets.get(ss) if sn in plan.nodes else None
+        dst = plan.nodes[dn].sockets.get(ds) if dn in plan.nodes else None
+        control = any(getattr(x, "role", "data") == "control" for x in (src, dst) if x)
+        out.append(EdgeInfo(e.src, e.dst, control=control,
+                            src_type=getattr(src, "type", None)))
+    return out
+
+
 @dataclass
 class LogLine:
     t: float
@@ -259,6 +282,11 @@ def node_state(states: Iterable[str]) -> str:
 
 class StatusModel:
     """Everything the views show, fed by the supervisor. Pure data, single-threaded."""
+
+    @classmethod
+    def from_plan(cls, plan: Any, clock: Callable[[], float] = time.monotonic) -> StatusModel:
+        """The model for a ``zflow.plan.Plan``: nodes, and edges with control/fan-out flags."""
+        return cls(plan.name, nodes_from_plan(plan), edges_from_plan(plan), clock=clock)
 
     def __init__(
         self,

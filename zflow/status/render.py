@@ -204,7 +204,7 @@ def progress_line(model: StatusModel, width: int = 40) -> Table | None:
     bar = ProgressBar(total=max(p.total, 1), completed=min(p.done, p.total) if p.total else 1,
                       width=width)
     pct = 100.0 * (p.fraction or 0.0)
-    eta = "" if p.eta is None else f"  ETA {fmt_duration(p.eta)}"
+    eta = "" if p.eta is None or p.done >= p.total else f"  ETA {fmt_duration(p.eta)}"
     grid.add_row(bar, Text(f"{fmt_count(p.done)}/{fmt_count(p.total)}  {pct:.1f}%{eta}"))
     return grid
 

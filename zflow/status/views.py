@@ -298,7 +298,7 @@ class PlainView(_Base):
         p = self.model.progress()
         if p.fraction is not None:
             s = f"{100 * p.fraction:.1f}%"
-            if p.eta is not None:
+            if p.eta is not None and p.fraction < 1.0:
                 s += f" ETA {fmt_duration(p.eta)}"
             parts.append(s)
         return " · ".join(parts)
