@@ -285,11 +285,15 @@ def result_line(model: StatusModel) -> Text:
     t.append(f" in {fmt_duration(model.duration)}")
     if model.exit_code is not None:
         t.append(f" (exit {model.exit_code})")
-    p = model.progress()
-    if p.total is not None:
-        t.append(f" · {fmt_count(p.done)}/{fmt_count(p.total)} records")
-    elif model.sinks:
-        t.append(f" · {fmt_count(p.done)} records")
+    sinks = model.sinks
+    # several sinks may each get a copy (their sum means nothing); a service's count is not a
+    # stream's
+    if len(sinks) == 1 and (model.total is not None or model.nodes[sinks[0]].shape == "sink"):
+        p = model.progress()
+        if p.total is not None:
+            t.append(f" · {fmt_count(p.done)}/{fmt_count(p.total)} records")
+        else:
+            t.append(f" · {fmt_count(p.done)} records")
     return t
 
 
