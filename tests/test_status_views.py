@@ -217,3 +217,22 @@ def test_choose_mode() -> None:
 def test_strip_control() -> None:
     assert strip_control("\x1b[1;31mred\x1b[0m\tx\x07") == "red\tx"
     assert strip_control("plain │ text") == "plain │ text"
+
+
+def test_failure_said_once() -> None:
+    """The supervisor's error quotes the traceback; the summary must not repeat it."""
+    msg = ("work.0 exited with code 1: RuntimeError: bad\n  last stderr lines:\n"
+           "    RuntimeError: bad")
+    # plain: the event line as it happened, then the summary's message (no errors list, no
+    # tail); quiet: the error as it happened only
+    for mode, times in (("plain", 4), ("quiet", 2)):
+        m = squares_model()
+        buf = io.StringIO()
+        v = make_view(mode, m, buf)
+        m.replica_state("worker", 0, "failed")
+        m.log("worker", 0, "stderr", "RuntimeError: bad")
+        v.event("error", message=msg)
+        m.finish("failed", 1, msg)
+        v.close()
+        assert buf.getvalue().count("RuntimeError: bad\n") == times, (mode, buf.getvalue())
+        assert "errors (" not in buf.getvalue()

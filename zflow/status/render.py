@@ -333,12 +333,14 @@ def render_summary(model: StatusModel, errors: Iterable[str] = ()) -> Group:
     parts.extend(result_lines(model))
     if model.message:
         parts.append(Text(model.message, style="bold red" if model.overall == "failed" else ""))
-    errs = list(errors)
+    # the supervisor's messages often quote the same failure: say each thing once
+    errs = [e for e in errors if e != model.message]
     if errs:
         parts.append(Text(f"errors ({len(errs)}):", style="red"))
         parts.extend(Text(f"  {e}") for e in errs[-10:])
+    said = "\n".join([model.message or "", *errors])
     tail = failed_output(model)
-    if tail:
+    if tail and not all(t.plain.partition(f"{SEP} ")[2].strip() in said for t in tail):
         parts.append(Text("last output of failed replicas:", style="red"))
         parts.extend(tail)
     return Group(*parts)

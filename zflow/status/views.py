@@ -371,10 +371,14 @@ class QuietView(_Base):
         self._write(result_line(self.model).plain)
         for t in result_lines(self.model):
             self._write(t.plain)
-        if self.model.message:
+        said = "\n".join(self.errors)
+        if self.model.message and self.model.message not in said:
             self._write(self.model.message)
-        for t in failed_output(self.model):
-            self._write(strip_control(t.plain))
+            said += "\n" + self.model.message
+        tail = failed_output(self.model)
+        if not all(t.plain.partition(f"{SEP} ")[2].strip() in said for t in tail):
+            for t in tail:
+                self._write(strip_control(t.plain))
 
 
 def choose_mode(*, quiet: bool = False, json_: bool = False, plain: bool = False,
