@@ -99,6 +99,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ZF069": ("warning", "tcp bind reachable beyond loopback without CURVE"),
     "ZF070": ("warning", "same endpoint connected twice by one socket"),
     "ZF071": ("error", "codec differs between the two ends of a connection"),
+    "ZF072": ("error", "topic on a socket that does not publish (PUB / XPUB)"),
     # --import-check
     "ZF080": ("error", "run target module cannot be found"),
     "ZF081": ("error", "run target module raised while importing"),
@@ -127,11 +128,14 @@ _ANSI = {"error": "\033[1;31m", "warning": "\033[1;33m", "bold": "\033[1m", "blu
          "cyan": "\033[36m", "reset": "\033[0m"}
 
 
-def _token_len(text: str, col0: int) -> int:
+def _token_len(text: str, col0: int, cmdline: bool = False) -> int:
     """Length of the YAML token starting at col0, so the caret underlines the whole value."""
     rest = text[col0:]
     if not rest:
         return 1
+    if cmdline:
+        m = re.match(r"[^.=\s\[]+", rest)
+        return len(m.group(0)) if m else 1
     if rest[0] in "\"'":
         end = rest.find(rest[0], 1)
         return end + 1 if end > 0 else len(rest.rstrip())
@@ -162,7 +166,7 @@ def _human(d: Diagnostic, sources: Mapping[str, str] | None, color: bool) -> str
             out.append(c("blue", f" {num} | ") + src)
             if d.col > 0:
                 col0 = min(d.col - 1, len(src))
-                caret = "^" * _token_len(src, col0)
+                caret = "^" * _token_len(src, col0, d.file == COMMAND_LINE)
                 out.append(c("blue", f" {pad} | ") + " " * col0 + c(d.severity, caret))
     if d.hint:
         out.append(f"  {c('bold', 'hint')}: {d.hint}")

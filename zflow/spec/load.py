@@ -17,7 +17,7 @@ from zflow.spec.diagnostics import COMMAND_LINE, Diagnostic, make
 from zflow.spec.locate import Locator
 from zflow.spec.schema import check_version, schema_diagnostics
 from zflow.spec.subst import apply_overrides, substitute
-from zflow.spec.yamlpos import parse
+from zflow.spec.yamlpos import parse, path_str
 
 #: Largest topology file accepted (a real one is a few kilobytes).
 MAX_BYTES = 2 * 1024 * 1024
@@ -97,6 +97,15 @@ def strip_extensions(v: Any, path: tuple = ()) -> Any:
     return v
 
 
+def _already_reported(d: Diagnostic, reported: set) -> bool:
+    """A value whose tag was refused or whose ${VAR} failed was reported once; say no more."""
+    for p in reported:
+        ps = path_str(p)
+        if d.path == ps or d.path.startswith(ps + ".") or d.path.startswith(ps + "["):
+            return True
+    return False
+
+
 def load(path: str, overrides: Sequence[str] = (), scale: Sequence[str] = (),
          env: Mapping[str, str] | None = None, *, import_check: bool = False) -> LoadResult:
     """Read, parse, substitute, override and validate one topology file. Never raises on input.
@@ -128,8 +137,8 @@ def load(path: str, overrides: Sequence[str] = (), scale: Sequence[str] = (),
     vdiags = check_version(data, loc)
     diags.extend(vdiags)
     if not vdiags:
-        diags.extend(schema_diagnostics(data, loc))
-        diags.extend(rules.check(data, loc))
+        later = schema_diagnostics(data, loc) + rules.check(data, loc)
+        diags.extend(d for d in later if not _already_reported(d, doc.reported))
         if import_check and not any(d.is_error for d in diags + res.diagnostics):
             from zflow.spec.importcheck import check_imports
 

@@ -294,6 +294,11 @@ def check(data: Any, loc: Locator) -> list[Diagnostic]:
                                 p + ("send_on_end",), at="key",
                                 hint="put send_on_end on a PUSH/PUB (sending) socket, or use "
                                      "stop_on here" if t in RECEIVING else None))
+        if t is not None and "topic" in s.d and t not in ("PUB", "XPUB"):
+            out.append(loc.diag("ZF072", f"topic is only for PUB and XPUB sockets; '{s.label}' "
+                                         f"is {t}", p + ("topic",), at="key",
+                                hint="SUB sockets filter with `subscribe:`" if t == "SUB"
+                                else "remove it"))
         if t == "PAIR" and s.replicas > 1:
             out.append(loc.diag("ZF063", f"PAIR socket '{s.label}' is on a node with "
                                          f"{s.replicas} replicas; PAIR has exactly one peer",

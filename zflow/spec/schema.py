@@ -31,7 +31,7 @@ _ALIASES = {
     "target": "run", "func": "run", "function": "run", "callable": "run", "entrypoint": "run",
     "entry": "run", "module": "run",
     "address": "bind' or 'connect", "endpoint": "bind' or 'connect", "addr": "bind' or 'connect",
-    "topic": "subscribe", "topics": "subscribe", "subscription": "subscribe",
+    "topics": "subscribe", "subscription": "subscribe",
     "subscriptions": "subscribe", "filter": "subscribe",
     "kind": "type", "socket_type": "type", "socktype": "type",
     "instances": "replicas", "processes": "replicas", "scale": "replicas", "count": "replicas",

@@ -95,6 +95,8 @@ def substitute(data: Any, env: Mapping[str, str], loc: Locator,
             return text
 
         out = _REF.sub(repl, v)
+        if bad:
+            loc.doc.reported.add(p)
         if not bad and _WHOLE.match(v) and expects_number(p):
             return _to_number(out)
         return out

@@ -86,6 +86,8 @@ class PosDoc:
     data: Any = None
     values: dict[Path, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    #: values already reported (refused tags): later checks stay quiet about them
+    reported: set[Path] = field(default_factory=set)
 
 
 def _pos(mark: Any) -> tuple[int, int]:
@@ -175,6 +177,7 @@ class _Builder:
         return None  # pragma: no cover
 
     def _refuse(self, node: Any, path: Path) -> None:
+        self.doc.reported.add(path)
         tag = node.tag
         short = tag.replace(_T, "!!") if tag.startswith(_T) else tag
         self.diag("ZF007", f"YAML tag {short} is refused", node.start_mark, path,
