@@ -1,0 +1,142 @@
+"""The other measurements of issue 5, one function each; each returns a list of row dicts and turns
+every failure (including "zflow up is not available yet") into a row with `skipped` or `error`.
+
+- idle_latency: one record through an idle pipeline, p50/p99 (baselines: benchmarks/latency.py;
+  zflow: benchmarks/topologies/latency.yaml, whose sink prints its percentiles);
+- startup: an empty stream (0 records) with W workers, command start to exit, per variant; the
+  baselines also report the time to their readiness barrier ("every worker ready");
+- telemetry: zflow squares with --no-telemetry, with telemetry, and with telemetry plus the live
+  view (zflow given a pseudo-terminal and no --quiet), repetitions interleaved.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from typing import Any
+
+from benchmarks.harness import ROOT, run_tree
+from benchmarks.variants import _json_values, run_baseline, run_zflow, zflow_argv, zflow_row
+
+LATENCY_TOPOLOGY = ROOT / "benchmarks" / "topologies" / "latency.yaml"
+
+
+def idle_latency(workers: int, samples: int, zflow_ok: tuple[bool, str],
+                 transport: str = "ipc") -> list[dict[str, Any]]:
+    rows = []
+    for variant in ("seed", "batched"):
+        argv = [sys.executable, "-m", "benchmarks.latency", "--variant", variant, "--workers",
+                str(workers), "--samples", str(samples), "--transport", transport]
+        run = run_tree(argv, 60.0)
+        try:
+            rep = json.loads(run.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            rep = {"error": f"exit {run.returncode}: {run.tail()}"}
+        rows.append({"variant": variant, "workers": workers, "p50_us": rep.get("p50_us"),
+                     "p99_us": rep.get("p99_us"), "samples": rep.get("samples"),
+                     "error": rep.get("error"), "skipped": None})
+    rows.append(zflow_idle_latency(workers, samples, zflow_ok))
+    return rows
+
+
+def zflow_idle_latency(workers: int, samples: int, zflow_ok: tuple[bool, str]) -> dict[str, Any]:
+    row: dict[str, Any] = {"variant": "zflow", "workers": workers, "p50_us": None,
+                           "p99_us": None, "samples": None, "error": None, "skipped": None}
+    if not zflow_ok[0]:
+        row["skipped"] = f"zflow up not available: {zflow_ok[1]}"
+        return row
+    warmup = 20
+    argv = [sys.executable, "-m", "zflow", "up", str(LATENCY_TOPOLOGY), "--json",
+            "--set", f"nodes.ventilator.params.count={samples + warmup}",
+            "--set", f"nodes.results.params.warmup={warmup}", "--scale", f"worker={workers}"]
+    run = run_tree(argv, 60.0)
+    # the sink prints a JSON line; zflow --json wraps node output in {"event": "log", "line": ...}
+    logged = "\n".join(str(v) for v in _json_values(run.stdout, "line"))
+    found = [v for v in _json_values(run.stdout + "\n" + logged, "latency")
+             if isinstance(v, dict) and "p50_us" in v]
+    if run.returncode != 0 or not found:
+        row["error"] = f"exit {run.returncode}: {run.tail()}" if run.returncode else \
+            "no latency line in the output"
+        return row
+    row.update({k: found[-1].get(k) for k in ("p50_us", "p99_us", "samples")})
+    return row
+
+
+def startup(workers: int, reps: int, zflow_ok: tuple[bool, str],
+            transport: str = "ipc") -> list[dict[str, Any]]:
+    rows = []
+    for variant in ("zflow", "seed", "mpqueue", "batched"):
+        row: dict[str, Any] = {"variant": variant, "workers": workers, "empty_run_s": None,
+                               "to_barrier_s": None, "error": None, "skipped": None}
+        if variant == "zflow" and not zflow_ok[0]:
+            row["skipped"] = f"zflow up not available: {zflow_ok[1]}"
+            rows.append(row)
+            continue
+        walls, barriers = [], []
+        for _ in range(reps):
+            r = zflow_startup(workers) if variant == "zflow" else \
+                run_baseline(variant, 0, workers, transport)
+            if not r["ok"]:
+                row["error"] = r["error"]
+                break
+            walls.append(r["wall_s"])
+            if r["startup_s"] is not None:
+                barriers.append(r["startup_s"])
+        if walls and not row["error"]:
+            row["empty_run_s"] = statistics.median(walls)
+            row["to_barrier_s"] = statistics.median(barriers) if barriers else None
+        rows.append(row)
+    return rows
+
+
+def zflow_startup(workers: int) -> dict[str, Any]:
+    """zflow squares with 0 records and `--json`: wall time, and command start to the first
+    `{"event": "overall", "state": "running"}` line (every replica ready, the barrier passed)."""
+    argv = zflow_argv(0, workers, quiet=False, extra=("--json",))
+    run = run_tree(argv, 60.0, timed_lines=True)
+    row = zflow_row(run, argv, 0, workers)
+    for t, line in run.lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(ev, dict) and ev.get("event") == "overall" and ev.get("state") == "running":
+            row["startup_s"] = t - run.t_start
+            break
+    return row
+
+
+TELEMETRY_MODES = {
+    "no telemetry": {"telemetry": False},
+    "telemetry": {"telemetry": True},
+    "telemetry + live view": {"telemetry": True, "live": True},
+}
+
+
+def telemetry(records: int, workers: int, reps: int,
+              zflow_ok: tuple[bool, str]) -> list[dict[str, Any]]:
+    if not zflow_ok[0]:
+        return [{"mode": m, "skipped": f"zflow up not available: {zflow_ok[1]}"}
+                for m in TELEMETRY_MODES]
+    walls: dict[str, list[float]] = {m: [] for m in TELEMETRY_MODES}
+    errors: dict[str, str | None] = dict.fromkeys(TELEMETRY_MODES)
+    for _ in range(reps):  # interleaved, so drift in machine load hits every mode alike
+        for mode, kw in TELEMETRY_MODES.items():
+            if errors[mode]:
+                continue
+            r = run_zflow(records, workers, variant=f"zflow ({mode})", **kw)
+            if r["ok"]:
+                walls[mode].append(r["wall_s"])
+            else:
+                errors[mode] = r["error"]
+    base = statistics.median(walls["no telemetry"]) if walls["no telemetry"] else None
+    rows = []
+    for mode in TELEMETRY_MODES:
+        w = statistics.median(walls[mode]) if walls[mode] else None
+        rows.append({
+            "mode": mode, "records": records, "workers": workers, "wall_s": w,
+            "rate_wall": records / w if w else None,
+            "cost_pct": 100 * (w - base) / base if (w and base) else None,
+            "error": errors[mode], "skipped": None, "samples": walls[mode]})
+    return rows

@@ -1,0 +1,242 @@
+"""zflow against hand-written baselines, side by side, in one sitting (issue 5).
+
+    python benchmarks/run.py --quick                       # 10k records, 2 workers, < 20 s
+    python benchmarks/run.py                               # 10k/100k/1M x 2/10 workers
+    python benchmarks/run.py --records 100000 --workers 2,10 --repeat 3 --json out.json
+
+Every run is a fresh process tree (interpreter start, fork/spawn, barrier, stream, shutdown); the
+sum of squares of every run is checked against sum(i*i for i in range(N)). Results go to a table on
+stdout and to JSON (default benchmarks/results/latest.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from benchmarks import extras  # noqa: E402
+from benchmarks.variants import RUNNERS, zflow_probe  # noqa: E402
+
+ALL = ("zflow", "seed", "mpqueue", "batched")
+LABELS = {"zflow": "zflow", "seed": "seed (1 json msg/rec)", "mpqueue": "mp.Queue",
+          "batched": "batched (1000/frame)"}
+
+
+def _ints(text: str) -> list[int]:
+    return [int(float(x)) for x in text.split(",") if x.strip()]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="10k records, 2 workers, one repetition, short extras (< 20 s)")
+    ap.add_argument("--records", type=_ints, default=[10_000, 100_000, 1_000_000],
+                    help="comma-separated record counts (default 10000,100000,1000000)")
+    ap.add_argument("--workers", type=_ints, default=[2, 10],
+                    help="comma-separated worker counts (default 2,10)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per cell, interleaved; the median wall time is reported")
+    ap.add_argument("--variants", default=",".join(ALL),
+                    help=f"comma-separated subset of {','.join(ALL)}")
+    ap.add_argument("--transport", choices=["ipc", "tcp"], default="ipc",
+                    help="baselines' transport (zflow's `bind: auto` is ipc)")
+    ap.add_argument("--no-extras", action="store_true",
+                    help="throughput table only: no latency, start-up or telemetry")
+    ap.add_argument("--telemetry-records", type=int, default=100_000)
+    ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "latest.json"),
+                    metavar="FILE")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.records, a.workers, a.repeat, a.telemetry_records = [10_000], [2], 1, 10_000
+    a.variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    bad = [v for v in a.variants if v not in ALL]
+    if bad:
+        ap.error(f"unknown variant(s) {bad}; choose from {ALL}")
+    return a
+
+
+def throughput(a: argparse.Namespace, probe: tuple[bool, str]) -> list[dict[str, Any]]:
+    rows = []
+    for n in a.records:
+        for w in a.workers:
+            runs: dict[str, list[dict]] = {v: [] for v in a.variants}
+            for _ in range(a.repeat):
+                for v in a.variants:
+                    if v == "zflow" and not probe[0]:
+                        if not runs[v]:
+                            runs[v].append(_not_run(n, w, probe[1]))
+                        continue
+                    r = RUNNERS[v](n, w, a.transport)
+                    runs[v].append(r)
+                    _progress(r)
+            for v in a.variants:
+                rows.append(_median(runs[v]))
+    return rows
+
+
+def _not_run(n: int, w: int, why: str) -> dict[str, Any]:
+    return {"variant": "zflow", "records": n, "workers": w, "ok": False,
+            "error": f"not run, zflow up failed its probe (100 records, 1 worker): {why}"}
+
+
+def _median(runs: list[dict]) -> dict[str, Any]:
+    """The run with the median wall time among the good ones (else the first failure)."""
+    good = sorted((r for r in runs if r.get("ok")), key=lambda r: r["wall_s"])
+    row = dict(good[len(good) // 2]) if good else dict(runs[0])
+    if len(runs) > 1:
+        row["wall_samples"] = [r.get("wall_s") for r in runs]
+        row["failures"] = sum(1 for r in runs if not r.get("ok"))
+    return row
+
+
+def _progress(r: dict) -> None:
+    status = "ok" if r.get("ok") else f"FAILED: {str(r.get('error'))[:100]}"
+    wall = f"{r['wall_s']:.2f}s" if r.get("wall_s") is not None else "-"
+    print(f"  {r['variant']:8} {r['records']:>8} rec {r['workers']:>3} workers {wall:>8}  {status}",
+          file=sys.stderr, flush=True)
+
+
+def ratios(rows: list[dict]) -> list[dict[str, Any]]:
+    """zflow/seed and zflow/batched, records/s (wall, start and stop included), same run."""
+    out = []
+    by = {(r["variant"], r["records"], r["workers"]): r for r in rows}
+    for (v, n, w), z in by.items():
+        if v != "zflow":
+            continue
+        item: dict[str, Any] = {"records": n, "workers": w}
+        for base in ("seed", "batched", "mpqueue"):
+            b = by.get((base, n, w))
+            ok = z.get("ok") and b and b.get("ok")
+            item[f"zflow/{base}"] = z["rate_wall"] / b["rate_wall"] if ok else None
+        out.append(item)
+    return out
+
+
+# ------------------------------------------------------------------------------------ output
+
+
+def _f(x: Any, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _rate(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x / 1e3:.0f}k"
+
+
+def print_report(res: dict[str, Any]) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # plain text fallback
+        Console = Table = None  # noqa: N806
+    tables = []
+
+    def table(title: str, cols: list[str], rows: list[list[str]]) -> None:
+        tables.append((title, cols, rows))
+
+    table("Squares throughput (wall = command start to exit; rec/s on wall; stream = go to last "
+          "answer; RSS = peak VmHWM)",
+          ["variant", "records", "workers", "wall s", "rec/s", "stream rec/s", "start s",
+           "RSS worker max MB", "RSS total MB (procs)", "result"],
+          [[LABELS.get(r["variant"], r["variant"]), f"{r['records']:,}", str(r["workers"]),
+            _f(r.get("wall_s"), ".3f"), _rate(r.get("rate_wall")), _rate(r.get("rate_stream")),
+            _f(r.get("startup_s"), ".3f"), _f(r.get("rss_worker_max_mb"), ".1f"),
+            (f"{r['rss_total_mb']:.0f} ({r['processes']})" if r.get("rss_total_mb") else "-"),
+            "ok" if r.get("ok") else f"FAILED: {r.get('error')}"] for r in res["throughput"]])
+    if res["ratios"]:
+        table("Ratios of records/s (wall), same run",
+              ["records", "workers", "zflow/seed design", "zflow/hand-batched",
+               "zflow/mp.Queue"],
+              [[f"{x['records']:,}", str(x["workers"]), _f(x["zflow/seed"], ".2f"),
+                _f(x["zflow/batched"], ".2f"), _f(x["zflow/mpqueue"], ".2f")]
+               for x in res["ratios"]])
+    if res.get("idle_latency"):
+        table("Idle latency, one record through an idle pipeline (µs)",
+              ["variant", "workers", "p50", "p99", "samples", "note"],
+              [[r["variant"], str(r["workers"]), _f(r["p50_us"], ".0f"), _f(r["p99_us"], ".0f"),
+                _f(r["samples"], "d"), r["skipped"] or r["error"] or ""]
+               for r in res["idle_latency"]])
+    if res.get("startup"):
+        table("Start-up: empty stream (0 records), command start to exit; baselines also to "
+              "their barrier (every worker ready)",
+              ["variant", "workers", "empty run s", "to barrier s", "note"],
+              [[r["variant"], str(r["workers"]), _f(r["empty_run_s"], ".3f"),
+                _f(r["to_barrier_s"], ".3f"), r["skipped"] or r["error"] or ""]
+               for r in res["startup"]])
+    if res.get("telemetry"):
+        table("zflow telemetry and live view cost",
+              ["mode", "wall s", "rec/s", "cost vs no telemetry", "note"],
+              [[r["mode"], _f(r.get("wall_s"), ".3f"), _rate(r.get("rate_wall")),
+                (f"{r['cost_pct']:+.1f}%" if r.get("cost_pct") is not None else "-"),
+                r.get("skipped") or r.get("error") or ""] for r in res["telemetry"]])
+
+    if Console is not None:
+        console = Console(width=max(160, Console().width))
+        for title, cols, rows in tables:
+            t = Table(title=title, title_justify="left")
+            for c in cols:
+                t.add_column(c, overflow="fold")
+            for r in rows:
+                t.add_row(*r)
+            console.print(t)
+    else:
+        for title, cols, rows in tables:
+            print(f"\n{title}")
+            widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+            for r in [cols, *rows]:
+                print("  ".join(x.ljust(wd) for x, wd in zip(r, widths, strict=True)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    t0 = time.monotonic()
+    import zmq
+
+    meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(),
+            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
+            "loadavg_before": os.getloadavg(), "args": {k: v for k, v in vars(a).items()}}
+    probe = (False, "not requested")
+    if "zflow" in a.variants:
+        print("probing zflow up ...", file=sys.stderr, flush=True)
+        probe = zflow_probe()
+        if not probe[0]:
+            print(f"  zflow up not usable: {probe[1][:200]}", file=sys.stderr, flush=True)
+    res: dict[str, Any] = {"meta": meta, "zflow_probe": {"ok": probe[0], "error": probe[1]}}
+    res["throughput"] = throughput(a, probe)
+    res["ratios"] = ratios(res["throughput"])
+    if not a.no_extras:
+        w_lat = min(a.workers)
+        print("idle latency ...", file=sys.stderr, flush=True)
+        res["idle_latency"] = extras.idle_latency(w_lat, 100 if a.quick else 300, probe,
+                                                  a.transport)
+        print("start-up ...", file=sys.stderr, flush=True)
+        res["startup"] = extras.startup(max(a.workers), 1 if a.quick else 3, probe, a.transport)
+        print("telemetry ...", file=sys.stderr, flush=True)
+        res["telemetry"] = extras.telemetry(a.telemetry_records, min(a.workers),
+                                            1 if a.quick else 3, probe)
+    meta["loadavg_after"] = os.getloadavg()
+    meta["seconds"] = time.monotonic() - t0
+    print_report(res)
+    out = Path(a.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2, default=str) + "\n")
+    failed = [r for r in res["throughput"] if not r.get("ok") and r["variant"] != "zflow"]
+    print(f"\n{meta['seconds']:.1f} s; load average {meta['loadavg_before'][0]:.2f} -> "
+          f"{meta['loadavg_after'][0]:.2f}; JSON: {out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
