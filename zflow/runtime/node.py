@@ -346,10 +346,17 @@ class Node:
                                    obj.__call__ if is_class else obj))
 
     def run_source(self, iterable: Any) -> Any:
-        if hasattr(iterable, "__len__"):
-            self.send(P.TOTAL, n=len(iterable))
-        it = iter(iterable)
         outs = self.outboxes
+        if hasattr(iterable, "__len__"):
+            total = len(iterable)
+            self.send(P.TOTAL, n=total)
+            # a short stream is cut into enough frames to reach every receiving replica
+            # (PUSH balances per frame): at least 4 frames per receiver, never over `batch`
+            specs = {x["name"]: x for x in self.spec["sockets"]}
+            for o in outs:
+                fair = total // (4 * max(1, specs[o.name].get("receivers", 1)))
+                o.batch = max(1, min(o.batch, fair))
+        it = iter(iterable)
         step = max([o.batch for o in outs] + [1])
         while True:
             chunk = list(islice(it, step))

@@ -59,6 +59,8 @@ class Slot:
     stderr_tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20))
     bufs: dict[int, bytes] = field(default_factory=dict)
     cpu_prev: tuple[float, float] | None = None
+    connect_sent: bool = False
+    stop_sent: bool = False
 
     @property
     def id(self) -> str:
@@ -165,6 +167,7 @@ class Supervisor:
                 "hwm": s.hwm, "linger": s.linger, "codec": s.codec, "batch": s.batch,
                 "topic": s.topic, "stop_on": s.stop_on, "send_on_end": s.send_on_end,
                 "end": s.end, "senders": s.senders,
+                "receivers": sum(self.plan.nodes[p].replicas for p, _ in s.peers),
             }
             if s.mode == "bind":
                 d["bind_endpoint"] = slot.bound.get(s.name) or self.plan.bind_endpoint(
@@ -225,6 +228,7 @@ class Supervisor:
         slot.incarnation += 1
         slot.state = "starting"
         slot.has_bound = slot.ready = slot.started = slot.finished = slot.exited = False
+        slot.connect_sent = slot.stop_sent = False
         slot.fatal = None
         slot.exit_code = None
         slot.restart_at = None
@@ -293,6 +297,8 @@ class Supervisor:
             slot.bound.update(msg.get("endpoints") or {})
             slot.has_bound = True
             self._set_state(slot, "starting", "bound")
+            if self.phase == "running":  # a restarted replica: its peers' endpoints are known
+                self._send_connect(slot)
         elif t == P.READY:
             slot.ready = True
             self._set_state(slot, "ready")
@@ -316,10 +322,14 @@ class Supervisor:
                 self.model.set_result(slot.node, msg["result"])
             self._set_state(slot, "stopped" if slot.exited else "draining", "finished")
         elif t == P.STOPPING:
-            self.model.log(slot.node, slot.index, "zflow", f"stopping: {msg.get('reason')}")
+            self._zlog(slot.node, slot.index, f"stopping: {msg.get('reason')}")
         elif t == P.FATAL:
             slot.fatal = msg
-            self.model.log(slot.node, slot.index, "zflow", str(msg.get("message")))
+            self._zlog(slot.node, slot.index, str(msg.get("message")))
+
+    def _zlog(self, node: str, index: int, line: str) -> None:
+        self.model.log(node, index, "zflow", line)
+        self.view.log(node, index, "zflow", line)
 
     def _push_counters(self, slot: Slot) -> None:
         self.model.replica_counters(slot.node, slot.index, slot.cumulative(),
@@ -398,13 +408,7 @@ class Supervisor:
         if not all(s.has_bound for s in live):
             return
         for s in live:
-            n = self.plan.nodes[s.node]
-            if n.kind == "python" and not getattr(s, "_connect_sent", False):
-                eps = {k: self._connect_endpoints(n, k) for k, v in n.sockets.items()
-                       if v.mode == "connect"}
-                self._send(s, P.CONNECT, endpoints=eps)
-                self._send(s, P.PROBE, on=True)
-                s._connect_sent = True  # type: ignore[attr-defined]
+            self._send_connect(s)
         if all(s.ready for s in live):
             self.phase = "running"
             self.model.set_overall("running")
@@ -412,15 +416,20 @@ class Supervisor:
             for s in live:
                 self._start_slot(s)
 
+    def _send_connect(self, slot: Slot) -> None:
+        n = self.plan.nodes[slot.node]
+        if n.kind != "python" or slot.connect_sent or slot.proc is None:
+            return
+        eps = {k: self._connect_endpoints(n, k) for k, v in n.sockets.items()
+               if v.mode == "connect"}
+        self._send(slot, P.CONNECT, endpoints=eps)
+        self._send(slot, P.PROBE, on=True)
+        slot.connect_sent = True
+
     def _start_slot(self, slot: Slot) -> None:
         if slot.started:
             return
         slot.started = True
-        if self.plan.nodes[slot.node].kind == "python" and not getattr(slot, "_connect_sent", 0):
-            n = self.plan.nodes[slot.node]
-            eps = {k: self._connect_endpoints(n, k) for k, v in n.sockets.items()
-                   if v.mode == "connect"}
-            self._send(slot, P.CONNECT, endpoints=eps)
         self._send(slot, P.START)
         self._set_state(slot, "running")
         # a restarted replica joins a stream that may already be ending
@@ -472,7 +481,6 @@ class Supervisor:
                     msg = (f"{g['expected'] - got} of {g['expected']} records sent to "
                            f"{', '.join(g['receivers'])} never arrived (lost with a replica "
                            f"that died?); ending the stream without them")
-                    self.model.log(g["receivers"][0].split(".")[0], 0, "zflow", msg)
                     self.view.event("error", message=msg)
                 g["ended"] = True
                 for sid in g["receivers"]:
@@ -490,9 +498,9 @@ class Supervisor:
                 if ins and all(f"{n.name}.{s.name}" in self.ended_inputs for s in ins):
                     for i in range(n.replicas):
                         slot = self.slots[f"{n.name}.{i}"]
-                        if not getattr(slot, "_stop_sent", False):
+                        if not slot.stop_sent:
                             self._send(slot, P.STOP)  # ctx.stopping() turns true
-                            slot._stop_sent = True  # type: ignore[attr-defined]
+                            slot.stop_sent = True
 
     def _complete(self) -> bool:
         """Every zflow node finished; command nodes exited 0 or have had all their input."""
@@ -725,7 +733,9 @@ class Supervisor:
                 next_refresh = now + self.opts.refresh
                 self.view.refresh()
         code = self.result_code if self.result_code is not None else exitcodes.OK
-        self.model.finish(getattr(self, "final_state", "completed"), code, self.result_msg)
+        final = getattr(self, "final_state", "completed")
+        self.view.event("overall", state=final)
+        self.model.finish(final, code, self.result_msg)
         self.view.close()
         return code
 

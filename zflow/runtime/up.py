@@ -10,14 +10,10 @@ from zflow.plan import Plan, build_plan, format_plan
 
 
 def status_for(plan: Plan, mode: str, per_replica: bool, log_dir: str | None) -> tuple:
-    from zflow.status.model import EdgeInfo, NodeInfo, StatusModel
+    from zflow.status.model import StatusModel
     from zflow.status.views import make_view
 
-    model = StatusModel(
-        plan.name,
-        [NodeInfo(n.name, n.replicas, n.shape, n.kind) for n in plan.nodes.values()],
-        [EdgeInfo(e.src, e.dst) for e in plan.edges],
-    )
+    model = StatusModel.from_plan(plan)
     view = make_view(mode, model, sys.stdout, per_replica=per_replica, log_dir=log_dir)
     return model, view
 

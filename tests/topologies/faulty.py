@@ -1,0 +1,63 @@
+"""Node code for the runtime tests: sources that never end, functions that fail on purpose."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+
+import zflow
+
+
+def forever() -> Iterator[int]:
+    i = 0
+    while True:
+        yield i
+        i += 1
+
+
+def count(n: int = 100) -> range:
+    return range(n)
+
+
+def identity(x: object) -> object:
+    return x
+
+
+def boom(x: int) -> int:
+    if x == 7:
+        raise ValueError(f"cannot take {x}")
+    return x
+
+
+def crash_at_start(n: int = 10) -> range:
+    print("about to fail at start", file=sys.stderr)
+    raise SystemExit(4)
+
+
+def crash_once(x: int) -> int:
+    """Exits the process hard on the first record the first time; the restart then succeeds."""
+    marker = zflow.context().params["marker"]
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        print("crashing once", file=sys.stderr, flush=True)
+        os._exit(9)
+    return x
+
+
+class Sum:
+    def __init__(self) -> None:
+        self.n = 0
+        self.total = 0
+
+    def __call__(self, x: int) -> None:
+        self.n += 1
+        self.total += x
+
+    def end(self, totals: zflow.Totals) -> dict:
+        return {"n": self.n, "sum": self.total, "expected": totals.expected}
+
+
+raise_at_import = None
+if os.environ.get("FAULTY_RAISE_AT_IMPORT"):
+    raise RuntimeError("configured to fail at import")
