@@ -4,8 +4,8 @@ the launcher that prints one JSON line for the harness.
 Protocol between the launcher (the process the harness starts) and each forked child, over one
 `multiprocessing.Pipe` per child: the child sends `("bound", endpoints)` when it binds, `("ready",
 info)` when its side of the barrier holds, and `("done", info)` (with its peak RSS) before it exits,
-or `("error", traceback)`. The launcher sends `"go"` to the ventilator once everything is ready; the
-ventilator reports `("sent", ...)` and stays connected until the launcher sends `"stop"` (after the
+or `("error", traceback)`. The launcher sends `"go"` to the sink and the ventilator once both are
+ready; the ventilator reports `("sent", ...)` and stays connected until the launcher sends `"stop"` (after the
 sink has every answer): a PUSH peer that exits early loses records still in socket buffers.
 No sleeps anywhere: the barrier is
 
@@ -199,6 +199,8 @@ def _sink(conn: Connection, transport: str, rundir: str, n: int, workers: int,
     conn.send(("bound", eps))
     wait_subscriptions(xpub, workers, timeout_ms)
     conn.send(("ready", {}))
+    if conn.recv() != "go":  # not before the ventilator is ready too: with 0 records we would
+        raise RuntimeError("expected go")  # publish FINISHED before every worker connected
     count, total = collect(pull, n)
     t_done = time.monotonic()
     xpub.send(FINISHED)
@@ -277,6 +279,7 @@ def zmq_pipeline(records: int, workers: int, transport: str, timeout: float,
         tree.expect(sink, "ready")
         tree.expect(vent, "ready")
         t_go = time.monotonic()
+        sink.send("go")
         vent.send("go")
         tree.expect(vent, "sent")
         s = tree.expect(sink, "done")
