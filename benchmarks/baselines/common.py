@@ -5,8 +5,9 @@ Protocol between the launcher (the process the harness starts) and each forked c
 `multiprocessing.Pipe` per child: the child sends `("bound", endpoints)` when it binds, `("ready",
 info)` when its side of the barrier holds, and `("done", info)` (with its peak RSS) before it exits,
 or `("error", traceback)`. The launcher sends `"go"` to the sink and the ventilator once both are
-ready; the ventilator reports `("sent", ...)` and stays connected until the launcher sends `"stop"` (after the
-sink has every answer): a PUSH peer that exits early loses records still in socket buffers.
+ready; the ventilator reports `("sent", ...)` and stays connected until the launcher sends `"stop"`
+(after the sink has every answer): a PUSH peer that exits early loses records still in socket
+buffers.
 No sleeps anywhere: the barrier is
 
 - the ventilator's PUSH has completed the ZMTP handshake with every worker (socket monitor), and
