@@ -1,10 +1,10 @@
 """A validated topology becomes a plan: pure data, no processes.
 
-The plan expands replicas, merges defaults, gives every binding socket a concrete endpoint (ipc paths
-in the run directory now; loopback tcp ports are chosen by the OS when the replica binds, so no port
-can be stolen between planning and binding), and works out who talks to whom: the links (connector →
-binder), the data-flow edges the status screen shows, and how each input learns that its stream ended.
-`zflow up --dry-run` prints it.
+The plan expands replicas, merges defaults, gives every binding socket a concrete endpoint (ipc
+paths in the run directory now; loopback tcp ports are chosen by the OS when the replica binds, so
+no port can be stolen between planning and binding), and works out who talks to whom: the links
+(connector → binder), the data-flow edges the status screen shows, and how each input learns that
+its stream ended. `zflow up --dry-run` prints it.
 """
 
 from __future__ import annotations
@@ -184,7 +184,8 @@ def build_plan(
         backoff = {**NODE_DEFAULTS["backoff"], **(merged.get("backoff") or {})}
         sockets: dict[str, SocketPlan] = {}
         for sname, sd in (nd.get("sockets") or {}).items():
-            sdef = {**SOCKET_DEFAULTS, **{k: v for k, v in defaults.items() if k in SOCKET_DEFAULTS}}
+            sdef = {**SOCKET_DEFAULTS,
+                    **{k: v for k, v in defaults.items() if k in SOCKET_DEFAULTS}}
             sdef.update({k: v for k, v in sd.items() if k in SOCKET_DEFAULTS})
             sockets[sname] = SocketPlan(
                 name=sname,

@@ -1,12 +1,13 @@
 """Frames on the data plane.
 
 zflow-to-zflow sockets (codec `msgpack`) carry *batches*: one frame holds up to `batch` records, so
-ZeroMQ and the codec are paid per frame, not per record (zeromq-facts.md: 1000 records per frame moves
-~8M rec/s here, one message per record ~0.12-0.7M). A frame is `topic + b"\\0" + msgpack(list)`; the
-topic is empty except on PUB sockets with a `topic:` field, so SUB prefix filters keep working.
-Frames starting with 0xFF (never valid UTF-8, so never a topic) are zflow's own: readiness probes and
-end-of-stream markers on PUB/SUB. Sockets facing plain ZeroMQ programs (codec `json` or `raw`) carry
-one record per message, and an empty message marks the end of one sender's stream.
+ZeroMQ and the codec are paid per frame, not per record (zeromq-facts.md: 1000 records per frame
+moves ~8M rec/s here, one message per record ~0.12-0.7M). A frame is `topic + b"\\0" +
+msgpack(list)`; the topic is empty except on PUB sockets with a `topic:` field, so SUB prefix
+filters keep working. Frames starting with 0xFF (never valid UTF-8, so never a topic) are zflow's
+own: readiness probes and end-of-stream markers on PUB/SUB. Sockets facing plain ZeroMQ programs
+(codec `json` or `raw`) carry one record per message, and an empty message marks the end of one
+sender's stream.
 
 Nothing received is ever unpickled: msgpack and json only build plain data.
 """

@@ -556,7 +556,8 @@ class SocketIO:
         sock = self._sock(name)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            wait = 100 if deadline is None else max(0, min(100, (deadline - time.monotonic()) * 1000))
+            left = None if deadline is None else (deadline - time.monotonic()) * 1000
+            wait = 100 if left is None else max(0, min(100, left))
             if sock.poll(wait, zmq.POLLIN):
                 parts = sock.recv_multipart()
                 return codec.decode_one(self.codecs[name])(parts[-1])

@@ -1,11 +1,11 @@
 """The supervisor: spawns every replica, runs the start barrier, ends the stream, restarts, stops.
 
-One thread, one poll loop: the control ROUTER, every child's stdout/stderr pipe and a signal wake-up
-pipe are polled together, so there are no locks and the status model is only touched here.
+One thread, one poll loop: the control ROUTER, every child's stdout/stderr pipe and a signal wake-
+up pipe are polled together, so there are no locks and the status model is only touched here.
 
 Start barrier: every replica binds and reports its endpoints; then every replica is told where to
-connect; PUB sockets send probes until each SUB has seen one from every publisher; when every replica
-is ready, all are told to start and sources begin. End of stream: see `_advance_ends`.
+connect; PUB sockets send probes until each SUB has seen one from every publisher; when every
+replica is ready, all are told to start and sources begin. End of stream: see `_advance_ends`.
 """
 
 from __future__ import annotations
@@ -446,7 +446,8 @@ class Supervisor:
 
     # -- end of stream -------------------------------------------------------------------------
     def _node_finished(self, name: str) -> bool:
-        return all(self.slots[f"{name}.{i}"].finished for i in range(self.plan.nodes[name].replicas))
+        n = self.plan.nodes[name]
+        return all(self.slots[f"{name}.{i}"].finished for i in range(n.replicas))
 
     def _advance_ends(self) -> None:
         """Count groups: once all senders finished, receivers end when received == sent."""

@@ -228,7 +228,7 @@ def _sockets(data: dict) -> dict[tuple[str, str], Sock]:
         for sname, s in socks.items():
             if str(sname).startswith("x-") or not isinstance(s, dict):
                 continue
-            t = s.get("type") if s.get("type") in PEERS else None
+            t = s.get("type") if isinstance(s.get("type"), str) and s["type"] in PEERS else None
             codec = s.get("codec") if isinstance(s.get("codec"), str) else dcodec
             sock = Sock(str(nname), str(sname), s, t, _replicas(node),
                         "command" in node and "run" not in node, codec, "codec" in s)
