@@ -357,13 +357,25 @@ class Node:
                 fair = total // (4 * max(1, specs[o.name].get("receivers", 1)))
                 o.batch = max(1, min(o.batch, fair))
         it = iter(iterable)
-        step = max([o.batch for o in outs] + [1])
+        # Adaptive chunks: a fast source grows to full frames; a slow one (a chunk taking over
+        # 1 ms to produce) shrinks to one record per frame, so batching never holds a record
+        # back for long. Every chunk is flushed at once.
+        cap = max([o.batch for o in outs] + [1])
+        step = 1
+        clock = time.perf_counter
         while True:
+            t0 = clock()
             chunk = list(islice(it, step))
             if not chunk:
                 break
+            took = clock() - t0
+            if took < 0.0002 and step < cap:
+                step = min(cap, step * 2)
+            elif took > 0.001 and step > 1:
+                step //= 2
             for o in outs:
                 o.extend(chunk)
+                o.flush()
             self.drain_control()
             if self.control_in:
                 self._check_control_in()
