@@ -245,7 +245,7 @@ class Node:
                     hint = ("another process is using it; stop it or choose another port "
                             "(or `bind: tcp` to let the OS pick one)" if e.errno == zmq.EADDRINUSE
                             else None)
-                    raise NodeFailure("bind", f"cannot bind {ep}: {e.strerror}",
+                    raise NodeFailure("bind", f"cannot bind {ep}: {zmq.strerror(e.errno)}",
                                       socket=s["name"], endpoint=ep, hint=hint) from None
                 bound[s["name"]] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             if s.get("stop_on"):

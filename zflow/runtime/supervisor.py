@@ -293,7 +293,12 @@ class Supervisor:
         except Exception:  # noqa: BLE001 - a broken control message is ignored
             return
         t = msg["t"]
-        if t == P.BOUND:
+        if t == P.HELLO:
+            # a STOP sent before this replica's control socket connected was dropped by the
+            # ROUTER (unknown identity): repeat it now, or it would wait for the SIGTERM
+            if self.phase == "stopping":
+                self._send(slot, P.STOP)
+        elif t == P.BOUND:
             slot.bound.update(msg.get("endpoints") or {})
             slot.has_bound = True
             self._set_state(slot, "starting", "bound")
