@@ -9,13 +9,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import zmq
 from test_runtime_e2e import leftovers, result_of, unique, zflow
 
 from zflow import exitcodes
@@ -107,3 +111,106 @@ def test_start_failure_message_in_plain_mode_names_replica_once_at_the_end() -> 
     assert last == "sink.0: 'corpus_nodes:not_callable' is dict, not callable"
     assert "Traceback" not in p.stdout + p.stderr
     assert leftovers(name) == []
+
+
+# -- on_error --------------------------------------------------------------------------------
+
+
+def _dead_letters(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_dead_letter_gets_exactly_the_failing_records(tmp_path: Path) -> None:
+    name = unique()
+    p = zflow("up", str(PIPELINE), "--json", "--set", f"name={name}",
+              "--set", "nodes.mid.run=reliability_nodes:poison",
+              "--set", "nodes.mid.on_error=dead-letter", "--set", f"nodes.mid.cwd={tmp_path}")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    res = result_of(p)
+    poisoned = list(range(0, 100, 10))
+    assert res["results"]["sink"] == {"n": 90, "sum": 4950 - sum(poisoned), "expected": 90}
+    assert res["nodes"]["mid"]["errors"] == 10
+    path = tmp_path / f"{name}.mid.dead-letter.jsonl"
+    assert res["dead_letters"] == {"mid": {"path": str(path), "records": 10}}
+    lines = _dead_letters(path)
+    assert sorted(x["record"] for x in lines) == poisoned
+    for x in lines:
+        assert x["node"] == "mid" and x["replica"] in (0, 1)
+        assert x["error"] == f"ValueError: poison record {x['record']}"
+        assert f"poison record {x['record']}" in x["traceback"]
+    assert "Traceback" not in p.stdout + p.stderr
+    assert leftovers(name) == []
+
+
+#: frames no zflow msgpack sender would produce: no topic separator, an invalid msgpack byte,
+#: a truncated array, and valid msgpack that is not a batch (list) of records
+GARBAGE = [b"not msgpack", b"\x00\xc1", b"\x00\x92\x01", b"\x00\x05", b"\x00\x81\xa1a\x01"]
+
+
+def _run_with_garbage(
+    tmp_path: Path, policy: str, mode: str
+) -> tuple[str, subprocess.CompletedProcess]:
+    """pipeline.yaml with the sink bound on an ipc path the test also sends garbage to; the
+    source starts only once the garbage has been sent (a marker file), so it is read mid-stream."""
+    name = unique()
+    sock, marker = tmp_path / "sink.sock", tmp_path / "go"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zflow", "up", str(PIPELINE), mode, "--set", f"name={name}",
+         "--set", f"nodes.sink.sockets.inp.bind=ipc://{sock}",
+         "--set", "nodes.src.run=reliability_nodes:after_marker",
+         "--set", f"nodes.src.params.marker={marker}",
+         "--set", f"nodes.sink.on_error={policy}", "--set", "nodes.sink.restart=no",
+         "--set", f"nodes.sink.cwd={tmp_path}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():  # the sink has bound
+            assert proc.poll() is None and time.monotonic() < deadline, "sink never bound"
+            time.sleep(0.01)
+        ctx = zmq.Context()
+        push = ctx.socket(zmq.PUSH)
+        push.connect(f"ipc://{sock}")
+        for frame in GARBAGE:
+            push.send(frame)
+        push.close(linger=5000)
+        ctx.term()  # returns once the frames have been handed to the sink's connection
+        marker.touch()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return name, subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("policy", ["skip", "dead-letter", "fail"])
+def test_undecodable_frames_follow_on_error(tmp_path: Path, policy: str) -> None:
+    mode = "--plain" if policy == "dead-letter" else "--json"
+    name, p = _run_with_garbage(tmp_path, policy, mode)
+    out = p.stdout + p.stderr
+    assert "Traceback" not in out, out[-3000:]
+    assert leftovers(name) == []
+    path = tmp_path / f"{name}.sink.dead-letter.jsonl"
+    if policy == "fail":
+        assert p.returncode == exitcodes.FAILED, out[-3000:]
+        msg = result_of(p)["message"]
+        assert msg.startswith("sink.0 ")
+        assert "cannot decode a 11-byte frame on socket 'inp' (msgpack)" in msg
+        assert not path.exists()
+        return
+    assert p.returncode == 0, out[-3000:]
+    if policy == "skip":
+        res = result_of(p)
+        assert res["nodes"]["sink"]["errors"] == len(GARBAGE)
+        assert res["results"]["sink"] == {"n": 100, "sum": 4950, "expected": 100}
+        assert res["dead_letters"] == {}
+        assert not path.exists()
+        return
+    # dead-letter, in plain mode: the summary says where the records went
+    assert f"sink: {len(GARBAGE)} records dead-lettered → {path}" in p.stdout
+    assert "sink: n=100  sum=4950  expected=100" in p.stdout
+    lines = _dead_letters(path)
+    assert [x["record"] for x in lines] == [repr(f) for f in GARBAGE]
+    assert all(x["error"].startswith("DecodeError: cannot decode a ") for x in lines)
+    assert "not a list of records" in lines[-1]["error"]

@@ -131,4 +131,7 @@ def decode_batch(frame: bytes) -> list[Any]:
     """A msgpack data frame's records (topic stripped)."""
     if frame[:1] == b"\0":
         return _unpackb(frame[1:])
-    return _unpackb(frame[frame.index(b"\0") + 1 :])
+    i = frame.find(b"\0")
+    if i < 0:
+        raise ValueError("not a zflow msgpack frame (no topic separator)")
+    return _unpackb(frame[i + 1 :])

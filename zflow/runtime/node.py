@@ -39,6 +39,10 @@ class Stop(Exception):
     """Raised out of blocking calls when the replica must stop now (SIGTERM)."""
 
 
+class DecodeError(ValueError):
+    """A received frame that the socket's codec cannot turn into records."""
+
+
 class NodeFailure(Exception):
     def __init__(self, phase: str, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -306,6 +310,15 @@ class Node:
             self.send(P.STATS, s=self.counters(), e=self.errors)
 
     # -- errors ----------------------------------------------------------------------------
+    def _undecodable(self, box: Inbox, frame: bytes, exc: Exception) -> None:
+        """A frame that cannot be decoded: handled per on_error, like a record that fails."""
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        err = DecodeError(f"cannot decode a {len(frame)}-byte frame on socket {box.name!r} "
+                          f"({box.codec}): {why}")
+        if self.spec.get("on_error", "fail") == "fail":
+            raise NodeFailure("decode", str(err), socket=box.name) from None
+        self.record_error(frame, err)
+
     def record_error(self, record: Any, exc: BaseException) -> None:
         """on_error: fail re-raises; skip counts; dead-letter counts and appends a JSON line."""
         policy = self.spec.get("on_error", "fail")
@@ -320,8 +333,12 @@ class Node:
                 "error": f"{type(exc).__name__}: {exc}",
                 "traceback": "".join(traceback.format_exception(exc)[-3:]),
             }
-            with open(self.dead_letter, "a", encoding="utf-8") as f:
-                f.write(json.dumps(line, default=repr) + "\n")
+            try:
+                with open(self.dead_letter, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(line, default=repr) + "\n")
+            except OSError as e:
+                raise NodeFailure("run", f"cannot write dead letter to {self.dead_letter}: "
+                                         f"{e.strerror}") from None
 
     def _tracked(self, recs: list[Any], cur: list[Any]) -> Any:
         for r in recs:
@@ -386,22 +403,28 @@ class Node:
         return None
 
     def _ingest(self, box: Inbox, frame: bytes, apply: Any) -> None:
-        if box.codec == "msgpack":
-            if frame[:1] == codec.ZF:
-                sender = codec.parse_control_frame(frame).get("eos")
-                if sender:
-                    box.eos.add(sender)
-                    if len(box.eos) >= box.senders:
+        try:
+            if box.codec == "msgpack":
+                if frame[:1] == codec.ZF:
+                    sender = codec.parse_control_frame(frame).get("eos")
+                    if sender:
+                        box.eos.add(sender)
+                        if len(box.eos) >= box.senders:
+                            box.ended = True
+                    return
+                recs = codec.decode_batch(frame)
+                if not isinstance(recs, list):
+                    raise TypeError(f"decoded to {type(recs).__name__}, not a list of records")
+            else:
+                if not frame:
+                    box.eos.add(str(len(box.eos)))
+                    if len(box.eos) >= box.senders and box.end == "markers":
                         box.ended = True
-                return
-            recs = codec.decode_batch(frame)
-        else:
-            if not frame:
-                box.eos.add(str(len(box.eos)))
-                if len(box.eos) >= box.senders and box.end == "markers":
-                    box.ended = True
-                return
-            recs = [box.decode(frame)]
+                    return
+                recs = [box.decode(frame)]
+        except Exception as e:  # noqa: BLE001 - a frame that cannot be decoded is a bad record
+            self._undecodable(box, frame, e)
+            return
         box.msgs += len(recs)
         box.nbytes += len(frame)
         apply(recs)

@@ -187,9 +187,21 @@ class Supervisor:
             "replicas": n.replicas, "id": slot.id, "incarnation": slot.incarnation,
             "shape": n.shape, "target": n.target, "params": n.params, "on_error": n.on_error,
             "verbose": self.opts.verbose, "telemetry": self.opts.telemetry,
-            "dead_letter": os.path.join(n.cwd, f"{self.plan.name}.{n.name}.dead-letter.jsonl"),
+            "dead_letter": self._dead_letter_path(n),
             "sockets": socks,
         }
+
+    def _dead_letter_path(self, n: NodePlan) -> str:
+        return os.path.join(n.cwd, f"{self.plan.name}.{n.name}.dead-letter.jsonl")
+
+    def _report_dead_letters(self) -> None:
+        """on_error: dead-letter nodes that wrote records: the file goes in the summary."""
+        for n in self.plan.nodes.values():
+            if n.on_error != "dead-letter" or n.kind != "python":
+                continue
+            count = sum(s.errors_base + s.errors for s in self.slots.values() if s.node == n.name)
+            if count:
+                self.model.set_dead_letter(n.name, self._dead_letter_path(n), count)
 
     def _probes(self, node: str, sock: str) -> bool:
         s = self.plan.nodes[node].sockets[sock]
@@ -741,6 +753,7 @@ class Supervisor:
         code = self.result_code if self.result_code is not None else exitcodes.OK
         final = getattr(self, "final_state", "completed")
         self.view.event("overall", state=final)
+        self._report_dead_letters()
         self.model.finish(final, code, self.result_msg)
         self.view.close()
         return code

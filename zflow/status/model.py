@@ -310,6 +310,8 @@ class StatusModel:
         self.total: int | None = None
         self.total_node: str | None = None
         self.results: dict[str, dict[str, Any]] = {}
+        #: on_error: dead-letter nodes that wrote records: node → {"path", "records"}
+        self.dead_letters: dict[str, dict[str, Any]] = {}
         self.logs: deque[LogLine] = deque(maxlen=LOG_LINES)
         self.replicas: dict[str, list[Replica]] = {
             n.name: [Replica(n.name, i, self.started_at, since=self.started_at)
@@ -467,6 +469,9 @@ class StatusModel:
 
     def set_result(self, node: str, result: dict[str, Any]) -> None:
         self.results[node] = result
+
+    def set_dead_letter(self, node: str, path: str, records: int) -> None:
+        self.dead_letters[node] = {"path": path, "records": records}
 
     def finish(self, state: str, exit_code: int, message: str | None = None) -> None:
         self.set_overall(state)
@@ -666,6 +671,7 @@ class StatusModel:
                 "sinks": self.sinks,
             },
             "results": jsonable(self.results),
+            "dead_letters": dict(self.dead_letters),
         }
         if logs:
             snap["logs"] = [

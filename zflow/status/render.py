@@ -298,7 +298,8 @@ def result_line(model: StatusModel) -> Text:
 
 
 def result_lines(model: StatusModel) -> list[Text]:
-    """Sink results (what `end()` returned), one `node: key=value` line each."""
+    """Sink results (what `end()` returned), one `node: key=value` line each; then where
+    dead-lettered records went (`node: N records dead-lettered → PATH`)."""
     out = []
     for node, res in model.results.items():
         t = Text()
@@ -307,6 +308,12 @@ def result_lines(model: StatusModel) -> list[Text]:
             t.append("  ".join(f"{k}={v}" for k, v in res.items()))
         else:
             t.append(str(res))
+        out.append(t)
+    for node, dl in model.dead_letters.items():
+        t = Text(no_wrap=True, overflow="ignore")  # a path is only useful whole
+        t.append(f"{node}: ", style=node_color(node)[0])
+        n = dl["records"]
+        t.append(f"{n} record{'' if n == 1 else 's'} dead-lettered → {dl['path']}", style="red")
         out.append(t)
     return out
 

@@ -261,7 +261,7 @@ class LiveView(_Base):
         self._flush()
         if self._started:
             self.live.stop()
-        self.console.print(render_summary(self.model, self.errors))
+        self.console.print(render_summary(self.model, self.errors), crop=False)
 
 
 class PlainView(_Base):
@@ -312,7 +312,8 @@ class PlainView(_Base):
         self._write(self._prefixed(node, replica, line))
 
     def _finish(self) -> None:
-        self._plain_console().print(render_summary(self.model, self.errors))
+        # crop=False: lines marked no_wrap (file paths) stay whole, copy-pasteable
+        self._plain_console().print(render_summary(self.model, self.errors), crop=False)
 
 
 class JsonView(_Base):
