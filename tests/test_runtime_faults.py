@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,57 @@ def test_undecodable_frames_follow_on_error(tmp_path: Path, policy: str) -> None
     assert [x["record"] for x in lines] == [repr(f) for f in GARBAGE]
     assert all(x["error"].startswith("DecodeError: cannot decode a ") for x in lines)
     assert "not a list of records" in lines[-1]["error"]
+
+
+# -- orchestrator killed ---------------------------------------------------------------------
+
+
+def marked(marker: str) -> list[int]:
+    """Pids whose command line contains `marker` (command nodes have no zflow proc title)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmd and b"time.sleep(1000)" in cmd:
+            found.append(int(pid))
+    return found
+
+
+def test_sigkill_of_zflow_kills_command_node_and_its_grandchild() -> None:
+    name = unique()
+    marker = f"zflowtest-{uuid.uuid4().hex[:12]}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zflow", "up", str(TESTS / "grandchild.yaml"), "--json",
+         "--set", f"name={name}", "--set", f"nodes.shell.command.3={marker}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the barrier opened: every replica is up
+            if '"overall"' in line and '"running"' in line:
+                break
+        deadline = time.monotonic() + 10
+        while len(marked(marker)) < 2:  # the shell's background child and the exec'd sleeper
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.02)
+        assert leftovers(name)  # the python source
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+    deadline = time.monotonic() + 2.0
+    while (marked(marker) or leftovers(name)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = marked(marker)
+    for pid in survivors:  # do not leave them behind even when the test fails
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    assert survivors == [], "command node processes outlived a SIGKILLed zflow by 2 s"
+    assert leftovers(name) == []

@@ -22,3 +22,10 @@ def after_marker(marker: str, n: int = 100, timeout: float = 20.0) -> Iterator[i
             raise TimeoutError(f"{marker} never appeared")
         time.sleep(0.01)
     yield from range(n)
+
+
+def forever() -> Iterator[int]:
+    i = 0
+    while True:
+        yield i
+        i += 1
