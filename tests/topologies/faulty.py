@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import zflow
 
 
-def forever() -> Iterator[int]:
+def forever(**_: object) -> Iterator[int]:
     i = 0
     while True:
         yield i

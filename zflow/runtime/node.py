@@ -57,7 +57,7 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    expected = os.environ.get("ZFLOW_SUPERVISOR_PID")
+    expected = os.environ.get("ZFLOW_PARENT_PID")
     if expected and os.getppid() != int(expected):
         os._exit(1)  # the supervisor died before prctl took effect
 
@@ -81,6 +81,24 @@ def resolve_target(target: str) -> Any:
     if not callable(obj):
         raise NodeFailure("import", f"{target!r} is {type(obj).__name__}, not callable")
     return obj
+
+
+def check_params(target: Any, shape: str, params: dict[str, Any]) -> None:
+    """Sources and classes receive `params` as keyword arguments: check they fit before start."""
+    if not (shape == "source" or (inspect.isclass(target) and shape != "custom")):
+        return
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(**params)
+    except TypeError as e:
+        name = getattr(target, "__qualname__", repr(target))
+        raise NodeFailure(
+            "import", f"params {sorted(params)} do not fit {name}{sig}: {e}",
+            hint="params are passed as keyword arguments to sources and classes",
+        ) from None
 
 
 class Inbox:
@@ -638,6 +656,7 @@ def main() -> int:
     try:
         node.send(P.HELLO, pid=os.getpid())
         target = resolve_target(spec["target"])
+        check_params(target, spec["shape"], spec.get("params") or {})
         node.send(P.BOUND, endpoints=node.build_sockets())
         node.wait_control(lambda: node.connected)
         node.wait_control(node.subscribed)

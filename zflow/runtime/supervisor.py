@@ -28,6 +28,7 @@ import zmq
 from zflow import exitcodes
 from zflow.plan import END_COUNT, END_PEERS, NodePlan, Plan
 from zflow.runtime import protocol as P
+from zflow.runtime.spawn import Zygote
 
 STDERR_TAIL = 20
 
@@ -85,8 +86,10 @@ class Options:
 
 
 class Supervisor:
-    def __init__(self, plan: Plan, model: Any, view: Any, opts: Options) -> None:
+    def __init__(self, plan: Plan, model: Any, view: Any, opts: Options,
+                 zygote: Zygote | None = None) -> None:
         self.plan = plan
+        self.zygote = zygote
         self.model = model
         self.view = view
         self.opts = opts
@@ -128,6 +131,9 @@ class Supervisor:
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
         }
         signal.set_wakeup_fd(self.wake_w)
+        if self.zygote is None:
+            self.zygote = Zygote()
+        self.poller.register(self.zygote.fileno(), zmq.POLLIN)
         self.guard = subprocess.Popen(
             [sys.executable, "-m", "zflow.runtime.guard"], stdin=subprocess.PIPE,
             start_new_session=True, text=True, bufsize=1,
@@ -145,6 +151,8 @@ class Supervisor:
         except OSError:
             pass
         self.guard.wait()
+        if self.zygote is not None:
+            self.zygote.close()
         self.router.close(0)
         self.zctx.term()
         os.close(self.wake_r)
@@ -247,7 +255,7 @@ class Supervisor:
         env = dict(os.environ)
         env.update(n.env)
         env["PYTHONUNBUFFERED"] = "1"
-        env["ZFLOW_SUPERVISOR_PID"] = str(os.getpid())
+        env["ZFLOW_PARENT_PID"] = str(os.getpid())
         if n.kind == "python":
             env["PYTHONPATH"] = os.pathsep.join(
                 [self.plan.base_dir] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
@@ -260,14 +268,25 @@ class Supervisor:
             env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
             argv = list(n.argv or [])
         try:
-            proc = subprocess.Popen(
-                argv, cwd=n.cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
-            )
+            if not os.path.isdir(n.cwd):
+                raise FileNotFoundError(2, f"working directory {n.cwd} does not exist")
+            if n.kind == "python" and self.zygote is not None:
+                title = f"zflow: {self.plan.name} {slot.id}"
+                proc: Any = self.zygote.spawn(env, n.cwd, title)
+            else:
+                proc = subprocess.Popen(
+                    argv, cwd=n.cwd, env=env, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                    close_fds=True,
+                )
         except OSError as e:
             what = argv[0]
-            hint = "" if os.path.sep in what else " (not found on PATH)"
-            slot.fatal = {"phase": "spawn", "message": f"cannot run {what!r}: {e.strerror}{hint}"}
+            hint = "" if os.path.sep in what or n.kind == "python" else " (not found on PATH)"
+            why = e.strerror or str(e)
+            if e.filename is None and "working directory" in why:
+                slot.fatal = {"phase": "spawn", "message": why}
+            else:
+                slot.fatal = {"phase": "spawn", "message": f"cannot run {what!r}: {why}{hint}"}
             slot.exited = True
             slot.exit_code = 127
             self._fail_start(slot)
@@ -711,6 +730,8 @@ class Supervisor:
                         except ValueError:
                             continue
                         self._on_message(ident, data)
+                elif self.zygote is not None and sock == self.zygote.fileno():
+                    self.zygote.pump()
                 elif sock == self.wake_r:
                     try:
                         os.read(self.wake_r, 512)

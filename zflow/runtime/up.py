@@ -19,6 +19,18 @@ def status_for(plan: Plan, mode: str, per_replica: bool, log_dir: str | None) ->
 
 
 def up_command(args: argparse.Namespace) -> int:
+    from zflow.runtime.spawn import Zygote
+
+    # the fork server warms up (imports pyzmq) while we validate and plan
+    zygote = None if args.dry_run else Zygote()
+    try:
+        return _up(args, zygote)
+    finally:
+        if zygote is not None:
+            zygote.close()
+
+
+def _up(args: argparse.Namespace, zygote: object) -> int:
     from zflow.spec import load
     from zflow.spec.diagnostics import render
 
@@ -48,4 +60,4 @@ def up_command(args: argparse.Namespace) -> int:
         mode = "live"
     model, view = status_for(plan, mode, args.replicas, args.log_dir)
     opts = Options(verbose=args.verbose, telemetry=not args.no_telemetry, grace=args.grace)
-    return Supervisor(plan, model, view, opts).run()
+    return Supervisor(plan, model, view, opts, zygote=zygote).run()  # type: ignore[arg-type]

@@ -1,0 +1,107 @@
+"""Starting replica processes: Python replicas fork from the zygote, commands are exec'd.
+
+Both kinds look the same to the supervisor: a pid that leads its own process group, two pipes
+(stdout, stderr) and `poll()` for the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from typing import IO
+
+MAX = 1 << 20
+
+
+class Zygote:
+    """Client side of zflow.runtime.zygote; start it early so its imports overlap ours."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "zflow.runtime.zygote", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "ZFLOW_PARENT_PID": str(os.getpid())},
+        )
+        theirs.close()
+        self.sock = ours
+        self.exits: dict[int, int] = {}
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def _handle(self, data: bytes) -> dict | None:
+        if not data:
+            raise OSError("the zflow fork server exited")
+        msg = json.loads(data)
+        if "exit" in msg:
+            self.exits[msg["exit"]] = msg["code"]
+            return None
+        return msg
+
+    def spawn(self, env: dict[str, str], cwd: str, title: str) -> ForkedProc:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            request = json.dumps({"env": env, "cwd": cwd, "title": title}).encode()
+            socket.send_fds(self.sock, [request], [out_w, err_w])
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        while True:
+            msg = self._handle(self.sock.recv(MAX))
+            if msg is not None:
+                break
+        if "error" in msg:
+            os.close(out_r)
+            os.close(err_r)
+            raise OSError(msg["error"])
+        return ForkedProc(self, msg["pid"], os.fdopen(out_r, "rb"), os.fdopen(err_r, "rb"))
+
+    def pump(self, block: bool = False) -> None:
+        """Take the exit reports that have arrived."""
+        self.sock.setblocking(block)
+        try:
+            while True:
+                self._handle(self.sock.recv(MAX))
+                if block:
+                    return
+        except BlockingIOError:
+            pass
+        finally:
+            self.sock.setblocking(True)
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class ForkedProc:
+    """The Popen-like handle of a replica forked by the zygote."""
+
+    def __init__(self, zygote: Zygote, pid: int, stdout: IO[bytes], stderr: IO[bytes]) -> None:
+        self.zygote = zygote
+        self.pid = pid
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self.pid in self.zygote.exits:
+            self.returncode = self.zygote.exits.pop(self.pid)
+        return self.returncode
+
+    def wait(self) -> int:
+        while self.poll() is None:
+            try:
+                self.zygote.pump(block=True)
+            except OSError:
+                self.returncode = -9  # the fork server died, and its children with it
+        return self.returncode  # type: ignore[return-value]

@@ -1,0 +1,126 @@
+"""The fork server: one warm interpreter that forks every Python replica.
+
+Starting a fresh interpreter and importing pyzmq costs ~50 ms of CPU per replica; squares has 12
+of them on 2 cores. The zygote pays that once, then each replica is an `os.fork()` (~1-2 ms).
+It is single-threaded and never creates a ZeroMQ context, so forking it is safe; each child builds
+its own context, as ZeroMQ requires.
+
+Protocol on the SOCK_SEQPACKET Unix socket whose fd is argv[1] (one message each way):
+  supervisor → zygote: JSON {"env": {...}, "cwd": "..."} with two fds (stdout, stderr write ends)
+  zygote → supervisor: JSON {"pid": N} or {"error": "..."}; later {"exit": N, "code": C}
+The zygote reaps its children and reports each exit; it dies with the supervisor (PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+from typing import Any
+
+import msgpack  # noqa: F401 - imported to be inherited warm by every replica
+import zmq  # noqa: F401 - same
+
+try:
+    from setproctitle import setproctitle
+except ImportError:  # titles are a nicety
+    def setproctitle(title: str) -> None:
+        pass
+
+from zflow.runtime import node
+
+MAX = 1 << 20
+
+
+def _child(request: dict[str, Any], out_fd: int, err_fd: int, sock: socket.socket,
+           parent: int) -> None:
+    """In the forked child: become the replica described by `request`, never return."""
+    code = 1
+    try:
+        sock.close()
+        os.setsid()
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        os.close(out_fd)
+        os.close(err_fd)
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace",  # noqa: SIM115
+                          closefd=False)
+        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace",  # noqa: SIM115
+                          closefd=False)
+        # before the environment is rewritten: setproctitle needs the original layout
+        setproctitle(request.get("title") or "zflow replica")
+        env = request["env"]
+        env["ZFLOW_PARENT_PID"] = str(parent)
+        os.environ.clear()
+        os.environ.update(env)
+        for path in reversed([p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]):
+            sys.path.insert(0, path)
+        os.chdir(request["cwd"])
+        code = node.main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:  # noqa: BLE001 - last resort: report and exit, never return to the loop
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def main() -> int:
+    node._die_with_parent()
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    me = os.getpid()
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    signal.set_wakeup_fd(w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    children: set[int] = set()
+    while True:
+        ready, _, _ = select.select([sock, r], [], [])
+        if r in ready:
+            try:
+                os.read(r, 512)
+            except BlockingIOError:
+                pass
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            children.discard(pid)
+            sock.send(json.dumps({"exit": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
+        if sock in ready:
+            try:
+                data, fds, _, _ = socket.recv_fds(sock, MAX, 2)
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                return 0  # the supervisor is gone
+            request = json.loads(data)
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                os.close(w)
+                _child(request, fds[0], fds[1], sock, me)
+            for fd in fds:
+                os.close(fd)
+            children.add(pid)
+            sock.send(json.dumps({"pid": pid}).encode())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
