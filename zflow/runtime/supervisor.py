@@ -56,6 +56,7 @@ class Slot:
     errors: int = 0
     restarts: list[float] = field(default_factory=list)
     restart_at: float | None = None
+    exit_seen: float | None = None  # a failed exit waiting for its FATAL message (see _reap)
     fatal: dict[str, Any] | None = None
     stderr_tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20))
     bufs: dict[int, bytes] = field(default_factory=dict)
@@ -252,6 +253,7 @@ class Supervisor:
         slot.fatal = None
         slot.exit_code = None
         slot.restart_at = None
+        slot.exit_seen = None
         env = dict(os.environ)
         env.update(n.env)
         env["PYTHONUNBUFFERED"] = "1"
@@ -567,6 +569,14 @@ class Supervisor:
             code = slot.proc.poll()
             if code is None:
                 continue
+            if (code in (1, 3) and slot.fatal is None and self.phase in ("starting", "running")
+                    and self.plan.nodes[slot.node].kind == "python"):
+                # a replica sends FATAL (why it failed) just before it exits, but the exit can be
+                # seen first: wait a moment for the message, so the failure is reported with its
+                # reason and a start failure is not taken for a crash and restarted
+                slot.exit_seen = slot.exit_seen or now
+                if now - slot.exit_seen < 0.5:
+                    continue
             slot.exited = True
             slot.exit_code = code
             self._guard(f"-{slot.pid}")
