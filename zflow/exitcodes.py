@@ -6,8 +6,10 @@ OK = 0
 FAILED = 1
 #: Bad command line, or an input file that cannot be read (missing, binary, not UTF-8, too big).
 USAGE = 2
-#: `up`: the topology is valid but could not start (endpoint in use, `run:` target missing or
-#: raising at import, command not found, run directory not writable). Nothing is left running.
+#: `up`: the topology is valid but could not start (endpoint in use, ipc path unusable, `run:`
+#: target missing, not callable or raising at import, command not found or not executable, `cwd`
+#: missing, run directory not writable). One located error; nothing is left running.
+#: tests/runtime_corpus/ holds one topology per case.
 START_FAILED = 3
 #: `up`: stopped by Ctrl-C or SIGTERM (128 + SIGINT).
 INTERRUPTED = 130
