@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--log-dir", metavar="DIR", help="also write each replica's output to DIR")
     u.add_argument("--grace", type=float, metavar="SECONDS",
                    help="SIGTERM→SIGKILL grace at shutdown (overrides the topology)")
+    u.add_argument("--drain-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="end a stream whose records stopped arriving after this long (records "
+                        "lost with a dead replica in best-effort delivery); default 5")
     u.add_argument("--no-telemetry", action="store_true",
                    help="no periodic counters from nodes (benchmarks measure its cost)")
     return p

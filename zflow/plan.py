@@ -13,6 +13,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from zflow.spec import infer_shape, split_ref
+
 #: Socket types whose messages flow *into* the node; the rest send, or do both (REQ/REP family).
 RECEIVING = frozenset({"PULL", "SUB", "XSUB"})
 SENDING = frozenset({"PUSH", "PUB", "XPUB"})
@@ -116,6 +118,8 @@ class Plan:
     #: count groups: each a (sender sockets, receiver sockets) set of "node.socket" ids whose
     #: records are compared at end of stream
     count_groups: list[tuple[list[str], list[str]]]
+    #: "best-effort" or "exactly-once" (docs/format.md, Delivery)
+    delivery: str = "best-effort"
 
     def bind_endpoint(self, node: str, replica: int, socket: str) -> str:
         """The endpoint a replica binds: ipc paths are fixed here; tcp auto binds to port *."""
@@ -132,36 +136,6 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def split_ref(value: str) -> tuple[str, str] | None:
-    """`node.socket` → (node, socket); an endpoint (has ://) → None."""
-    if "://" in value or value.count(".") != 1:
-        return None
-    node, sock = value.split(".")
-    return (node, sock) if node and sock else None
-
-
-def infer_shape(node: dict[str, Any]) -> str:
-    """The programming shape a node gets when its YAML does not say (docs/format.md)."""
-    if node.get("shape"):
-        return str(node["shape"])
-    types = [
-        s["type"]
-        for s in (node.get("sockets") or {}).values()
-        if not s.get("stop_on") and not s.get("send_on_end")
-    ]
-    if any(t in ("REQ", "DEALER", "PAIR", "XPUB", "XSUB") for t in types):
-        return "custom"
-    if types and all(t in ("REP", "ROUTER") for t in types):
-        return "service"
-    if any(t in ("REP", "ROUTER") for t in types):
-        return "custom"
-    ins = any(t in RECEIVING for t in types)
-    outs = any(t in SENDING for t in types)
-    if not ins:
-        return "source"
-    return "transform" if outs else "sink"
 
 
 def _as_list(value: Any) -> list[str]:
@@ -265,6 +239,7 @@ def build_plan(
         links=links,
         edges=edges,
         count_groups=_count_groups(nodes),
+        delivery=str(topology.get("delivery", "best-effort")),
     )
 
 
@@ -318,7 +293,8 @@ def _count_groups(nodes: dict[str, NodePlan]) -> list[tuple[list[str], list[str]
 
 def format_plan(plan: Plan) -> str:
     """Human-readable plan for `zflow up --dry-run`."""
-    lines = [f"topology {plan.name}  ({plan.file})", f"run directory: {plan.run_dir} (mode 0700)"]
+    lines = [f"topology {plan.name}  ({plan.file})", f"run directory: {plan.run_dir} (mode 0700)",
+             f"delivery: {plan.delivery}"]
     for n in plan.nodes.values():
         what = n.target if n.kind == "python" else " ".join(n.argv or [])
         lines.append("")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator
 
 import zflow
@@ -61,3 +62,17 @@ class Sum:
 raise_at_import = None
 if os.environ.get("FAULTY_RAISE_AT_IMPORT"):
     raise RuntimeError("configured to fail at import")
+
+
+_delay: float | None = None
+
+
+def slow_square(num: int) -> dict:
+    """squares' worker with a busy delay per record, so a chaos test can kill it mid-stream."""
+    global _delay
+    if _delay is None:
+        _delay = float(zflow.context().params.get("delay_us", 20)) / 1e6
+    end = time.perf_counter() + _delay
+    while time.perf_counter() < end:
+        pass
+    return {"worker": zflow.context().replica, "result": num * num}

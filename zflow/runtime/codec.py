@@ -21,6 +21,8 @@ from typing import Any
 import msgpack
 
 ZF = b"\xff"
+#: exactly-once frames: `IDS + msgpack([ids, records])`
+IDS = b"\x01"
 _packb = msgpack.packb
 _unpackb = msgpack.unpackb
 
@@ -109,6 +111,35 @@ class Outbox:
         """Tell every receiver this sender's stream ended (meaningful on PUB and json/raw)."""
         self.flush()
         self._send(control_frame("eos", sender) if self.codec == "msgpack" else b"")
+
+
+class IdOutbox(Outbox):
+    """exactly-once: every record travels with its id, so the sink can acknowledge and dedupe."""
+
+    __slots__ = ("ids",)
+
+    def __init__(self, name: str, sock: Any, codec: str, batch: int, topic: str | None) -> None:
+        super().__init__(name, sock, codec, batch, topic)
+        self.ids: list[int] = []
+
+    def extend_ids(self, ids: list[int], records: list[Any]) -> None:
+        self.ids.extend(ids)
+        self.pending.extend(records)
+        if len(self.pending) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, ids = self.pending, self.ids
+        if not pending:
+            return
+        self.pending, self.ids = [], []
+        b = self.batch
+        for i in range(0, len(pending), b):
+            chunk = pending[i : i + b]
+            frame = IDS + _packb([ids[i : i + b], chunk])
+            self._send(frame)
+            self.msgs += len(chunk)
+            self.nbytes += len(frame)
 
 
 def encode_one(codec: str) -> Callable[[Any], bytes]:

@@ -101,6 +101,40 @@ def check_params(target: Any, shape: str, params: dict[str, Any]) -> None:
         ) from None
 
 
+class Seen:
+    """Ids a sink has processed: a low-water mark per source plus the ids above it.
+
+    Ids arrive roughly in order, so compaction keeps the set small on endless streams.
+    """
+
+    __slots__ = ("stride", "low", "above", "adds")
+
+    def __init__(self, stride: int) -> None:
+        self.stride = stride
+        self.low = [0] * stride  # every seq below low[k] of source k was seen
+        self.above: set[int] = set()
+        self.adds = 0
+
+    def add(self, i: int) -> bool:
+        """Record id `i`; False if it was seen before (a duplicate)."""
+        if i // self.stride < self.low[i % self.stride] or i in self.above:
+            return False
+        self.above.add(i)
+        self.adds += 1
+        if self.adds % 4096 == 0:
+            self.compact()
+        return True
+
+    def compact(self) -> None:
+        above, stride = self.above, self.stride
+        for k in range(stride):
+            seq = self.low[k]
+            while seq * stride + k in above:
+                above.discard(seq * stride + k)
+                seq += 1
+            self.low[k] = seq
+
+
 class Inbox:
     """A receiving data socket and what is known about the end of its stream."""
 
@@ -151,6 +185,11 @@ class Node:
         self.next_stats = 0.0
         self.t_start = time.monotonic()
         self.dead_letter = spec.get("dead_letter")
+        # exactly-once: sources keep what is unacknowledged; sinks remember what they have seen
+        self.eo = spec.get("delivery") == "exactly-once"
+        self.unacked: dict[int, Any] = {}
+        self.resend = False
+        self.seen = Seen(int(spec.get("sources") or 1))
         self.context = zctx.NodeContext(
             topology=spec["topology"], node=spec["node"], replica=spec["replica"],
             replicas=spec["replicas"], params=spec.get("params") or {},
@@ -184,6 +223,12 @@ class Node:
                 box.ended = True
         elif t == P.CONNECT:
             self._connect(msg["endpoints"])
+        elif t == P.ACK:
+            pop = self.unacked.pop
+            for i in msg["ids"]:
+                pop(i, None)
+        elif t == P.RESEND:
+            self.resend = True
 
     def drain_control(self) -> None:
         while True:
@@ -214,10 +259,14 @@ class Node:
                     self._take_probes(ev_sock)
                 else:
                     self._check_control_in()
-            if self.probing:
-                frame = codec.control_frame("probe", self.id)
-                for s in self.probe_socks:
-                    s.send(frame)
+            self.probe_tick()
+
+    def probe_tick(self) -> None:
+        """While asked to probe, each PUB socket sends one probe per call (see wait_control)."""
+        if self.probing and self.probe_socks:
+            frame = codec.control_frame("probe", self.id)
+            for s in self.probe_socks:
+                s.send(frame)
 
     def _take_probes(self, sock: zmq.Socket) -> None:
         seen = self.probe_waits[sock][1]
@@ -277,8 +326,9 @@ class Node:
             elif s["type"] in RECEIVING:
                 self.inboxes[s["name"]] = Inbox(s["name"], sock, s)
             elif s["type"] in SENDING:
+                box = codec.IdOutbox if self.eo else codec.Outbox
                 self.outboxes.append(
-                    codec.Outbox(s["name"], sock, s["codec"], int(s["batch"]), s.get("topic"))
+                    box(s["name"], sock, s["codec"], int(s["batch"]), s.get("topic"))
                 )
             elif s["type"] in ("REP", "ROUTER") and self.spec["shape"] == "service":
                 self.inboxes[s["name"]] = Inbox(s["name"], sock, s)
@@ -381,6 +431,8 @@ class Node:
                                    obj.__call__ if is_class else obj))
 
     def run_source(self, iterable: Any) -> Any:
+        if self.eo:
+            return self.run_source_eo(iterable)
         outs = self.outboxes
         if hasattr(iterable, "__len__"):
             total = len(iterable)
@@ -414,23 +466,85 @@ class Node:
             self.drain_control()
             if self.control_in:
                 self._check_control_in()
+            self.probe_tick()
             self.tick()
             if self.stop_requested:
                 break
         self.finish_stream(None)
         return None
 
+    def run_source_eo(self, iterable: Any) -> Any:
+        """exactly-once source: ids, a credit window, and resending what is not acknowledged.
+
+        An id is `seq * sources + index`, so every source replica numbers its own records and a
+        restarted source that replays its input produces the same ids (the sink drops them).
+        """
+        if hasattr(iterable, "__len__"):
+            self.send(P.TOTAL, n=len(iterable))
+        outs: list[codec.IdOutbox] = self.outboxes  # type: ignore[assignment]
+        stride = int(self.spec.get("sources") or 1)
+        index = int(self.spec.get("source_index") or 0)
+        window = int(self.spec.get("window") or 20000)
+        lease = float(self.spec.get("lease") or 5.0)
+        step = max([o.batch for o in outs] + [1])
+        unacked = self.unacked
+        it = iter(iterable)
+        seq = 0
+        last_progress = time.monotonic()
+        exhausted = False
+        while not self.stop_requested:
+            room = window - len(unacked)
+            if not exhausted and room > 0:
+                chunk = list(islice(it, min(step, room)))
+                if chunk:
+                    ids = [(seq + i) * stride + index for i in range(len(chunk))]
+                    seq += len(chunk)
+                    unacked.update(zip(ids, chunk, strict=True))
+                    for o in outs:
+                        o.extend_ids(ids, chunk)
+                        o.flush()
+                else:
+                    exhausted = True
+            if exhausted and not unacked:
+                break
+            before = len(unacked)
+            if exhausted or len(unacked) >= window:
+                if self.ctrl.poll(50, zmq.POLLIN):
+                    self.drain_control()
+            else:
+                self.drain_control()
+            self.probe_tick()
+            now = time.monotonic()
+            if len(unacked) != before:
+                last_progress = now
+            elif unacked and now - last_progress > lease:
+                self.resend = True  # nothing acknowledged for a lease: assume it was lost
+            if self.resend and unacked:
+                self.resend = False
+                last_progress = now
+                ids = list(unacked)
+                for o in outs:
+                    o.extend_ids(ids, [unacked[i] for i in ids])
+                    o.flush()
+            self.tick()
+        self.finish_stream(None)
+        return None
+
     def _ingest(self, box: Inbox, frame: bytes, apply: Any) -> None:
+        ids = None
         try:
             if box.codec == "msgpack":
-                if frame[:1] == codec.ZF:
+                if frame[:1] == codec.IDS:
+                    ids, recs = codec._unpackb(frame[1:])
+                elif frame[:1] == codec.ZF:
                     sender = codec.parse_control_frame(frame).get("eos")
                     if sender:
                         box.eos.add(sender)
                         if len(box.eos) >= box.senders:
                             box.ended = True
                     return
-                recs = codec.decode_batch(frame)
+                else:
+                    recs = codec.decode_batch(frame)
                 if not isinstance(recs, list):
                     raise TypeError(f"decoded to {type(recs).__name__}, not a list of records")
             else:
@@ -445,7 +559,10 @@ class Node:
             return
         box.msgs += len(recs)
         box.nbytes += len(frame)
-        apply(recs)
+        if ids is None:
+            apply(recs)
+        else:
+            self.apply_ids(ids, recs)
         if box.report:
             self.send(P.COUNT, socket=box.name, n=box.msgs)
 
@@ -479,6 +596,50 @@ class Node:
                 for o in outs:
                     o.extend(produced)
 
+        def apply_ids(ids: list[int], recs: list[Any]) -> None:
+            """exactly-once: sinks drop duplicates and acknowledge; transforms keep the ids and
+            acknowledge what they drop (None results and skipped errors)."""
+            done: list[int] = []
+            out_ids: list[int] = []
+            out_recs: list[Any] = []
+            seen = self.seen
+            for i, r in zip(ids, recs, strict=True):
+                if sink:
+                    done.append(i)
+                    if not seen.add(i):
+                        continue
+                try:
+                    if generator:
+                        raise NodeFailure("run", "exactly-once needs transforms that return one "
+                                                 "record or None, not generators")
+                    o = fn(r)
+                except (Stop, KeyboardInterrupt, SystemExit, NodeFailure):
+                    raise
+                except Exception as e:  # noqa: BLE001 - the user's function failed on a record
+                    if not tolerant:
+                        raise NodeFailure("run", f"{type(e).__name__}: {e}",
+                                          traceback=traceback.format_exc()) from None
+                    self.record_error(r, e)
+                    if not sink:
+                        done.append(i)
+                    continue
+                if sink:
+                    continue
+                if o is None:
+                    done.append(i)
+                else:
+                    out_ids.append(i)
+                    out_recs.append(o)
+            if out_recs:
+                for ob in outs:
+                    ob.extend_ids(out_ids, out_recs)  # type: ignore[attr-defined]
+            if done:
+                if sink:
+                    for ob in outs:
+                        ob.flush()
+                self.send(P.ACK, ids=done)
+
+        self.apply_ids = apply_ids
         poller = zmq.Poller()
         poller.register(self.ctrl, zmq.POLLIN)
         for b in self.inboxes.values():
@@ -495,7 +656,11 @@ class Node:
             if self.inboxes and all(b.ended for b in self.inboxes.values()):
                 self.finish_stream(end)
                 return None
-            events = poller.poll(self.stats_every * 1000 if self.telemetry else 1000)
+            if self.probing:  # a restarted subscriber is waiting for our probe
+                self.probe_tick()
+                events = poller.poll(10)
+            else:
+                events = poller.poll(self.stats_every * 1000 if self.telemetry else 1000)
             for sock, _ in events:
                 box = boxes.get(sock)
                 if box is None:
@@ -522,8 +687,9 @@ class Node:
         if end is not None:
             per = {b.name: b.msgs for b in self.inboxes.values()}
             exp = [v for v in self.expected.values() if v is not None]
+            unique = self.eo and not self.outboxes  # an exactly-once sink counts each id once
             totals = zctx.Totals(
-                received=sum(per.values()),
+                received=self.seen.adds if unique else sum(per.values()),
                 expected=sum(exp) if exp and len(exp) == len(self.expected) else None,
                 per_socket=per,
                 sent=sum(o.msgs for o in self.outboxes),

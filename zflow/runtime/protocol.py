@@ -15,6 +15,8 @@ replica → supervisor                         supervisor → replica
   finished {s, e, result}
   stopping {reason}
   fatal {phase, message, socket?, endpoint?}
+  ack {ids}          (exactly-once: sink/transform)  ack {ids}  (forwarded to the source)
+                                               resend              (a replica died: resend unacked)
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ HELLO, BOUND, READY, TOTAL, STATS, COUNT, FINISHED, STOPPING, FATAL = (
 CONNECT, PROBE, START, DRAIN, INPUT_END, STOP = (
     "connect", "probe", "start", "drain", "input_end", "stop",
 )
+# exactly-once, both ways
+ACK, RESEND = "ack", "resend"
 
 ENV_CONTROL = "ZFLOW_CONTROL"
 ENV_SPEC = "ZFLOW_SPEC"

@@ -109,6 +109,12 @@ class Supervisor:
         ]
         self.ended_inputs: set[str] = set()  # "node.socket" told input_end
         self.stop_sent_at: float | None = None
+        # exactly-once: source replicas in id order (id % len(sources) is the source's index)
+        self.sources = [
+            self.slots[f"{n.name}.{i}"] for n in plan.nodes.values() if n.shape == "source"
+            for i in range(n.replicas)
+        ]
+        self.eo = plan.delivery == "exactly-once"
         self.term_sent_at: float | None = None
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -198,6 +204,9 @@ class Supervisor:
             "verbose": self.opts.verbose, "telemetry": self.opts.telemetry,
             "dead_letter": self._dead_letter_path(n),
             "sockets": socks,
+            "delivery": self.plan.delivery,
+            "sources": len(self.sources) or 1,
+            "source_index": self.sources.index(slot) if slot in self.sources else 0,
         }
 
     def _dead_letter_path(self, n: NodePlan) -> str:
@@ -342,6 +351,9 @@ class Supervisor:
             self._set_state(slot, "ready")
             if self.phase == "running":
                 self._start_slot(slot)
+                if all(s.ready for s in self.slots.values() if not s.exited):
+                    for s in self.slots.values():
+                        self._send(s, P.PROBE, on=False)
         elif t == P.STATS:
             slot.cur = msg["s"]
             slot.errors = msg.get("e", 0)
@@ -359,11 +371,25 @@ class Supervisor:
             if msg.get("result") is not None:
                 self.model.set_result(slot.node, msg["result"])
             self._set_state(slot, "stopped" if slot.exited else "draining", "finished")
+        elif t == P.ACK:
+            self._route_acks(msg["ids"])
         elif t == P.STOPPING:
             self._zlog(slot.node, slot.index, f"stopping: {msg.get('reason')}")
         elif t == P.FATAL:
             slot.fatal = msg
             self._zlog(slot.node, slot.index, str(msg.get("message")))
+
+    def _route_acks(self, ids: list[int]) -> None:
+        """exactly-once: acknowledgements go back to the source replica that numbered them."""
+        n = len(self.sources)
+        if n == 1:
+            self._send(self.sources[0], P.ACK, ids=ids)
+            return
+        per: dict[int, list[int]] = {}
+        for i in ids:
+            per.setdefault(i % n, []).append(i)
+        for k, part in per.items():
+            self._send(self.sources[k], P.ACK, ids=part)
 
     def _zlog(self, node: str, index: int, line: str) -> None:
         self.model.log(node, index, "zflow", line)
@@ -490,6 +516,13 @@ class Supervisor:
     def _advance_ends(self) -> None:
         """Count groups: once all senders finished, receivers end when received == sent."""
         now = time.monotonic()
+        if self.eo and self.groups and all(s.finished for s in self.sources):
+            # every record was acknowledged by the sink: what is still in flight is duplicates
+            for g in self.groups:
+                if not g["ended"]:
+                    g["ended"] = True
+                    for sid in g["receivers"]:
+                        self._end_input(sid, None)
         for g in self.groups:
             if g["ended"]:
                 continue
@@ -605,6 +638,10 @@ class Supervisor:
                 self._fail_start(slot)
                 return
             self._set_state(slot, "failed", f"exit {code}")
+            if self.eo:  # what that replica held is gone: sources resend what is unacknowledged
+                for src in self.sources:
+                    if src is not slot:
+                        self._send(src, P.RESEND)
             self._maybe_restart(slot, now)
 
     def _drain_fd(self, fd: int) -> None:

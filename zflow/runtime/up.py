@@ -59,5 +59,6 @@ def _up(args: argparse.Namespace, zygote: object) -> int:
     else:
         mode = "live"
     model, view = status_for(plan, mode, args.replicas, args.log_dir)
-    opts = Options(verbose=args.verbose, telemetry=not args.no_telemetry, grace=args.grace)
+    opts = Options(verbose=args.verbose, telemetry=not args.no_telemetry, grace=args.grace,
+                   drain_timeout=args.drain_timeout)
     return Supervisor(plan, model, view, opts, zygote=zygote).run()  # type: ignore[arg-type]

@@ -100,6 +100,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ZF070": ("warning", "same endpoint connected twice by one socket"),
     "ZF071": ("error", "codec differs between the two ends of a connection"),
     "ZF072": ("error", "topic on a socket that does not publish (PUB / XPUB)"),
+    "ZF073": ("error", "exactly-once delivery needs a PUSH/PULL pipeline with one sink replica"),
     # --import-check
     "ZF080": ("error", "run target module cannot be found"),
     "ZF081": ("error", "run target module raised while importing"),

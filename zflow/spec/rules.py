@@ -14,7 +14,7 @@ from typing import Any
 
 from zflow.spec.diagnostics import Diagnostic
 from zflow.spec.locate import Locator
-from zflow.spec.schema import SOCKET_TYPES, did_you_mean
+from zflow.spec.schema import did_you_mean
 from zflow.spec.yamlpos import Path
 
 #: Which types may talk to each other (libzmq checks this in the handshake).
@@ -494,8 +494,39 @@ def check(data: Any, loc: Locator) -> list[Diagnostic]:
                                          f"make it a {got}", ("nodes", nname, "shape"),
                                 hint=f"remove `shape:` (inferred: {got}), fix the sockets, or "
                                      "use `shape: custom` to drive the sockets yourself"))
+    out.extend(_exactly_once(data, nodes, socks, loc))
     return out
 
 
-__all__ = ["PEERS", "RECEIVING", "SENDING", "SOCKET_TYPES", "Endpoint", "EndpointError", "check",
-           "infer_shape", "inferred_shape", "parse_endpoint", "split_ref"]
+def _exactly_once(data: dict, nodes: dict, socks: dict[tuple[str, str], Sock],
+                  loc: Any) -> list[Diagnostic]:
+    """`delivery: exactly-once` works on zflow PUSH/PULL pipelines whose sink is one replica."""
+    if data.get("delivery") != "exactly-once":
+        return []
+    out: list[Diagnostic] = []
+    for s in socks.values():
+        role_control = "stop_on" in s.d or "send_on_end" in s.d
+        if role_control or s.type is None:
+            continue
+        if s.type not in ("PUSH", "PULL"):
+            out.append(loc.diag("ZF073", f"'{s.label}' is {s.type}: exactly-once delivery "
+                                         "covers PUSH/PULL data sockets only", s.path + ("type",),
+                                hint="use PUSH/PULL for the data path, or mark control "
+                                     "channels with stop_on / send_on_end"))
+        elif s.d.get("codec", "msgpack") != "msgpack":
+            out.append(loc.diag("ZF073", f"'{s.label}' uses codec {s.d.get('codec')}: "
+                                         "exactly-once needs zflow's msgpack frames",
+                                s.path + ("codec",)))
+    for name, nd in nodes.items():
+        if not isinstance(nd, dict) or "command" in nd:
+            if isinstance(nd, dict):
+                out.append(loc.diag("ZF073", f"node '{name}' is a command node: exactly-once "
+                                             "needs zflow nodes end to end", ("nodes", name),
+                                    at="key"))
+            continue
+        if infer_shape(nd) == "sink" and _replicas(nd) > 1:
+            p = ("nodes", name, "replicas") if "replicas" in nd else ("nodes", name)
+            out.append(loc.diag("ZF073", f"sink '{name}' has {_replicas(nd)} replicas: "
+                                         "duplicates must meet in one place to be dropped", p,
+                                hint="give the sink `replicas: 1`"))
+    return out
