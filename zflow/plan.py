@@ -29,7 +29,11 @@ NODE_DEFAULTS: dict[str, Any] = {
     "grace": 5.0,
     "on_error": "fail",
 }
-SOCKET_DEFAULTS: dict[str, Any] = {"hwm": 1000, "linger": 1000, "codec": "msgpack", "batch": 1000}
+SOCKET_DEFAULTS: dict[str, Any] = {"hwm": None, "linger": 1000, "codec": "msgpack", "batch": 1000}
+#: hwm counts ZeroMQ messages; a msgpack message is a frame of up to `batch` records, so its
+#: default is lower: 100 frames still keep a pipe full, and a stalled stage holds 100k records,
+#: not 1M, per pipe.
+HWM_DEFAULT = {"msgpack": 100}
 
 #: How an input socket learns its stream ended (see docs/runtime.md):
 #: count   - PUSH→PULL between zflow nodes: the supervisor compares records sent and received
@@ -168,7 +172,8 @@ def build_plan(
                 bind=sd.get("bind"),
                 connect=_as_list(sd.get("connect")),
                 subscribe=_as_list(sd.get("subscribe")),
-                hwm=int(sdef["hwm"]),
+                hwm=int(sdef["hwm"] if sdef["hwm"] is not None
+                        else HWM_DEFAULT.get(str(sdef["codec"]), 1000)),
                 linger=int(sdef["linger"]),
                 codec=str(sdef["codec"]),
                 batch=int(sdef["batch"]),
