@@ -5,8 +5,10 @@ every failure (including "zflow up is not available yet") into a row with `skipp
   zflow: benchmarks/topologies/latency.yaml, whose sink prints its percentiles);
 - startup: an empty stream (0 records) with W workers, command start to exit, per variant; the
   baselines also report the time to their readiness barrier ("every worker ready");
+- fixed_cost: the CLI's fixed cost (`python -c pass`, `zflow --version`, `zflow validate`);
 - telemetry: zflow squares with --no-telemetry, with telemetry, and with telemetry plus the live
-  view (zflow given a pseudo-terminal and no --quiet), repetitions interleaved.
+  view (zflow given a pseudo-terminal and no --quiet), repetitions interleaved (off, on, live,
+  off, on, live, ...), medians and ratios to the no-telemetry median.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ import sys
 from typing import Any
 
 from benchmarks.harness import ROOT, run_tree
-from benchmarks.variants import _json_values, run_baseline, run_zflow, zflow_argv, zflow_row
+from benchmarks.variants import (
+    SQUARES,
+    _json_values,
+    run_baseline,
+    run_zflow,
+    zflow_argv,
+    zflow_phases,
+    zflow_row,
+)
 
 LATENCY_TOPOLOGY = ROOT / "benchmarks" / "topologies" / "latency.yaml"
 
@@ -67,13 +77,15 @@ def startup(workers: int, reps: int, zflow_ok: tuple[bool, str],
             transport: str = "ipc") -> list[dict[str, Any]]:
     rows = []
     for variant in ("zflow", "seed", "mpqueue", "batched"):
-        row: dict[str, Any] = {"variant": variant, "workers": workers, "empty_run_s": None,
-                               "to_barrier_s": None, "error": None, "skipped": None}
+        row: dict[str, Any] = {"variant": variant, "workers": workers, "reps": reps,
+                               "empty_run_s": None, "to_barrier_s": None, "error": None,
+                               "skipped": None}
         if variant == "zflow" and not zflow_ok[0]:
             row["skipped"] = f"zflow up not available: {zflow_ok[1]}"
             rows.append(row)
             continue
         walls, barriers = [], []
+        phases: dict[str, list[float]] = {"cli_s": [], "barrier_s": []}
         for _ in range(reps):
             r = zflow_startup(workers) if variant == "zflow" else \
                 run_baseline(variant, 0, workers, transport)
@@ -83,9 +95,15 @@ def startup(workers: int, reps: int, zflow_ok: tuple[bool, str],
             walls.append(r["wall_s"])
             if r["startup_s"] is not None:
                 barriers.append(r["startup_s"])
+            for k, xs in phases.items():
+                if r.get(k) is not None:
+                    xs.append(r[k])
         if walls and not row["error"]:
             row["empty_run_s"] = statistics.median(walls)
             row["to_barrier_s"] = statistics.median(barriers) if barriers else None
+            row["samples"] = barriers
+            for k, xs in phases.items():
+                row[k] = statistics.median(xs) if xs else None
         rows.append(row)
     return rows
 
@@ -96,15 +114,43 @@ def zflow_startup(workers: int) -> dict[str, Any]:
     argv = zflow_argv(0, workers, quiet=False, extra=("--json",))
     run = run_tree(argv, 60.0, timed_lines=True)
     row = zflow_row(run, argv, 0, workers)
+    ph = zflow_phases(run, 0)
+    row.update({k: ph[k] for k in ("cli_s", "barrier_s")})
     for t, line in run.lines:
         try:
             ev = json.loads(line)
         except ValueError:
             continue
         if isinstance(ev, dict) and ev.get("event") == "overall" and ev.get("state") == "running":
-            row["startup_s"] = t - run.t_start
+            row["startup_s"] = t - run.t_start  # as read: includes the pipe's few µs
             break
     return row
+
+
+FIXED = {
+    "python -c pass": [sys.executable, "-c", "pass"],
+    "python -c 'import zmq, msgpack'": [sys.executable, "-c", "import zmq, msgpack"],
+    "python -m zflow --version": [sys.executable, "-m", "zflow", "--version"],
+    "python -m zflow validate topologies/squares.yaml": [
+        sys.executable, "-m", "zflow", "validate", str(SQUARES)],
+    "python -m zflow up --dry-run topologies/squares.yaml": [
+        sys.executable, "-m", "zflow", "up", "--dry-run", str(SQUARES)],
+}
+
+
+def fixed_cost(reps: int) -> list[dict[str, Any]]:
+    """Wall time of commands that do no streaming: what every `zflow up` pays before its clock."""
+    walls: dict[str, list[float]] = {k: [] for k in FIXED}
+    errors: dict[str, str | None] = dict.fromkeys(FIXED)
+    for _ in range(reps):
+        for label, argv in FIXED.items():
+            run = run_tree(argv, 30.0)
+            if run.returncode != 0:
+                errors[label] = errors[label] or f"exit {run.returncode}: {run.tail(1)}"
+            walls[label].append(run.wall_s)
+    return [{"label": k, "median_s": statistics.median(v) if v else None,
+             "min_s": min(v) if v else None, "reps": len(v), "samples": v, "error": errors[k]}
+            for k, v in walls.items()]
 
 
 TELEMETRY_MODES = {
@@ -116,27 +162,41 @@ TELEMETRY_MODES = {
 
 def telemetry(records: int, workers: int, reps: int,
               zflow_ok: tuple[bool, str]) -> list[dict[str, Any]]:
+    """Interleaved (off, on, live, off, on, live, ...) so drift in machine load hits every mode
+    alike; medians per mode, wall ratio and cost to the no-telemetry median. The two non-live
+    modes run with --json, so they also get a stream time; the live view cannot (its terminal
+    is the screen), so its cost is on wall time only."""
     if not zflow_ok[0]:
         return [{"mode": m, "skipped": f"zflow up not available: {zflow_ok[1]}"}
                 for m in TELEMETRY_MODES]
     walls: dict[str, list[float]] = {m: [] for m in TELEMETRY_MODES}
+    streams: dict[str, list[float]] = {m: [] for m in TELEMETRY_MODES}
     errors: dict[str, str | None] = dict.fromkeys(TELEMETRY_MODES)
-    for _ in range(reps):  # interleaved, so drift in machine load hits every mode alike
+    for _ in range(reps):
         for mode, kw in TELEMETRY_MODES.items():
             if errors[mode]:
                 continue
             r = run_zflow(records, workers, variant=f"zflow ({mode})", **kw)
             if r["ok"]:
                 walls[mode].append(r["wall_s"])
+                if r.get("stream_s"):
+                    streams[mode].append(r["stream_s"])
             else:
                 errors[mode] = r["error"]
     base = statistics.median(walls["no telemetry"]) if walls["no telemetry"] else None
+    sbase = statistics.median(streams["no telemetry"]) if streams["no telemetry"] else None
     rows = []
     for mode in TELEMETRY_MODES:
         w = statistics.median(walls[mode]) if walls[mode] else None
+        st = statistics.median(streams[mode]) if streams[mode] else None
         rows.append({
             "mode": mode, "records": records, "workers": workers, "wall_s": w,
             "rate_wall": records / w if w else None,
-            "cost_pct": 100 * (w - base) / base if (w and base) else None,
-            "error": errors[mode], "skipped": None, "samples": walls[mode]})
+            "ratio_wall": w / base if (w and base) else None,
+            # throughput cost: the share of records/s lost against no telemetry
+            "cost_pct": 100 * (1 - base / w) if (w and base) else None,
+            "stream_s": st, "rate_stream": records / st if st else None,
+            "cost_stream_pct": 100 * (1 - sbase / st) if (st and sbase) else None,
+            "error": errors[mode], "skipped": None, "samples": walls[mode],
+            "stream_samples": streams[mode]})
     return rows

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,9 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from benchmarks import extras  # noqa: E402
 from benchmarks.variants import RUNNERS, zflow_probe  # noqa: E402
 
-ALL = ("zflow", "seed", "mpqueue", "batched")
-LABELS = {"zflow": "zflow", "seed": "seed (1 json msg/rec)", "mpqueue": "mp.Queue",
-          "batched": "batched (1000/frame)"}
+ALL = ("zflow", "zflow-eo", "seed", "mpqueue", "batched")
+ZFLOWS = ("zflow", "zflow-eo")
+BASES = ("seed", "batched", "mpqueue")
+LABELS = {"zflow": "zflow", "zflow-eo": "zflow exactly-once", "seed": "seed (1 json msg/rec)",
+          "mpqueue": "mp.Queue", "batched": "batched (1000/frame)"}
+PHASES = ("cli_s", "barrier_s", "stream_s", "stop_s", "exit_s")
 
 
 def _ints(text: str) -> list[int]:
@@ -51,12 +55,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="baselines' transport (zflow's `bind: auto` is ipc)")
     ap.add_argument("--no-extras", action="store_true",
                     help="throughput table only: no latency, start-up or telemetry")
-    ap.add_argument("--telemetry-records", type=int, default=100_000)
+    ap.add_argument("--telemetry-records", type=int, default=1_000_000,
+                    help="records per telemetry on/off run (default 1000000)")
+    ap.add_argument("--extra-reps", type=int, default=5,
+                    help="repetitions of start-up, fixed-cost and telemetry runs (default 5)")
     ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "latest.json"),
                     metavar="FILE")
     a = ap.parse_args(argv)
     if a.quick:
         a.records, a.workers, a.repeat, a.telemetry_records = [10_000], [2], 1, 10_000
+        a.extra_reps = 1
     a.variants = [v.strip() for v in a.variants.split(",") if v.strip()]
     bad = [v for v in a.variants if v not in ALL]
     if bad:
@@ -71,9 +79,9 @@ def throughput(a: argparse.Namespace, probe: tuple[bool, str]) -> list[dict[str,
             runs: dict[str, list[dict]] = {v: [] for v in a.variants}
             for _ in range(a.repeat):
                 for v in a.variants:
-                    if v == "zflow" and not probe[0]:
+                    if v in ZFLOWS and not probe[0]:
                         if not runs[v]:
-                            runs[v].append(_not_run(n, w, probe[1]))
+                            runs[v].append(_not_run(v, n, w, probe[1]))
                         continue
                     r = RUNNERS[v](n, w, a.transport)
                     runs[v].append(r)
@@ -83,18 +91,25 @@ def throughput(a: argparse.Namespace, probe: tuple[bool, str]) -> list[dict[str,
     return rows
 
 
-def _not_run(n: int, w: int, why: str) -> dict[str, Any]:
-    return {"variant": "zflow", "records": n, "workers": w, "ok": False,
+def _not_run(v: str, n: int, w: int, why: str) -> dict[str, Any]:
+    return {"variant": v, "records": n, "workers": w, "ok": False,
             "error": f"not run, zflow up failed its probe (100 records, 1 worker): {why}"}
 
 
 def _median(runs: list[dict]) -> dict[str, Any]:
-    """The run with the median wall time among the good ones (else the first failure)."""
+    """The run with the median wall time among the good ones (else the first failure); stream
+    time and zflow's phases are each the median over the good runs on their own."""
     good = sorted((r for r in runs if r.get("ok")), key=lambda r: r["wall_s"])
     row = dict(good[len(good) // 2]) if good else dict(runs[0])
     if len(runs) > 1:
         row["wall_samples"] = [r.get("wall_s") for r in runs]
+        row["stream_samples"] = [r.get("stream_s") for r in runs]
         row["failures"] = sum(1 for r in runs if not r.get("ok"))
+        for k in ("stream_s", "startup_s", *PHASES):
+            xs = [r[k] for r in good if r.get(k) is not None]
+            row[k] = statistics.median(xs) if xs else None
+        if row.get("stream_s"):
+            row["rate_stream"] = row["records"] / row["stream_s"]
     return row
 
 
@@ -106,17 +121,21 @@ def _progress(r: dict) -> None:
 
 
 def ratios(rows: list[dict]) -> list[dict[str, Any]]:
-    """zflow/seed and zflow/batched, records/s (wall, start and stop included), same run."""
+    """zflow(-eo)/seed, /batched, /mp.Queue from the same run, on records/s over the wall time
+    (start and stop included) and over the stream time; and zflow-eo/zflow."""
     out = []
     by = {(r["variant"], r["records"], r["workers"]): r for r in rows}
     for (v, n, w), z in by.items():
-        if v != "zflow":
+        if v not in ZFLOWS:
             continue
-        item: dict[str, Any] = {"records": n, "workers": w}
-        for base in ("seed", "batched", "mpqueue"):
+        item: dict[str, Any] = {"variant": v, "records": n, "workers": w}
+        others = [*BASES, "zflow"] if v == "zflow-eo" else list(BASES)
+        for base in others:
             b = by.get((base, n, w))
-            ok = z.get("ok") and b and b.get("ok")
-            item[f"zflow/{base}"] = z["rate_wall"] / b["rate_wall"] if ok else None
+            for kind in ("wall", "stream"):
+                key = f"rate_{kind}"
+                ok = z.get("ok") and b and b.get("ok") and z.get(key) and b.get(key)
+                item[f"{base}_{kind}"] = z[key] / b[key] if ok else None
         out.append(item)
     return out
 
@@ -155,12 +174,22 @@ def print_report(res: dict[str, Any]) -> None:
             (f"{r['rss_total_mb']:.0f} ({r['processes']})" if r.get("rss_total_mb") else "-"),
             "ok" if r.get("ok") else f"FAILED: {r.get('error')}"] for r in res["throughput"]])
     if res["ratios"]:
-        table("Ratios of records/s (wall), same run",
-              ["records", "workers", "zflow/seed design", "zflow/hand-batched",
-               "zflow/mp.Queue"],
-              [[f"{x['records']:,}", str(x["workers"]), _f(x["zflow/seed"], ".2f"),
-                _f(x["zflow/batched"], ".2f"), _f(x["zflow/mpqueue"], ".2f")]
+        table("Ratios of records/s, same run: wall (start and stop included) / stream",
+              ["variant", "records", "workers", "/seed wall", "/seed stream", "/batched wall",
+               "/batched stream", "/mp.Queue wall", "/mp.Queue stream", "eo/zflow wall",
+               "eo/zflow stream"],
+              [[x["variant"], f"{x['records']:,}", str(x["workers"]),
+                *(_f(x.get(f"{b}_{k}"), ".2f") for b in (*BASES, "zflow")
+                  for k in ("wall", "stream"))]
                for x in res["ratios"]])
+    zrows = [r for r in res["throughput"] if r["variant"] in ZFLOWS and r.get("ok")]
+    if zrows:
+        table("zflow phases (s): cli = command start to zflow's clock (imports, zygote launch, "
+              "load, validate, plan); barrier = to every replica ready; stream = to the sink "
+              "finished; stop = to overall completed; exit = to process exit",
+              ["variant", "records", "workers", "wall", *(p[:-2] for p in PHASES)],
+              [[r["variant"], f"{r['records']:,}", str(r["workers"]), _f(r["wall_s"], ".3f"),
+                *(_f(r.get(p), ".3f") for p in PHASES)] for r in zrows])
     if res.get("idle_latency"):
         table("Idle latency, one record through an idle pipeline (µs)",
               ["variant", "workers", "p50", "p99", "samples", "note"],
@@ -168,18 +197,35 @@ def print_report(res: dict[str, Any]) -> None:
                 _f(r["samples"], "d"), r["skipped"] or r["error"] or ""]
                for r in res["idle_latency"]])
     if res.get("startup"):
-        table("Start-up: empty stream (0 records), command start to exit; baselines also to "
-              "their barrier (every worker ready)",
-              ["variant", "workers", "empty run s", "to barrier s", "note"],
-              [[r["variant"], str(r["workers"]), _f(r["empty_run_s"], ".3f"),
-                _f(r["to_barrier_s"], ".3f"), r["skipped"] or r["error"] or ""]
-               for r in res["startup"]])
+        table("Start-up, median of reps: empty stream (0 records), command start to exit; and "
+              "command start to every worker ready (zflow: the overall running event; "
+              "baselines: their barrier)",
+              ["variant", "workers", "reps", "empty run s", "to ready s", "zflow cli s",
+               "zflow barrier s", "note"],
+              [[r["variant"], str(r["workers"]), str(r.get("reps", "")),
+                _f(r["empty_run_s"], ".3f"), _f(r["to_barrier_s"], ".3f"),
+                _f(r.get("cli_s"), ".3f"), _f(r.get("barrier_s"), ".3f"),
+                r["skipped"] or r["error"] or ""] for r in res["startup"]])
+    if res.get("fixed_cost"):
+        table("Fixed costs of a command, median of reps (wall s)",
+              ["command", "median s", "min s", "reps", "note"],
+              [[r["label"], _f(r.get("median_s"), ".3f"), _f(r.get("min_s"), ".3f"),
+                str(r.get("reps")), r.get("error") or ""] for r in res["fixed_cost"]])
     if res.get("telemetry"):
-        table("zflow telemetry and live view cost",
-              ["mode", "wall s", "rec/s", "cost vs no telemetry", "note"],
+        tel = res["telemetry"]
+        table(f"zflow telemetry and live view cost ({tel[0].get('records', 0):,} records, "
+              f"{tel[0].get('workers')} workers; runs interleaved; medians of "
+              f"{max((len(r.get('samples') or []) for r in tel), default=0)})",
+              ["mode", "wall s", "rec/s wall", "wall ratio", "rec/s lost (wall)", "stream s",
+               "rec/s stream", "rec/s lost (stream)", "wall samples", "note"],
               [[r["mode"], _f(r.get("wall_s"), ".3f"), _rate(r.get("rate_wall")),
+                _f(r.get("ratio_wall"), ".3f"),
                 (f"{r['cost_pct']:+.1f}%" if r.get("cost_pct") is not None else "-"),
-                r.get("skipped") or r.get("error") or ""] for r in res["telemetry"]])
+                _f(r.get("stream_s"), ".3f"), _rate(r.get("rate_stream")),
+                (f"{r['cost_stream_pct']:+.1f}%" if r.get("cost_stream_pct") is not None
+                 else "-"),
+                " ".join(f"{x:.2f}" for x in r.get("samples") or []),
+                r.get("skipped") or r.get("error") or ""] for r in tel])
 
     if Console is not None:
         console = Console(width=max(160, Console().width))
@@ -208,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
             "loadavg_before": os.getloadavg(), "args": {k: v for k, v in vars(a).items()}}
     probe = (False, "not requested")
-    if "zflow" in a.variants:
+    if any(v in ZFLOWS for v in a.variants) or not a.no_extras:
         print("probing zflow up ...", file=sys.stderr, flush=True)
         probe = zflow_probe()
         if not probe[0]:
@@ -222,17 +268,19 @@ def main(argv: list[str] | None = None) -> int:
         res["idle_latency"] = extras.idle_latency(w_lat, 100 if a.quick else 300, probe,
                                                   a.transport)
         print("start-up ...", file=sys.stderr, flush=True)
-        res["startup"] = extras.startup(max(a.workers), 1 if a.quick else 3, probe, a.transport)
+        res["startup"] = extras.startup(max(a.workers), a.extra_reps, probe, a.transport)
+        print("fixed costs ...", file=sys.stderr, flush=True)
+        res["fixed_cost"] = extras.fixed_cost(a.extra_reps)
         print("telemetry ...", file=sys.stderr, flush=True)
         res["telemetry"] = extras.telemetry(a.telemetry_records, min(a.workers),
-                                            1 if a.quick else 3, probe)
+                                            a.extra_reps, probe)
     meta["loadavg_after"] = os.getloadavg()
     meta["seconds"] = time.monotonic() - t0
     print_report(res)
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2, default=str) + "\n")
-    failed = [r for r in res["throughput"] if not r.get("ok") and r["variant"] != "zflow"]
+    failed = [r for r in res["throughput"] if not r.get("ok") and r["variant"] not in ZFLOWS]
     print(f"\n{meta['seconds']:.1f} s; load average {meta['loadavg_before'][0]:.2f} -> "
           f"{meta['loadavg_after'][0]:.2f}; JSON: {out}", file=sys.stderr)
     return 1 if failed else 0

@@ -16,6 +16,7 @@ from benchmarks.baselines.common import expected_sum
 from benchmarks.harness import ROOT, TreeRun, run_tree
 
 SQUARES = ROOT / "topologies" / "squares.yaml"
+EXACTLY_ONCE = ("--set", "delivery=exactly-once")
 MB = 1024.0
 
 
@@ -148,17 +149,86 @@ def _is_worker(cmd: str) -> bool:
 
 
 def run_zflow(records: int, workers: int, *, telemetry: bool = True, live: bool = False,
-              timeout: float | None = None, variant: str = "zflow") -> dict[str, Any]:
-    """`python -m zflow up topologies/squares.yaml --quiet --set ...count=N --scale worker=W`.
+              timeout: float | None = None, variant: str = "zflow",
+              extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`python -m zflow up topologies/squares.yaml --json --set ...count=N --scale worker=W`.
 
-    `live=True` drops --quiet and gives zflow a pseudo-terminal, so its live view renders.
-    Per-process RSS is sampled (VmHWM of every descendant every 20 ms; processes are told apart by
-    their command line / setproctitle title: 'worker' in it makes a worker replica).
+    The JSON lines are read through a pipe and stamped as they arrive, so besides the wall time
+    the row gets zflow's phases (see `zflow_phases`) and a stream rate comparable to the
+    baselines'. `live=True` drops --json and gives zflow a pseudo-terminal, so its live view
+    renders (no phases then). Per-process RSS is sampled (VmHWM of every descendant every 20 ms;
+    processes are told apart by their command line / setproctitle title: 'worker' in it makes a
+    worker replica).
     """
     timeout = timeout or timeout_for(records)
-    argv = zflow_argv(records, workers, telemetry=telemetry, quiet=not live)
-    run = run_tree(argv, timeout, sample_every=0.02, stdout_tty=live)
-    return zflow_row(run, argv, records, workers, variant)
+    argv = zflow_argv(records, workers, telemetry=telemetry, quiet=False,
+                      extra=extra if live else (*extra, "--json"))
+    run = run_tree(argv, timeout, sample_every=0.02, stdout_tty=live, timed_lines=not live)
+    row = zflow_row(run, argv, records, workers, variant)
+    if not live:
+        row.update(zflow_phases(run, records))
+    return row
+
+
+def zflow_phases(run: TreeRun, records: int) -> dict[str, Any]:
+    """Where a `zflow up --json` run spent its wall time, from its event lines.
+
+    zflow stamps every event with "t", seconds since its status model was created (after the CLI
+    loaded, validated and planned the topology); the harness stamps every line as it reads it.
+    The smallest (read time - t) is when zflow's clock started, as seen by the harness. Then:
+
+    - cli_s: command start -> zflow's clock starts (interpreter, imports, zygote launch, load,
+      validation, plan);
+    - barrier_s: -> `{"event":"overall","state":"running"}` (every replica forked, bound,
+      connected, subscribed and ready);
+    - stream_s: -> the last sink replica reports state "draining" / detail "finished" (every
+      record reached the sink; comparable to the baselines' "go to last answer");
+    - stop_s: -> `{"event":"overall","state":"completed"}` (FINISHED, replicas exit and are reaped);
+    - exit_s: -> the process exits (result line, zygote shut down, interpreter exit).
+    startup_s = cli_s + barrier_s; rate_stream = records / stream_s.
+    """
+    out: dict[str, Any] = dict.fromkeys(
+        ("cli_s", "barrier_s", "stream_s", "stop_s", "exit_s", "startup_s", "rate_stream"))
+    events: list[tuple[float, dict]] = []
+    for at, line in run.lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(ev, dict) and isinstance(ev.get("t"), (int, float)):
+            events.append((at, ev))
+    if not events:
+        return out
+    clock0 = min(at - ev["t"] for at, ev in events)  # harness time of zflow's t = 0
+    shapes: dict[str, str] = {}
+    running = finished = completed = None
+    for _, ev in events:
+        kind = ev.get("event")
+        if kind == "stats" and not shapes:
+            shapes = {k: v.get("shape") for k, v in (ev.get("nodes") or {}).items()
+                      if isinstance(v, dict)}
+        elif kind == "overall" and ev.get("state") == "running" and running is None:
+            running = ev["t"]
+        elif kind == "overall" and ev.get("state") == "completed":
+            completed = ev["t"]
+        elif (kind == "state" and ev.get("state") == "draining"
+              and ev.get("detail") == "finished" and completed is None):
+            # the sink's; without shapes (no stats line), the last node to finish
+            if not shapes or shapes.get(ev.get("node")) == "sink":
+                finished = ev["t"] if finished is None else max(finished, ev["t"])
+    out["cli_s"] = clock0 - run.t_start
+    if running is not None:
+        out["barrier_s"] = running
+        out["startup_s"] = out["cli_s"] + running
+    if running is not None and finished is not None:
+        out["stream_s"] = finished - running
+        if out["stream_s"] > 0:
+            out["rate_stream"] = records / out["stream_s"]
+    if finished is not None and completed is not None:
+        out["stop_s"] = completed - finished
+    if completed is not None:
+        out["exit_s"] = run.wall_s - (out["cli_s"] + completed)
+    return out
 
 
 def zflow_row(run: TreeRun, argv: list[str], records: int, workers: int,
@@ -185,6 +255,8 @@ def zflow_probe(timeout: float = 30.0) -> tuple[bool, str]:
 
 RUNNERS = {
     "zflow": lambda n, w, transport: run_zflow(n, w),
+    "zflow-eo": lambda n, w, transport: run_zflow(n, w, variant="zflow-eo",
+                                                  extra=EXACTLY_ONCE),
     "seed": lambda n, w, transport: run_baseline("seed", n, w, transport),
     "mpqueue": lambda n, w, transport: run_baseline("mpqueue", n, w, transport),
     "batched": lambda n, w, transport: run_baseline("batched", n, w, transport),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -32,3 +33,32 @@ def test_parse_zflow_output() -> None:
     assert parse_sum('{"event": "result", "nodes": {"results": {"sum": 14}}}\n') == 14
     assert parse_sum("3 answers from 2 workers, sum of squares 5") == 5
     assert parse_sum("nothing here") is None
+
+
+def test_zflow_phases_from_json_lines() -> None:
+    from benchmarks.harness import TreeRun
+    from benchmarks.variants import zflow_phases
+
+    events = [
+        (0.00, {"event": "stats", "t": 0.00, "nodes": {"v": {"shape": "source"},
+                                                         "w": {"shape": "worker"},
+                                                         "r": {"shape": "sink"}}}),
+        (0.05, {"event": "overall", "t": 0.05, "state": "running"}),
+        (0.20, {"event": "state", "t": 0.20, "node": "w", "state": "draining",
+                "detail": "finished"}),
+        (0.30, {"event": "state", "t": 0.30, "node": "r", "state": "draining",
+                "detail": "finished"}),
+        (0.35, {"event": "overall", "t": 0.35, "state": "completed"}),
+    ]
+    run = TreeRun(argv=[], t_start=100.0, wall_s=0.50)
+    # zflow's clock starts 0.1 s after the command; each line is read 1 ms after it is written
+    run.lines = [(100.1 + t + 0.001, json.dumps(ev) + "\n") for t, ev in events]
+    run.lines.insert(1, (100.2, "not json\n"))
+    ph = zflow_phases(run, 1000)
+    assert abs(ph["cli_s"] - 0.101) < 1e-9
+    assert abs(ph["barrier_s"] - 0.05) < 1e-9
+    assert abs(ph["stream_s"] - 0.25) < 1e-9
+    assert abs(ph["rate_stream"] - 4000) < 1e-6
+    assert abs(ph["stop_s"] - 0.05) < 1e-9
+    assert abs(ph["exit_s"] - (0.50 - 0.101 - 0.35)) < 1e-9
+    assert zflow_phases(TreeRun(argv=[], t_start=0.0), 1)["stream_s"] is None
