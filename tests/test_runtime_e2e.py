@@ -105,8 +105,8 @@ def test_verbose_shows_each_answer_the_seed_way() -> None:
          {"received": 3000, "paris": 750, "rome": 750, "madrid": 750, "oslo": 750}),
         ("rpc.yaml", "client", {"replies": 300, "servers": 3,
                                 "sum": sum(i * i for i in range(300))}),
-        ("broker.yaml", "client", {"replies": 200, "servers": 3,
-                                   "sum": sum(i * i for i in range(200))}),
+        ("broker.yaml", "client.1", {"replies": 200, "servers": 3,
+                                     "sum": sum(i * i for i in range(200))}),
         ("polyglot.yaml", "collect", {"received": 500, "uppercased": 500}),
     ],
 )
@@ -259,4 +259,21 @@ def test_sigkill_of_zflow_leaves_no_orphans() -> None:
     proc.wait()
     proc.stdout.close()  # type: ignore[union-attr]
     proc.stderr.close()  # type: ignore[union-attr]
+    assert _wait_gone(name, 2.0) == []
+
+
+def test_fork_server_death_stops_the_run_cleanly() -> None:
+    name = unique()
+    proc = _start_forever(name)
+    zygotes = [
+        int(p) for p in os.listdir("/proc") if p.isdigit()
+        and Path(f"/proc/{p}/cmdline").exists()
+        and b"zflow.runtime.zygote" in Path(f"/proc/{p}/cmdline").read_bytes()
+        and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(proc.pid)
+    ]
+    assert len(zygotes) == 1
+    os.kill(zygotes[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err[-2000:]
+    assert "fork server exited" in out
     assert _wait_gone(name, 2.0) == []

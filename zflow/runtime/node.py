@@ -175,6 +175,7 @@ class Node:
         self.probe_waits: dict[zmq.Socket, tuple[set[str], set[str]]] = {}
         self.connected = False
         self.probing = False
+        self.custom_counts: dict[str, list[int]] = {}  # custom nodes count in SocketIO
         self.started = False
         self.stop_requested = False
         self.stop_reason = ""
@@ -362,7 +363,7 @@ class Node:
 
     # -- telemetry -------------------------------------------------------------------------
     def counters(self) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = {}
+        out: dict[str, list[int]] = {k: list(v) for k, v in self.custom_counts.items()}
         for b in self.inboxes.values():
             out[b.name] = [b.msgs, 0, b.nbytes, 0]
         for o in self.outboxes:
@@ -756,6 +757,12 @@ class SocketIO:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.codecs = {s["name"]: s["codec"] for s in node.spec["sockets"]}
+        self.counts = node.custom_counts
+
+    def _count(self, name: str, col: int, nbytes: int) -> None:
+        c = self.counts.setdefault(name, [0, 0, 0, 0])
+        c[col] += 1
+        c[col + 2] += nbytes
 
     def _sock(self, name: str) -> zmq.Socket:
         try:
@@ -770,6 +777,8 @@ class SocketIO:
             sock.send_multipart([b"", frame])
         else:
             sock.send(frame)
+        self._count(name, 1, len(frame))
+        self.node.tick()
 
     def recv(self, name: str, timeout: float | None) -> Any:
         sock = self._sock(name)
@@ -779,12 +788,14 @@ class SocketIO:
             wait = 100 if left is None else max(0, min(100, left))
             if sock.poll(wait, zmq.POLLIN):
                 parts = sock.recv_multipart()
+                self._count(name, 0, len(parts[-1]))
                 return codec.decode_one(self.codecs[name])(parts[-1])
             if self.node._poll_stop() or (deadline is not None and time.monotonic() >= deadline):
                 return None
 
     def proxy(self, frontend: str, backend: str) -> None:
         a, b = self._sock(frontend), self._sock(backend)
+        names = {a: frontend, b: backend}
         poller = zmq.Poller()
         poller.register(a, zmq.POLLIN)
         poller.register(b, zmq.POLLIN)
@@ -797,9 +808,13 @@ class SocketIO:
                 other = b if sock is a else a
                 while True:
                     try:
-                        other.send_multipart(sock.recv_multipart(zmq.NOBLOCK))
+                        parts = sock.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
+                    other.send_multipart(parts)
+                    self._count(names[sock], 0, len(parts[-1]))
+                    self._count(names[other], 1, len(parts[-1]))
+            self.node.tick()
 
 
 def main() -> int:
@@ -830,7 +845,7 @@ def main() -> int:
         node.wait_control(lambda: node.started)
         value = node.run(target)
         if spec["shape"] == "custom":
-            node.send(P.FINISHED, s={}, e=node.errors,
+            node.send(P.FINISHED, s=node.counters(), e=node.errors,
                       result=value if isinstance(value, dict) else None)
         # finished: wait to be stopped (or for a stop_on message) so peers can still reach us
         node.wait_control(lambda: node.stop_requested)

@@ -29,6 +29,7 @@ class Zygote:
         theirs.close()
         self.sock = ours
         self.exits: dict[int, int] = {}
+        self.dead = False
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -96,6 +97,8 @@ class ForkedProc:
     def poll(self) -> int | None:
         if self.returncode is None and self.pid in self.zygote.exits:
             self.returncode = self.zygote.exits.pop(self.pid)
+        if self.returncode is None and self.zygote.dead and not _alive(self.pid):
+            self.returncode = -9  # died with the fork server, which can no longer report it
         return self.returncode
 
     def wait(self) -> int:
@@ -103,5 +106,17 @@ class ForkedProc:
             try:
                 self.zygote.pump(block=True)
             except OSError:
-                self.returncode = -9  # the fork server died, and its children with it
+                self.zygote.dead = True
+                if not _alive(self.pid):
+                    self.returncode = -9  # died with the fork server
         return self.returncode  # type: ignore[return-value]
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for a reaper that is not us)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")

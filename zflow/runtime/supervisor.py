@@ -135,7 +135,8 @@ class Supervisor:
         os.set_blocking(self.wake_w, False)
         self.poller.register(self.wake_r, zmq.POLLIN)
         self._old_handlers = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+            sig: signal.signal(sig, self._on_signal)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         }
         signal.set_wakeup_fd(self.wake_w)
         if self.zygote is None:
@@ -368,8 +369,9 @@ class Supervisor:
             slot.errors = msg.get("e", 0)
             slot.finished = True
             self._push_counters(slot)
-            if msg.get("result") is not None:
-                self.model.set_result(slot.node, msg["result"])
+            if msg.get("result") is not None:  # per replica when there are several
+                several = self.plan.nodes[slot.node].replicas > 1
+                self.model.set_result(slot.id if several else slot.node, msg["result"])
             self._set_state(slot, "stopped" if slot.exited else "draining", "finished")
         elif t == P.ACK:
             self._route_acks(msg["ids"])
@@ -672,6 +674,15 @@ class Supervisor:
         self.view.event("restart", node=slot.node, replica=slot.index, delay=delay,
                         code=slot.exit_code)
 
+    def _fork_server_died(self) -> None:
+        """Its replicas die with it (PDEATHSIG); no Python replica can be started or restarted."""
+        assert self.zygote is not None
+        self.poller.unregister(self.zygote.fileno())
+        self.zygote.dead = True
+        code = exitcodes.START_FAILED if self.phase == "starting" else exitcodes.FAILED
+        self._begin_stop(code, "the zflow fork server exited unexpectedly; Python replicas "
+                               "cannot be started or restarted", "failed")
+
     def _fail_start(self, slot: Slot) -> None:
         f = slot.fatal or {}
         where = slot.id + (f" socket {f['socket']}" if f.get("socket") else "")
@@ -778,7 +789,10 @@ class Supervisor:
                             continue
                         self._on_message(ident, data)
                 elif self.zygote is not None and sock == self.zygote.fileno():
-                    self.zygote.pump()
+                    try:
+                        self.zygote.pump()
+                    except OSError:
+                        self._fork_server_died()
                 elif sock == self.wake_r:
                     try:
                         os.read(self.wake_r, 512)
