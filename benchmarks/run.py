@@ -26,11 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from benchmarks import extras  # noqa: E402
 from benchmarks.variants import RUNNERS, zflow_probe  # noqa: E402
 
-ALL = ("zflow", "zflow-eo", "seed", "mpqueue", "batched")
+ALL = ("zflow", "zflow-eo", "seed", "mpqueue", "batched", "batched-dict")
 ZFLOWS = ("zflow", "zflow-eo")
-BASES = ("seed", "batched", "mpqueue")
+BASES = ("seed", "batched", "batched-dict", "mpqueue")
 LABELS = {"zflow": "zflow", "zflow-eo": "zflow exactly-once", "seed": "seed (1 json msg/rec)",
-          "mpqueue": "mp.Queue", "batched": "batched (1000/frame)"}
+          "mpqueue": "mp.Queue", "batched": "batched (1000/frame)",
+          "batched-dict": "batched, squares.py work"}
 PHASES = ("cli_s", "barrier_s", "stream_s", "stop_s", "exit_s")
 
 
@@ -174,14 +175,15 @@ def print_report(res: dict[str, Any]) -> None:
             (f"{r['rss_total_mb']:.0f} ({r['processes']})" if r.get("rss_total_mb") else "-"),
             "ok" if r.get("ok") else f"FAILED: {r.get('error')}"] for r in res["throughput"]])
     if res["ratios"]:
-        table("Ratios of records/s, same run: wall (start and stop included) / stream",
-              ["variant", "records", "workers", "/seed wall", "/seed stream", "/batched wall",
-               "/batched stream", "/mp.Queue wall", "/mp.Queue stream", "eo/zflow wall",
-               "eo/zflow stream"],
+        def pair(x: dict, b: str) -> str:
+            w, st = x.get(f"{b}_wall"), x.get(f"{b}_stream")
+            return "-" if w is None and st is None else f"{_f(w, '.2f')} / {_f(st, '.2f')}"
+
+        table("Ratios of records/s, same run, as wall (start and stop included) / stream",
+              ["variant", "records", "workers", "/seed", "/batched", "/batched squares.py work",
+               "/mp.Queue", "eo/zflow"],
               [[x["variant"], f"{x['records']:,}", str(x["workers"]),
-                *(_f(x.get(f"{b}_{k}"), ".2f") for b in (*BASES, "zflow")
-                  for k in ("wall", "stream"))]
-               for x in res["ratios"]])
+                *(pair(x, b) for b in (*BASES, "zflow"))] for x in res["ratios"]])
     zrows = [r for r in res["throughput"] if r["variant"] in ZFLOWS and r.get("ok")]
     if zrows:
         table("zflow phases (s): cli = command start to zflow's clock (imports, zygote launch, "

@@ -60,11 +60,12 @@ def _finish(row: dict[str, Any], run: TreeRun, records: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------- baselines
 
 
-def run_baseline(variant: str, records: int, workers: int, transport: str = "ipc",
-                 timeout: float | None = None) -> dict[str, Any]:
-    """benchmarks/baselines/<variant>.py as its own process tree; it reports its own figures."""
+def run_baseline(module: str, records: int, workers: int, transport: str = "ipc",
+                 timeout: float | None = None, variant: str | None = None) -> dict[str, Any]:
+    """benchmarks/baselines/<module>.py as its own process tree; it reports its own figures."""
     timeout = timeout or timeout_for(records)
-    argv = [sys.executable, "-m", f"benchmarks.baselines.{variant}", "--records", str(records),
+    variant = variant or module
+    argv = [sys.executable, "-m", f"benchmarks.baselines.{module}", "--records", str(records),
             "--workers", str(workers), "--transport", transport, "--timeout", str(timeout - 5)]
     run = run_tree(argv, timeout)
     row = _row(variant, records, workers, run)
@@ -260,4 +261,6 @@ RUNNERS = {
     "seed": lambda n, w, transport: run_baseline("seed", n, w, transport),
     "mpqueue": lambda n, w, transport: run_baseline("mpqueue", n, w, transport),
     "batched": lambda n, w, transport: run_baseline("batched", n, w, transport),
+    "batched-dict": lambda n, w, transport: run_baseline("batched_dict", n, w, transport,
+                                                         variant="batched-dict"),
 }

@@ -19,7 +19,7 @@ def test_expected_sum_closed_form() -> None:
         assert expected_sum(n) == sum(i * i for i in range(n))
 
 
-@pytest.mark.parametrize("variant", ["seed", "mpqueue", "batched"])
+@pytest.mark.parametrize("variant", ["seed", "mpqueue", "batched", "batched_dict"])
 def test_baseline_sum(variant: str) -> None:
     row = run_baseline(variant, 2000, 2, timeout=20)
     assert row["ok"], row["error"]
