@@ -145,8 +145,13 @@ def zflow_argv(records: int, workers: int, *, topology: str = str(SQUARES),
     return argv + list(extra)
 
 
+_WORKER_TITLE = re.compile(r"^zflow: \S+ worker\.\d+$")
+
+
 def _is_worker(cmd: str) -> bool:
-    return "worker" in cmd
+    """A worker replica, by its process title "zflow: <topology> worker.<i>" (not the
+    supervisor, whose command line holds `--scale worker=W`)."""
+    return bool(_WORKER_TITLE.match(cmd.strip()))
 
 
 def run_zflow(records: int, workers: int, *, telemetry: bool = True, live: bool = False,
@@ -158,8 +163,7 @@ def run_zflow(records: int, workers: int, *, telemetry: bool = True, live: bool 
     the row gets zflow's phases (see `zflow_phases`) and a stream rate comparable to the
     baselines'. `live=True` drops --json and gives zflow a pseudo-terminal, so its live view
     renders (no phases then). Per-process RSS is sampled (VmHWM of every descendant every 20 ms;
-    processes are told apart by their command line / setproctitle title: 'worker' in it makes a
-    worker replica).
+    worker replicas are told apart by their process title, "zflow: squares worker.<i>").
     """
     timeout = timeout or timeout_for(records)
     argv = zflow_argv(records, workers, telemetry=telemetry, quiet=False,

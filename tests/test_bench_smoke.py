@@ -62,3 +62,11 @@ def test_zflow_phases_from_json_lines() -> None:
     assert abs(ph["stop_s"] - 0.05) < 1e-9
     assert abs(ph["exit_s"] - (0.50 - 0.101 - 0.35)) < 1e-9
     assert zflow_phases(TreeRun(argv=[], t_start=0.0), 1)["stream_s"] is None
+
+
+def test_worker_title() -> None:
+    from benchmarks.variants import _is_worker
+
+    assert _is_worker("zflow: squares worker.3")
+    assert not _is_worker("/tmp/v/bin/python -m zflow up topologies/squares.yaml --scale worker=2")
+    assert not _is_worker("zflow: squares results.0")
