@@ -258,14 +258,9 @@ def _assign_end_modes(nodes: dict[str, NodePlan]) -> None:
                 s.end = END_NEVER
             elif n.kind == "command" or n.shape in ("custom", "service"):
                 s.end = END_PEERS
-            elif s.codec != "msgpack":
-                s.end = END_MARKERS
-            elif s.type == "PULL" and all(
-                nodes[p].kind == "python" and nodes[p].sockets[ps].codec == "msgpack"
-                for p, ps in s.peers
-            ):
-                s.end = END_COUNT
-            elif s.type in ("SUB", "XSUB"):
+            elif s.type == "PULL" and all(nodes[p].kind == "python" for p, _ in s.peers):
+                s.end = END_COUNT  # any codec: both ends count the records they moved
+            elif s.type in ("SUB", "XSUB") or s.codec != "msgpack":
                 s.end = END_MARKERS
             else:
                 s.end = END_PEERS

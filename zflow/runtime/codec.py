@@ -107,10 +107,11 @@ class Outbox:
             self.msgs += len(recs)
             self.nbytes += len(frame)
 
-    def end_marker(self, sender: str) -> None:
-        """Tell every receiver this sender's stream ended (meaningful on PUB and json/raw)."""
+    def end_marker(self, sender: str, zf: bool) -> None:
+        """Tell receivers this sender's stream ended: a zflow frame for zflow subscribers, an
+        empty message for plain ZeroMQ programs."""
         self.flush()
-        self._send(control_frame("eos", sender) if self.codec == "msgpack" else b"")
+        self._send(control_frame("eos", sender) if zf else b"")
 
 
 class IdOutbox(Outbox):

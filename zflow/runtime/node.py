@@ -35,8 +35,11 @@ SENDING = ("PUSH", "PUB", "XPUB")
 _not_none = functools.partial(operator.is_not, None)
 
 
-class Stop(Exception):
-    """Raised out of blocking calls when the replica must stop now (SIGTERM)."""
+class Stop(BaseException):
+    """Raised out of blocking calls when the replica must stop now (SIGTERM).
+
+    A BaseException, so `except Exception` in the user's code cannot swallow it.
+    """
 
 
 class DecodeError(ValueError):
@@ -139,7 +142,7 @@ class Inbox:
     """A receiving data socket and what is known about the end of its stream."""
 
     __slots__ = ("name", "sock", "codec", "end", "senders", "eos", "msgs", "nbytes", "ended",
-                 "report", "decode", "held")
+                 "report", "decode", "held", "zf")
 
     def __init__(self, name: str, sock: zmq.Socket, spec: dict[str, Any]) -> None:
         self.name = name
@@ -154,6 +157,8 @@ class Inbox:
         self.report = False
         self.decode = codec.decode_one(self.codec)
         self.held: list[bytes] = []  # data that arrived before start (a restarted replica)
+        # 0xFF-prefixed frames are zflow's own unless raw bytes may come from outside zflow
+        self.zf = self.codec != "raw" or bool(spec.get("zflow_peers"))
 
 
 class Node:
@@ -164,6 +169,8 @@ class Node:
         self.ctrl = self.ctx.socket(zmq.DEALER)
         self.ctrl.setsockopt(zmq.IDENTITY, f"{self.id}#{spec['incarnation']}".encode())
         self.ctrl.setsockopt(zmq.LINGER, 2000)
+        self.ctrl.setsockopt(zmq.RCVHWM, 0)  # acks and commands are never dropped
+        self.ctrl.setsockopt(zmq.SNDHWM, 0)
         self.ctrl.connect(control)
         self.sockets: dict[str, zmq.Socket] = {}
         self.inboxes: dict[str, Inbox] = {}
@@ -176,6 +183,7 @@ class Node:
         self.connected = False
         self.probing = False
         self.custom_counts: dict[str, list[int]] = {}  # custom nodes count in SocketIO
+        self.finished_sent = False
         self.started = False
         self.stop_requested = False
         self.stop_reason = ""
@@ -322,6 +330,8 @@ class Node:
                 bound[s["name"]] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             if s.get("stop_on"):
                 self.control_in[sock] = s["stop_on"].encode()
+            elif self.spec["shape"] == "custom":
+                pass  # custom code owns its sockets; SocketIO counts what it moves
             elif s.get("send_on_end"):
                 self.control_out.append((sock, s["send_on_end"].encode()))
             elif s["type"] in RECEIVING:
@@ -534,16 +544,16 @@ class Node:
     def _ingest(self, box: Inbox, frame: bytes, apply: Any) -> None:
         ids = None
         try:
+            if frame[:1] == codec.ZF and box.zf:  # a probe or an end marker, never data
+                sender = codec.parse_control_frame(frame).get("eos")
+                if sender:
+                    box.eos.add(sender)
+                    if len(box.eos) >= box.senders and box.end == "markers":
+                        box.ended = True
+                return
             if box.codec == "msgpack":
                 if frame[:1] == codec.IDS:
                     ids, recs = codec._unpackb(frame[1:])
-                elif frame[:1] == codec.ZF:
-                    sender = codec.parse_control_frame(frame).get("eos")
-                    if sender:
-                        box.eos.add(sender)
-                        if len(box.eos) >= box.senders:
-                            box.ended = True
-                    return
                 else:
                     recs = codec.decode_batch(frame)
                 if not isinstance(recs, list):
@@ -682,6 +692,13 @@ class Node:
             self.tick()
         return None
 
+    def custom_end_markers(self) -> None:
+        """A custom node's PUB sockets end their subscribers' streams when it returns."""
+        frame = codec.control_frame("eos", self.id)
+        for x in self.spec["sockets"]:
+            if x["type"] in ("PUB", "XPUB") and x.get("zflow_peers") and not x.get("send_on_end"):
+                self.sockets[x["name"]].send(frame)
+
     def finish_stream(self, end: Any) -> None:
         """End of stream: end hook, flush, end markers, send_on_end, then report totals."""
         result = None
@@ -703,13 +720,19 @@ class Node:
                     o.extend(list(value))
             elif isinstance(value, dict):
                 result = value
+        specs = {x["name"]: x for x in self.spec["sockets"]}
         for o in self.outboxes:
             o.flush()
-            if o.codec != "msgpack" or o.sock.type in (zmq.PUB, zmq.XPUB):
-                o.end_marker(self.id)
+            spec = specs[o.name]
+            if o.sock.type in (zmq.PUB, zmq.XPUB) and spec.get("zflow_peers"):
+                o.end_marker(self.id, zf=True)
+            elif o.codec != "msgpack" and not spec.get("zflow_peers"):
+                for _ in range(max(1, int(spec.get("receivers") or 1))):
+                    o.end_marker(self.id, zf=False)  # plain programs read an empty message
         for sock, word in self.control_out:
             sock.send(word)
         self.send(P.FINISHED, s=self.counters(), e=self.errors, result=result)
+        self.finished_sent = True
 
     def run_service(self, fn: Any) -> Any:
         poller = zmq.Poller()
@@ -748,7 +771,11 @@ class Node:
         for name, (n, nb) in out_counts.items():
             s[name][1], s[name][3] = n, nb
         self.send(P.FINISHED, s=s, e=self.errors, result=None)
+        self.finished_sent = True
         return None
+
+
+_PIPELINE = (zmq.PUSH, zmq.PULL, zmq.PUB, zmq.SUB)
 
 
 class SocketIO:
@@ -758,6 +785,7 @@ class SocketIO:
         self.node = node
         self.codecs = {s["name"]: s["codec"] for s in node.spec["sockets"]}
         self.counts = node.custom_counts
+        self.held: dict[str, collections.deque] = {}  # records of a frame not yet returned
 
     def _count(self, name: str, col: int, nbytes: int) -> None:
         c = self.counts.setdefault(name, [0, 0, 0, 0])
@@ -770,9 +798,16 @@ class SocketIO:
         except KeyError:
             raise KeyError(f"node {self.node.spec['node']!r} has no socket {name!r}") from None
 
+    def _batched(self, sock: zmq.Socket, name: str) -> bool:
+        """Pipeline sockets between zflow nodes carry msgpack *frames* (lists of records)."""
+        return self.codecs[name] == "msgpack" and sock.type in _PIPELINE
+
     def send(self, name: str, record: Any) -> None:
         sock = self._sock(name)
-        frame = codec.encode_one(self.codecs[name])(record)
+        if self._batched(sock, name):
+            frame = b"\0" + codec._packb([record])
+        else:
+            frame = codec.encode_one(self.codecs[name])(record)
         if sock.type == zmq.DEALER:
             sock.send_multipart([b"", frame])
         else:
@@ -782,14 +817,26 @@ class SocketIO:
 
     def recv(self, name: str, timeout: float | None) -> Any:
         sock = self._sock(name)
+        held = self.held.get(name)
+        if held:
+            return held.popleft()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else (deadline - time.monotonic()) * 1000
             wait = 100 if left is None else max(0, min(100, left))
             if sock.poll(wait, zmq.POLLIN):
                 parts = sock.recv_multipart()
-                self._count(name, 0, len(parts[-1]))
-                return codec.decode_one(self.codecs[name])(parts[-1])
+                body = parts[-1]
+                if body[:1] == codec.ZF or (not body and self.codecs[name] != "msgpack"):
+                    continue  # a probe or an end marker
+                self._count(name, 0, len(body))
+                if self._batched(sock, name):
+                    recs = collections.deque(codec.decode_batch(body))
+                    first = recs.popleft()
+                    if recs:
+                        self.held[name] = recs
+                    return first
+                return codec.decode_one(self.codecs[name])(body)
             if self.node._poll_stop() or (deadline is not None and time.monotonic() >= deadline):
                 return None
 
@@ -845,12 +892,16 @@ def main() -> int:
         node.wait_control(lambda: node.started)
         value = node.run(target)
         if spec["shape"] == "custom":
+            node.custom_end_markers()
+        if not node.finished_sent:
+            # custom nodes return; a stop_on message or zflow's stop ends a stream early
             node.send(P.FINISHED, s=node.counters(), e=node.errors,
                       result=value if isinstance(value, dict) else None)
         # finished: wait to be stopped (or for a stop_on message) so peers can still reach us
         node.wait_control(lambda: node.stop_requested)
     except Stop:
-        pass
+        if not node.stop_requested:
+            code = 128 + signal.SIGTERM  # killed by someone else than zflow: not a clean end
     except NodeFailure as f:
         node.send(P.FATAL, phase=f.phase, message=str(f), **f.extra)
         code = 3 if f.phase in ("import", "bind", "connect") else 1
@@ -867,7 +918,9 @@ def main() -> int:
         except zmq.ZMQError:
             pass
     for s in node.sockets.values():
-        s.close()
+        # receiving sockets hold nothing worth waiting for; a SUB's queued subscription to a
+        # publisher that already exited would otherwise hold the exit for the whole linger
+        s.close(linger=0 if s.type in (zmq.PULL, zmq.SUB) else None)
     node.ctrl.close()
     node.ctx.term()
     sys.stdout.flush()

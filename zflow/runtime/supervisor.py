@@ -26,7 +26,7 @@ from typing import Any
 import zmq
 
 from zflow import exitcodes
-from zflow.plan import END_COUNT, END_PEERS, NodePlan, Plan
+from zflow.plan import END_COUNT, END_MARKERS, END_PEERS, NodePlan, Plan
 from zflow.runtime import protocol as P
 from zflow.runtime.spawn import Zygote
 
@@ -115,6 +115,7 @@ class Supervisor:
             for i in range(n.replicas)
         ]
         self.eo = plan.delivery == "exactly-once"
+        self.deaths = 0  # replicas that died mid-run: only then can best-effort lose records
         self.term_sent_at: float | None = None
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -126,6 +127,9 @@ class Supervisor:
         self.router = self.zctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        # control messages must never be dropped at a high-water mark (acks can be many)
+        self.router.setsockopt(zmq.SNDHWM, 0)
+        self.router.setsockopt(zmq.RCVHWM, 0)
         self.control_ep = f"ipc://{self.plan.run_dir}/control"
         self.router.bind(self.control_ep)
         self.poller = zmq.Poller()
@@ -189,6 +193,7 @@ class Supervisor:
                 d["bind_endpoint"] = slot.bound.get(s.name) or self.plan.bind_endpoint(
                     slot.node, slot.index, s.name)
             peers_py = all(self.plan.nodes[p].kind == "python" for p, _ in s.peers)
+            d["zflow_peers"] = bool(s.peers) and peers_py and not s.external
             if s.type in ("PUB", "XPUB") and s.peers and peers_py and not s.external:
                 d["probe"] = True
             if s.type == "SUB":
@@ -260,6 +265,8 @@ class Supervisor:
         slot.state = "starting"
         slot.has_bound = slot.ready = slot.started = slot.finished = slot.exited = False
         slot.connect_sent = slot.stop_sent = False
+        slot.cur = {}
+        slot.errors = 0
         slot.fatal = None
         slot.exit_code = None
         slot.restart_at = None
@@ -329,7 +336,7 @@ class Supervisor:
 
     def _on_message(self, ident: bytes, data: bytes) -> None:
         slot = self.by_ident.get(ident)
-        if slot is None or f"{slot.id}#{slot.incarnation}".encode() != ident:
+        if slot is None or slot.exited or f"{slot.id}#{slot.incarnation}".encode() != ident:
             return  # a previous incarnation's last words
         try:
             msg = P.unpack(data)
@@ -509,6 +516,12 @@ class Supervisor:
             node, sock = sid.split(".")
             if node == slot.node:
                 self._send(slot, P.INPUT_END, socket=sock, expected=None)
+        # in-band end markers were sent before this replica existed: say it instead
+        for s in self.plan.nodes[slot.node].sockets.values():
+            if s.end == END_MARKERS and s.peers and all(
+                    self.plan.nodes[p].kind == "python" and self._node_finished(p)
+                    for p, _ in s.peers):
+                self._send(slot, P.INPUT_END, socket=s.name, expected=None)
 
     # -- end of stream -------------------------------------------------------------------------
     def _node_finished(self, name: str) -> bool:
@@ -549,7 +562,8 @@ class Supervisor:
             )
             if got != g["progress"][0]:
                 g["progress"] = (got, now)
-            stalled = now - g["progress"][1] > self.opts.drain_timeout
+            # a stall means lost records only if a replica died; a slow consumer is not a stall
+            stalled = self.deaths > 0 and now - g["progress"][1] > self.opts.drain_timeout
             if got >= g["expected"] or stalled:
                 if stalled and got < g["expected"]:
                     msg = (f"{g['expected'] - got} of {g['expected']} records sent to "
@@ -577,17 +591,8 @@ class Supervisor:
                             slot.stop_sent = True
 
     def _complete(self) -> bool:
-        """Every zflow node finished; command nodes exited 0 or have had all their input."""
-        for slot in self.slots.values():
-            if slot.finished:
-                continue
-            n = self.plan.nodes[slot.node]
-            if n.kind != "command":
-                return False
-            ins = [s for s in n.sockets.values() if s.receives and s.role == "data"]
-            if not ins or not all(f"{n.name}.{s.name}" in self.ended_inputs for s in ins):
-                return False
-        return True
+        """Every replica finished: zflow nodes said so, command nodes exited 0."""
+        return all(slot.finished for slot in self.slots.values())
 
     def _end_input(self, sid: str, expected: int | None) -> None:
         self.ended_inputs.add(sid)
@@ -604,16 +609,18 @@ class Supervisor:
             code = slot.proc.poll()
             if code is None:
                 continue
-            if (code in (1, 3) and slot.fatal is None and self.phase in ("starting", "running")
-                    and self.plan.nodes[slot.node].kind == "python"):
-                # a replica sends FATAL (why it failed) just before it exits, but the exit can be
-                # seen first: wait a moment for the message, so the failure is reported with its
-                # reason and a start failure is not taken for a crash and restarted
+            n = self.plan.nodes[slot.node]
+            if (code in (0, 1, 3) and slot.fatal is None and not slot.finished
+                    and self.phase in ("starting", "running") and n.kind == "python"):
+                # a replica sends FINISHED or FATAL just before it exits, but the exit can be
+                # seen first: wait a moment for the message, so an end is not taken for a crash
+                # and a failure is reported with its reason (and a start failure not restarted)
                 slot.exit_seen = slot.exit_seen or now
                 if now - slot.exit_seen < 0.5:
                     continue
             slot.exited = True
             slot.exit_code = code
+            _killpg(slot.pid, signal.SIGKILL)  # whatever the replica started goes with it
             self._guard(f"-{slot.pid}")
             for fd in [fd for fd, (s, _) in self.fd_slot.items() if s is slot]:
                 self._drain_fd(fd)
@@ -625,25 +632,34 @@ class Supervisor:
             slot.cur = {}
             slot.errors_base += slot.errors
             slot.errors = 0
-            n = self.plan.nodes[slot.node]
             if self.phase in ("stopping", "done"):
-                self._set_state(slot, "stopped" if code in (0, -15, -9) else "failed")
+                ours = code in (0, -signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM)
+                self._set_state(slot, "stopped" if ours else "failed", f"exit {code}")
+                if not ours and self.result_code == exitcodes.OK:
+                    self._fail_run(slot, f"{slot.id} exited with code {code} at the end")
                 continue
-            if code == 0 and (slot.finished or n.kind == "command" or slot.started):
-                if not slot.finished and n.kind == "python" and n.shape not in ("custom",):
-                    # exited 0 on a stop_on message before its stream ended
-                    pass
+            inputs_done = all(f"{n.name}.{x.name}" in self.ended_inputs
+                              for x in n.sockets.values() if x.receives and x.role == "data")
+            if code == 0 and (slot.finished or (n.kind == "command" and inputs_done)):
                 slot.finished = True
                 self._set_state(slot, "stopped", "exit 0")
                 continue
             if slot.fatal and slot.fatal.get("phase") in ("import", "bind", "connect", "spawn"):
                 self._fail_start(slot)
                 return
+            self.deaths += 1
             self._set_state(slot, "failed", f"exit {code}")
+            if self.eo and n.shape == "sink":
+                self._fail_run(slot, f"{slot.id} died: with the sink's state lost, exactly-once "
+                                     "delivery cannot be kept (zflow does not restart sinks)")
+                return
             if self.eo:  # what that replica held is gone: sources resend what is unacknowledged
                 for src in self.sources:
                     if src is not slot:
                         self._send(src, P.RESEND)
+            if code == 0 and n.restart != "always":  # `always` also restarts clean exits
+                self._fail_run(slot, f"{slot.id} exited (code 0) before its stream ended")
+                return
             self._maybe_restart(slot, now)
 
     def _drain_fd(self, fd: int) -> None:
