@@ -1,0 +1,107 @@
+"""End of stream and failure handling at the edges: codecs, custom senders, commands, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+from test_runtime_e2e import TESTS, TOPO, leftovers, result_of, unique, zflow
+
+
+def run(topology: str, *args: str) -> subprocess.CompletedProcess:
+    return zflow("up", str(TESTS / topology), "--json", "--set", f"name={unique()}", *args,
+                 timeout=60)
+
+
+def test_json_push_to_two_replicas_ends_by_count() -> None:
+    p = run("json_fanout.yaml")
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = result_of(p)["results"]
+    assert res["sink.0"]["n"] + res["sink.1"]["n"] == 100
+
+
+def test_raw_sub_with_a_prefix_sees_the_end() -> None:
+    p = run("raw_sub.yaml")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert result_of(p)["results"]["apples"] == {"n": 50, "first": "apple1"}
+
+
+def test_custom_sender_feeds_a_zflow_sink() -> None:
+    p = run("custom_sender.yaml")
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = result_of(p)
+    assert res["results"]["sink"] == {"n": 100, "first": 0}
+    assert res["nodes"]["src"]["msgs_out"] == 100
+
+
+def test_command_failing_after_its_input_ended_fails_the_run() -> None:
+    p = run("command_fails.yaml")
+    assert p.returncode == 1
+    assert "exited with code 3 after its input ended" in p.stdout
+    assert "sink saw the end marker and fails" in p.stdout
+
+
+def test_slow_consumer_is_not_a_stall() -> None:
+    """A frame that takes longer than --drain-timeout is work, not loss: nothing is dropped."""
+    p = zflow("up", str(TOPO / "squares.yaml"), "--json", "--set", f"name={unique()}",
+              "--drain-timeout", "0.3", "--set", "nodes.ventilator.params.count=400",
+              "--scale", "worker=2", "--set", "nodes.worker.run=faulty:slow_square",
+              "--set", "nodes.worker.params.delay_us=3000",
+              env={"PYTHONPATH": str(TESTS)}, timeout=60)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "never arrived" not in p.stdout
+    assert result_of(p)["results"]["results"]["answers"] == 400
+
+
+def test_sigterm_to_one_replica_is_a_crash_and_it_restarts() -> None:
+    name = unique()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zflow", "up", str(TESTS / "pipeline.yaml"), "--json",
+         "--set", f"name={name}", "--set", "nodes.src.run=faulty:forever",
+         "--drain-timeout", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    restarted = threading.Event()
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if '"restart"' in line:
+                restarted.set()
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    while not any('"overall"' in x and '"running"' in x for x in list(lines)):
+        assert proc.poll() is None, proc.stderr.read()  # type: ignore[union-attr]
+        t.join(0.05)
+    mid = [int(x.split(":")[0]) for x in leftovers(name) if " mid.0" in x]
+    os.kill(mid[0], signal.SIGTERM)
+    assert restarted.wait(20), "a replica stopped by someone else's SIGTERM was not restarted"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    t.join(10)
+    assert proc.returncode == 130
+    assert leftovers(name) == []
+
+
+def test_exactly_once_never_restarts_a_dead_sink() -> None:
+    name = unique()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zflow", "up", str(TESTS / "pipeline.yaml"), "--json",
+         "--set", f"name={name}", "--set", "delivery=exactly-once",
+         "--set", "nodes.src.run=faulty:forever"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    for line in proc.stdout:  # type: ignore[union-attr]
+        if '"overall"' in line and '"running"' in line:
+            break
+    sink = [int(x.split(":")[0]) for x in leftovers(name) if " sink.0" in x]
+    os.kill(sink[0], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "exactly-once delivery cannot be kept" in out
+    assert leftovers(name) == []

@@ -1,0 +1,56 @@
+"""Node code for test_runtime_edges.py."""
+
+from __future__ import annotations
+
+import sys
+
+import zflow
+
+
+def words(n: int = 100) -> list[str]:
+    return [("apple" if i % 2 else "banana") + str(i) for i in range(n)]
+
+
+def ints(n: int = 100) -> range:
+    return range(n)
+
+
+class Count:
+    def __init__(self) -> None:
+        self.n = 0
+        self.items: list = []
+
+    def __call__(self, rec: object) -> None:
+        self.n += 1
+        self.items.append(rec)
+
+    def end(self, totals: zflow.Totals) -> dict:
+        first = self.items[0] if self.items else None
+        if isinstance(first, bytes):
+            first = first.decode()
+        return {"n": self.n, "first": first}
+
+
+def custom_sender(ctx: zflow.NodeContext) -> None:
+    for i in range(int(ctx.params.get("n", 100))):
+        ctx.send("out", i)
+
+
+def fail_at_end() -> None:
+    """A command-node sink: read until the end marker, then exit 3."""
+    import os
+
+    import zmq
+
+    c = zmq.Context()
+    s = c.socket(zmq.PULL)
+    for ep in os.environ["ZFLOW_SOCKET_INBOX_ENDPOINTS"].split():
+        s.bind(ep) if os.environ["ZFLOW_SOCKET_INBOX_MODE"] == "bind" else s.connect(ep)
+    while s.recv():
+        pass
+    print("sink saw the end marker and fails", file=sys.stderr, flush=True)
+    sys.exit(3)
+
+
+if __name__ == "__main__":
+    fail_at_end()
