@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+import zmq
 
 ZF = b"\xff"
 #: exactly-once frames: `IDS + msgpack([ids, records])`
@@ -45,7 +46,8 @@ class Outbox:
     Counting happens per frame: `msgs`/`nbytes` are read by telemetry, never locked.
     """
 
-    __slots__ = ("sock", "codec", "batch", "topic", "pending", "msgs", "nbytes", "_send", "name")
+    __slots__ = ("sock", "codec", "batch", "topic", "pending", "msgs", "nbytes", "_send", "name",
+                 "blocked")
 
     def __init__(self, name: str, sock: Any, codec: str, batch: int, topic: str | None) -> None:
         self.name = name
@@ -56,7 +58,20 @@ class Outbox:
         self.pending: list[Any] = []
         self.msgs = 0
         self.nbytes = 0
-        self._send = sock.send
+        self._send = self._send_frame
+        #: called when a send has waited SNDTIMEO for a full pipe; it may raise to give up
+        self.blocked: Callable[[], None] | None = None
+
+    def _send_frame(self, frame: bytes) -> None:
+        """Send, and while the pipe is full (slow or dead receivers) let the node hear zflow."""
+        send = self.sock.send
+        while True:
+            try:
+                send(frame)
+                return
+            except zmq.Again:
+                if self.blocked is not None:
+                    self.blocked()
 
     def add(self, record: Any) -> None:
         self.pending.append(record)

@@ -184,6 +184,7 @@ class Node:
         self.probing = False
         self.custom_counts: dict[str, list[int]] = {}  # custom nodes count in SocketIO
         self.finished_sent = False
+        self.abandon = False  # interrupted or failed run: close without lingering
         self.started = False
         self.stop_requested = False
         self.stop_reason = ""
@@ -214,6 +215,7 @@ class Node:
         t = msg["t"]
         if t == P.STOP:
             self.stop_requested = True
+            self.abandon = bool(msg.get("abandon"))
             self.stop_reason = self.stop_reason or "stopped by zflow"
         elif t == P.START:
             self.started = True
@@ -246,6 +248,13 @@ class Node:
             except zmq.Again:
                 return
             self.handle_control(P.unpack(data))
+
+    def _send_blocked(self) -> None:
+        """A send waits on a full pipe: serve the control plane; give up if told to abandon."""
+        self.drain_control()
+        self.tick()
+        if self.stop_requested and self.abandon:
+            raise Stop()
 
     def _poll_stop(self) -> bool:
         self.drain_control()
@@ -338,9 +347,10 @@ class Node:
                 self.inboxes[s["name"]] = Inbox(s["name"], sock, s)
             elif s["type"] in SENDING:
                 box = codec.IdOutbox if self.eo else codec.Outbox
-                self.outboxes.append(
-                    box(s["name"], sock, s["codec"], int(s["batch"]), s.get("topic"))
-                )
+                out = box(s["name"], sock, s["codec"], int(s["batch"]), s.get("topic"))
+                out.blocked = self._send_blocked
+                sock.setsockopt(zmq.SNDTIMEO, 100)  # a blocked send still hears STOP
+                self.outboxes.append(out)
             elif s["type"] in ("REP", "ROUTER") and self.spec["shape"] == "service":
                 self.inboxes[s["name"]] = Inbox(s["name"], sock, s)
             if s.get("probe"):
@@ -920,7 +930,7 @@ def main() -> int:
     for s in node.sockets.values():
         # receiving sockets hold nothing worth waiting for; a SUB's queued subscription to a
         # publisher that already exited would otherwise hold the exit for the whole linger
-        s.close(linger=0 if s.type in (zmq.PULL, zmq.SUB) else None)
+        s.close(linger=0 if node.abandon or s.type in (zmq.PULL, zmq.SUB) else None)
     node.ctrl.close()
     node.ctx.term()
     sys.stdout.flush()

@@ -731,8 +731,9 @@ class Supervisor:
             self.phase = "stopping"
             self.model.set_overall("stopping")
             self.stop_sent_at = time.monotonic()
+            abandon = code != exitcodes.OK  # nothing in flight is worth waiting for
             for s in self.slots.values():
-                self._send(s, P.STOP)
+                self._send(s, P.STOP, abandon=abandon)
                 # command nodes hear no STOP: on completion they get the drain period to exit
                 # by themselves, otherwise SIGTERM now
                 kind = self.plan.nodes[s.node].kind
