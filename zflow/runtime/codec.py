@@ -22,8 +22,10 @@ import msgpack
 import zmq
 
 ZF = b"\xff"
-#: exactly-once frames: `IDS + msgpack([ids, records])`
+#: exactly-once frames: `IDS + msgpack([ids, records])`, or for ids first, first+stride, … (a
+#: fresh run from one source, the common case) `IDR + msgpack([first, n, records])`
 IDS = b"\x01"
+IDR = b"\x02"
 _packb = msgpack.packb
 _unpackb = msgpack.unpackb
 
@@ -47,7 +49,7 @@ class Outbox:
     """
 
     __slots__ = ("sock", "codec", "batch", "topic", "pending", "msgs", "nbytes", "_send", "name",
-                 "blocked")
+                 "blocked", "stride")
 
     def __init__(self, name: str, sock: Any, codec: str, batch: int, topic: str | None) -> None:
         self.name = name
@@ -61,6 +63,7 @@ class Outbox:
         self._send = self._send_frame
         #: called when a send has waited SNDTIMEO for a full pipe; it may raise to give up
         self.blocked: Callable[[], None] | None = None
+        self.stride = 1  # exactly-once: ids of one source are `stride` apart
 
     def _send_frame(self, frame: bytes) -> None:
         """Send, and while the pipe is full (slow or dead receivers) let the node hear zflow."""
@@ -150,9 +153,16 @@ class IdOutbox(Outbox):
             return
         self.pending, self.ids = [], []
         b = self.batch
+        stride = self.stride
         for i in range(0, len(pending), b):
             chunk = pending[i : i + b]
-            frame = IDS + _packb([ids[i : i + b], chunk])
+            cids = ids[i : i + b]
+            first, n = cids[0], len(cids)
+            if cids[-1] == first + (n - 1) * stride and cids == list(
+                    range(first, first + n * stride, stride)):
+                frame = IDR + _packb([first, n, chunk])
+            else:
+                frame = IDS + _packb([cids, chunk])
             self._send(frame)
             self.msgs += len(chunk)
             self.nbytes += len(frame)

@@ -9,6 +9,7 @@ soon as the node has nothing more to read, so an idle pipeline adds no batching 
 
 from __future__ import annotations
 
+import bisect
 import collections
 import ctypes
 import functools
@@ -105,37 +106,46 @@ def check_params(target: Any, shape: str, params: dict[str, Any]) -> None:
 
 
 class Seen:
-    """Ids a sink has processed: a low-water mark per source plus the ids above it.
+    """Ids a sink has processed: per source, sorted disjoint [lo, hi) intervals of sequences.
 
-    Ids arrive roughly in order, so compaction keeps the set small on endless streams.
+    Frames arrive as contiguous ranges (out of order across workers), so even an endless
+    stream is a handful of intervals, and checking a whole frame costs one bisect.
     """
 
-    __slots__ = ("stride", "low", "above", "adds")
+    __slots__ = ("stride", "los", "his", "adds")
 
     def __init__(self, stride: int) -> None:
         self.stride = stride
-        self.low = [0] * stride  # every seq below low[k] of source k was seen
-        self.above: set[int] = set()
+        self.los: list[list[int]] = [[] for _ in range(stride)]
+        self.his: list[list[int]] = [[] for _ in range(stride)]
         self.adds = 0
+
+    def add_range(self, start: int, n: int) -> bool:
+        """Record ids start, start+stride, … (n of them) if none was seen; else record nothing."""
+        k, lo = start % self.stride, start // self.stride
+        hi = lo + n
+        los, his = self.los[k], self.his[k]
+        j = bisect.bisect_right(los, lo)
+        if (j > 0 and his[j - 1] > lo) or (j < len(los) and los[j] < hi):
+            return False
+        left = j > 0 and his[j - 1] == lo
+        right = j < len(los) and los[j] == hi
+        if left and right:
+            his[j - 1] = his[j]
+            del los[j], his[j]
+        elif left:
+            his[j - 1] = hi
+        elif right:
+            los[j] = lo
+        else:
+            los.insert(j, lo)
+            his.insert(j, hi)
+        self.adds += n
+        return True
 
     def add(self, i: int) -> bool:
         """Record id `i`; False if it was seen before (a duplicate)."""
-        if i // self.stride < self.low[i % self.stride] or i in self.above:
-            return False
-        self.above.add(i)
-        self.adds += 1
-        if self.adds % 4096 == 0:
-            self.compact()
-        return True
-
-    def compact(self) -> None:
-        above, stride = self.above, self.stride
-        for k in range(stride):
-            seq = self.low[k]
-            while seq * stride + k in above:
-                above.discard(seq * stride + k)
-                seq += 1
-            self.low[k] = seq
+        return self.add_range(i, 1)
 
 
 class Inbox:
@@ -236,8 +246,14 @@ class Node:
             self._connect(msg["endpoints"])
         elif t == P.ACK:
             pop = self.unacked.pop
-            for i in msg["ids"]:
-                pop(i, None)
+            if "r" in msg:
+                start, n = msg["r"]
+                stride = self.seen.stride
+                for i in range(start, start + n * stride, stride):
+                    pop(i, None)
+            else:
+                for i in msg["ids"]:
+                    pop(i, None)
         elif t == P.RESEND:
             self.resend = True
 
@@ -348,6 +364,7 @@ class Node:
             elif s["type"] in SENDING:
                 box = codec.IdOutbox if self.eo else codec.Outbox
                 out = box(s["name"], sock, s["codec"], int(s["batch"]), s.get("topic"))
+                out.stride = int(self.spec.get("sources") or 1)
                 out.blocked = self._send_blocked
                 sock.setsockopt(zmq.SNDTIMEO, 100)  # a blocked send still hears STOP
                 self.outboxes.append(out)
@@ -518,7 +535,8 @@ class Node:
             if not exhausted and room > 0:
                 chunk = list(islice(it, min(step, room)))
                 if chunk:
-                    ids = [(seq + i) * stride + index for i in range(len(chunk))]
+                    first = seq * stride + index
+                    ids = list(range(first, first + len(chunk) * stride, stride))
                     seq += len(chunk)
                     unacked.update(zip(ids, chunk, strict=True))
                     for o in outs:
@@ -562,7 +580,10 @@ class Node:
                         box.ended = True
                 return
             if box.codec == "msgpack":
-                if frame[:1] == codec.IDS:
+                if frame[:1] == codec.IDR:
+                    first, n, recs = codec._unpackb(frame[1:])
+                    ids = range(first, first + n * self.seen.stride, self.seen.stride)
+                elif frame[:1] == codec.IDS:
                     ids, recs = codec._unpackb(frame[1:])
                 else:
                     recs = codec.decode_batch(frame)
@@ -617,48 +638,49 @@ class Node:
                 for o in outs:
                     o.extend(produced)
 
-        def apply_ids(ids: list[int], recs: list[Any]) -> None:
+        def apply_ids(ids: Any, recs: list[Any]) -> None:
             """exactly-once: sinks drop duplicates and acknowledge; transforms keep the ids and
-            acknowledge what they drop (None results and skipped errors)."""
-            done: list[int] = []
-            out_ids: list[int] = []
-            out_recs: list[Any] = []
-            seen = self.seen
-            for i, r in zip(ids, recs, strict=True):
-                if sink:
-                    done.append(i)
-                    if not seen.add(i):
-                        continue
+            acknowledge what they drop (None results and skipped errors).
+
+            `ids` is a range when the frame is a fresh contiguous run (the common case): a sink
+            then checks and records the frame at once and acknowledges it as one range.
+            """
+            if generator:
+                raise NodeFailure("run", "exactly-once needs transforms that return one record "
+                                         "or None, not generators")
+            if sink:
+                if isinstance(ids, range) and self.seen.add_range(ids.start, len(ids)):
+                    apply(recs)
+                    self.send(P.ACK, r=[ids.start, len(ids)])
+                    return
+                new = [r for i, r in zip(ids, recs, strict=True) if self.seen.add(i)]
+                if new:
+                    apply(new)
+                self.send(P.ACK, ids=list(ids))
+                return
+            produced: list[Any] = []
+            it = iter(recs)
+            while True:  # one call per record; an error resumes after the failing record
                 try:
-                    if generator:
-                        raise NodeFailure("run", "exactly-once needs transforms that return one "
-                                                 "record or None, not generators")
-                    o = fn(r)
+                    produced.extend(map(fn, it))
+                    break
                 except (Stop, KeyboardInterrupt, SystemExit, NodeFailure):
                     raise
                 except Exception as e:  # noqa: BLE001 - the user's function failed on a record
                     if not tolerant:
                         raise NodeFailure("run", f"{type(e).__name__}: {e}",
                                           traceback=traceback.format_exc()) from None
-                    self.record_error(r, e)
-                    if not sink:
-                        done.append(i)
-                    continue
-                if sink:
-                    continue
-                if o is None:
-                    done.append(i)
-                else:
-                    out_ids.append(i)
-                    out_recs.append(o)
-            if out_recs:
+                    self.record_error(recs[len(produced)], e)
+                    produced.append(None)
+            if produced.count(None) == 0:
                 for ob in outs:
-                    ob.extend_ids(out_ids, out_recs)  # type: ignore[attr-defined]
-            if done:
-                if sink:
-                    for ob in outs:
-                        ob.flush()
-                self.send(P.ACK, ids=done)
+                    ob.extend_ids(ids, produced)  # type: ignore[attr-defined]
+                return
+            keep = [(i, o) for i, o in zip(ids, produced, strict=True) if o is not None]
+            if keep:
+                for ob in outs:
+                    ob.extend_ids([i for i, _ in keep], [o for _, o in keep])  # type: ignore
+            self.send(P.ACK, ids=[i for i, o in zip(ids, produced, strict=True) if o is None])
 
         self.apply_ids = apply_ids
         poller = zmq.Poller()

@@ -381,7 +381,10 @@ class Supervisor:
                 self.model.set_result(slot.id if several else slot.node, msg["result"])
             self._set_state(slot, "stopped" if slot.exited else "draining", "finished")
         elif t == P.ACK:
-            self._route_acks(msg["ids"])
+            if "r" in msg:  # a range: all from one source
+                self._send(self.sources[msg["r"][0] % len(self.sources)], P.ACK, r=msg["r"])
+            else:
+                self._route_acks(msg["ids"])
         elif t == P.STOPPING:
             self._zlog(slot.node, slot.index, f"stopping: {msg.get('reason')}")
         elif t == P.FATAL:
