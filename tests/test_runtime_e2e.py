@@ -219,10 +219,11 @@ def test_command_not_found_is_a_start_failure() -> None:
     assert leftovers(name) == []
 
 
-def _start_forever(name: str) -> subprocess.Popen:
+def _start_forever(name: str, *extra: str) -> subprocess.Popen:
+    """An endless pipeline, returned once the barrier has opened (the run is fully up)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "zflow", "up", str(PIPELINE), "--json", "--set", f"name={name}",
-         "--set", "nodes.src.run=faulty:forever"],
+         "--set", "nodes.src.run=faulty:forever", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     assert proc.stdout is not None

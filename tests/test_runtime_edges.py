@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 
-from test_runtime_e2e import TESTS, TOPO, leftovers, result_of, unique, zflow
+from test_runtime_e2e import TESTS, TOPO, _start_forever, leftovers, result_of, unique, zflow
 
 
 def run(topology: str, *args: str) -> subprocess.CompletedProcess:
@@ -58,26 +57,16 @@ def test_slow_consumer_is_not_a_stall() -> None:
 
 def test_sigterm_to_one_replica_is_a_crash_and_it_restarts() -> None:
     name = unique()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zflow", "up", str(TESTS / "pipeline.yaml"), "--json",
-         "--set", f"name={name}", "--set", "nodes.src.run=faulty:forever",
-         "--drain-timeout", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = _start_forever(name, "--drain-timeout", "1")
     restarted = threading.Event()
-    lines: list[str] = []
 
     def read() -> None:
         for line in proc.stdout:  # type: ignore[union-attr]
-            lines.append(line)
             if '"restart"' in line:
                 restarted.set()
 
     t = threading.Thread(target=read, daemon=True)
     t.start()
-    while not any('"overall"' in x and '"running"' in x for x in list(lines)):
-        assert proc.poll() is None, proc.stderr.read()  # type: ignore[union-attr]
-        t.join(0.05)
     mid = [int(x.split(":")[0]) for x in leftovers(name) if " mid.0" in x]
     os.kill(mid[0], signal.SIGTERM)
     assert restarted.wait(20), "a replica stopped by someone else's SIGTERM was not restarted"
@@ -90,15 +79,7 @@ def test_sigterm_to_one_replica_is_a_crash_and_it_restarts() -> None:
 
 def test_exactly_once_never_restarts_a_dead_sink() -> None:
     name = unique()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zflow", "up", str(TESTS / "pipeline.yaml"), "--json",
-         "--set", f"name={name}", "--set", "delivery=exactly-once",
-         "--set", "nodes.src.run=faulty:forever"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    for line in proc.stdout:  # type: ignore[union-attr]
-        if '"overall"' in line and '"running"' in line:
-            break
+    proc = _start_forever(name, "--set", "delivery=exactly-once")
     sink = [int(x.split(":")[0]) for x in leftovers(name) if " sink.0" in x]
     os.kill(sink[0], signal.SIGKILL)
     out, _ = proc.communicate(timeout=30)
