@@ -599,12 +599,17 @@ class Node:
         except Exception as e:  # noqa: BLE001 - a frame that cannot be decoded is a bad record
             self._undecodable(box, frame, e)
             return
-        box.msgs += len(recs)
         box.nbytes += len(frame)
         if ids is None:
+            box.msgs += len(recs)
             apply(recs)
-        else:
+        elif self.outboxes:
+            box.msgs += len(recs)
             self.apply_ids(ids, recs)
+        else:  # an exactly-once sink counts records once, not their resent duplicates
+            before = self.seen.adds
+            self.apply_ids(ids, recs)
+            box.msgs += self.seen.adds - before
         if box.report:
             self.send(P.COUNT, socket=box.name, n=box.msgs)
 
