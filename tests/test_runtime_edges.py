@@ -86,3 +86,18 @@ def test_exactly_once_never_restarts_a_dead_sink() -> None:
     assert proc.returncode == 1
     assert "exactly-once delivery cannot be kept" in out
     assert leftovers(name) == []
+
+
+def test_a_result_msgpack_cannot_carry_is_still_reported() -> None:
+    p = run("pipeline.yaml", "--set", "nodes.sink.run=faulty:BigResult")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert result_of(p)["results"]["sink"] == {"n": 100, "big": str(2**70 + sum(range(100)))}
+
+
+def test_a_record_msgpack_cannot_carry_fails_clearly() -> None:
+    p = run("pipeline.yaml", "--set", "nodes.mid.run=faulty:to_set",
+            "--set", "nodes.mid.restart=no")
+    assert p.returncode == 1
+    out = p.stdout + p.stderr
+    assert "a record cannot be sent with msgpack" in out
+    assert "Traceback" not in out

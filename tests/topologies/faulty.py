@@ -76,3 +76,14 @@ def slow_square(num: int) -> dict:
     while time.perf_counter() < end:
         pass
     return {"worker": zflow.context().replica, "result": num * num}
+
+
+class BigResult(Sum):
+    """A sink whose end() result does not fit msgpack's 64-bit integers."""
+
+    def end(self, totals: zflow.Totals) -> dict:
+        return {"n": self.n, "big": 2**70 + self.total}
+
+
+def to_set(x: int) -> set:
+    return {x}

@@ -97,7 +97,7 @@ class Outbox:
                 b = self.batch
                 for i in range(0, len(pending), b):
                     chunk = pending[i : i + b]
-                    frame = b"\0" + _packb(chunk)
+                    frame = b"\0" + _pack(chunk)
                     send(frame)
                     self.msgs += len(chunk)
                     self.nbytes += len(frame)
@@ -120,7 +120,7 @@ class Outbox:
             topic = rec.get(key, "") if isinstance(rec, dict) else ""
             groups.setdefault(str(topic), []).append(rec)
         for topic, recs in groups.items():
-            frame = topic.encode() + b"\0" + _packb(recs)
+            frame = topic.encode() + b"\0" + _pack(recs)
             self._send(frame)
             self.msgs += len(recs)
             self.nbytes += len(frame)
@@ -160,12 +160,25 @@ class IdOutbox(Outbox):
             first, n = cids[0], len(cids)
             if cids[-1] == first + (n - 1) * stride and cids == list(
                     range(first, first + n * stride, stride)):
-                frame = IDR + _packb([first, n, chunk])
+                frame = IDR + _pack([first, n, chunk])
             else:
-                frame = IDS + _packb([cids, chunk])
+                frame = IDS + _pack([cids, chunk])
             self._send(frame)
             self.msgs += len(chunk)
             self.nbytes += len(frame)
+
+
+class EncodeError(Exception):
+    """A record that the socket's codec cannot carry (said plainly, not as a traceback)."""
+
+
+def _pack(obj: Any) -> bytes:
+    try:
+        return _packb(obj)
+    except (OverflowError, TypeError, ValueError) as e:
+        raise EncodeError(
+            f"a record cannot be sent with msgpack ({e}); records are dicts, lists, str, "
+            "bytes, float, bool, None and ints within 64 bits") from None
 
 
 def encode_one(codec: str) -> Callable[[Any], bytes]:

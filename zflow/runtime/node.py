@@ -939,6 +939,9 @@ def main() -> int:
     except Stop:
         if not node.stop_requested:
             code = 128 + signal.SIGTERM  # killed by someone else than zflow: not a clean end
+    except codec.EncodeError as e:
+        node.send(P.FATAL, phase="run", message=str(e))
+        code = 1
     except NodeFailure as f:
         node.send(P.FATAL, phase=f.phase, message=str(f), **f.extra)
         code = 3 if f.phase in ("import", "bind", "connect") else 1

@@ -42,7 +42,24 @@ ENV_SPEC = "ZFLOW_SPEC"
 
 def pack(kind: str, **fields: Any) -> bytes:
     fields["t"] = kind
-    return msgpack.packb(fields)
+    try:
+        return msgpack.packb(fields)
+    except (OverflowError, TypeError, ValueError):
+        # a user's result msgpack cannot carry (an int over 64 bits, a set, an object):
+        # send what it says, not nothing
+        return msgpack.packb(_plain(fields))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, (float, str, bytes)):
+        return value
+    if isinstance(value, int) and -(2**63) <= value < 2**64:
+        return value
+    return str(value) if isinstance(value, int) else repr(value)
 
 
 def unpack(data: bytes) -> dict[str, Any]:

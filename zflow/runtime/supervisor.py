@@ -656,9 +656,8 @@ class Supervisor:
                 self._fail_run(slot, f"{slot.id} died: with the sink's state lost, exactly-once "
                                      "delivery cannot be kept (zflow does not restart sinks)")
                 return
-            if n.kind == "command" and inputs_done and any(
-                    x.receives and x.role == "data" for x in n.sockets.values()):
-                # its input has ended: a restarted command could never see the end markers
+            if inputs_done and any(x.receives and x.role == "data" for x in n.sockets.values()):
+                # its input has ended: a restart would start an empty stream and report success
                 self._fail_run(slot, f"{slot.id} exited with code {code} after its input ended")
                 return
             if self.eo:  # what that replica held is gone: sources resend what is unacknowledged
