@@ -62,3 +62,18 @@ def test_id_frames_use_ranges_when_contiguous() -> None:
     assert sock.frames[1][:1] == codec.IDS
     assert msgpack.unpackb(sock.frames[1][1:]) == [[9, 13], ["e", "f"]]
     assert out.msgs == 6
+
+
+def test_forget_below_keeps_a_filtered_stream_small() -> None:
+    """A transform that drops every other record leaves gaps; the source's low-water mark closes
+    them, so the sink's memory does not grow with the stream."""
+    s = Seen(stride=1)
+    for i in range(0, 10_000, 2):
+        assert s.add(i)
+    assert len(s.los[0]) == 5000
+    s.forget_below(9_000)
+    assert len(s.los[0]) == 500 and s.los[0][0] == 0 and s.his[0][0] == 9_001
+    assert not s.add(8_999)  # below the mark: acknowledged long ago, a late duplicate
+    assert s.add(9_001)  # fills the gap: [0, 9001) and [9002, 9003) become one
+    s.forget_below(100)  # an older mark changes nothing
+    assert s.los[0][0] == 0 and s.his[0][0] == 9_003

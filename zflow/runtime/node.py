@@ -147,6 +147,23 @@ class Seen:
         """Record id `i`; False if it was seen before (a duplicate)."""
         return self.add_range(i, 1)
 
+    def forget_below(self, i: int) -> None:
+        """The source's lowest unacknowledged id is `i`: everything below was processed here or
+        dropped by a transform and will never be resent, so it is one interval, not many (a
+        filtering transform would otherwise leave one gap per dropped record)."""
+        k, seq = i % self.stride, i // self.stride
+        los, his = self.los[k], self.his[k]
+        if seq <= 0 or (los and los[0] == 0 and his[0] >= seq):
+            return
+        j = bisect.bisect_right(his, seq)
+        if j < len(los) and los[j] <= seq:
+            los[j] = 0
+            del los[:j], his[:j]
+        else:
+            del los[:j], his[:j]
+            los.insert(0, 0)
+            his.insert(0, seq)
+
 
 class Inbox:
     """A receiving data socket and what is known about the end of its stream."""
@@ -256,6 +273,8 @@ class Node:
                     pop(i, None)
         elif t == P.RESEND:
             self.resend = True
+        elif t == P.LOW:
+            self.seen.forget_below(msg["id"])
 
     def drain_control(self) -> None:
         while True:
@@ -529,6 +548,7 @@ class Node:
         it = iter(iterable)
         seq = 0
         last_progress = time.monotonic()
+        next_low = last_progress + 0.25
         exhausted = False
         while not self.stop_requested:
             room = window - len(unacked)
@@ -558,6 +578,9 @@ class Node:
                 last_progress = now
             elif unacked and now - last_progress > lease:
                 self.resend = True  # nothing acknowledged for a lease: assume it was lost
+            if now >= next_low:  # tell the sink what it may forget
+                next_low = now + 0.25
+                self.send(P.LOW, id=min(unacked) if unacked else seq * stride + index)
             if self.resend and unacked:
                 self.resend = False
                 last_progress = now

@@ -17,6 +17,7 @@ replica → supervisor                         supervisor → replica
   fatal {phase, message, socket?, endpoint?}
   ack {ids}          (exactly-once: sink/transform)  ack {ids}  (forwarded to the source)
                                                resend              (a replica died: resend unacked)
+  low {id}           (exactly-once source: lowest unacknowledged id; forwarded to sinks)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ CONNECT, PROBE, START, DRAIN, INPUT_END, STOP = (
     "connect", "probe", "start", "drain", "input_end", "stop",
 )
 # exactly-once, both ways
-ACK, RESEND = "ack", "resend"
+ACK, RESEND, LOW = "ack", "resend", "low"
 
 ENV_CONTROL = "ZFLOW_CONTROL"
 ENV_SPEC = "ZFLOW_SPEC"

@@ -115,6 +115,10 @@ class Supervisor:
             for i in range(n.replicas)
         ]
         self.eo = plan.delivery == "exactly-once"
+        self.sinks = [
+            self.slots[f"{n.name}.{i}"] for n in plan.nodes.values() if n.shape == "sink"
+            for i in range(n.replicas)
+        ]
         self.deaths = 0  # replicas that died mid-run: only then can best-effort lose records
         self.term_sent_at: float | None = None
 
@@ -380,6 +384,9 @@ class Supervisor:
                 several = self.plan.nodes[slot.node].replicas > 1
                 self.model.set_result(slot.id if several else slot.node, msg["result"])
             self._set_state(slot, "stopped" if slot.exited else "draining", "finished")
+        elif t == P.LOW:
+            for sink in self.sinks:
+                self._send(sink, P.LOW, id=msg["id"])
         elif t == P.ACK:
             if "r" in msg:  # a range: all from one source
                 self._send(self.sources[msg["r"][0] % len(self.sources)], P.ACK, r=msg["r"])
