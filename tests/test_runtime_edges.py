@@ -101,3 +101,14 @@ def test_a_record_msgpack_cannot_carry_fails_clearly() -> None:
     out = p.stdout + p.stderr
     assert "a record cannot be sent with msgpack" in out
     assert "Traceback" not in out
+
+
+def test_exactly_once_with_a_transform_that_drops_a_record() -> None:
+    """A record skipped by a transform is acknowledged there: the run ends, nothing is resent."""
+    p = run("pipeline.yaml", "--set", "delivery=exactly-once",
+            "--set", "nodes.mid.run=faulty:boom", "--set", "nodes.mid.on_error=skip")
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = result_of(p)
+    assert res["results"]["sink"]["n"] == 99
+    assert res["results"]["sink"]["sum"] == sum(range(100)) - 7
+    assert res["nodes"]["mid"]["errors"] == 1
