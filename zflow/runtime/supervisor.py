@@ -393,7 +393,8 @@ class Supervisor:
             else:
                 self._route_acks(msg["ids"])
         elif t == P.STOPPING:
-            self._zlog(slot.node, slot.index, f"stopping: {msg.get('reason')}")
+            if msg.get("reason") != "stopped by zflow":  # that one is implied: no noise
+                self._zlog(slot.node, slot.index, f"stopping: {msg.get('reason')}")
         elif t == P.FATAL:
             slot.fatal = msg
             self._zlog(slot.node, slot.index, str(msg.get("message")))
