@@ -112,3 +112,23 @@ def test_exactly_once_with_a_transform_that_drops_a_record() -> None:
     assert res["results"]["sink"]["n"] == 99
     assert res["results"]["sink"]["sum"] == sum(range(100)) - 7
     assert res["nodes"]["mid"]["errors"] == 1
+
+
+def test_raw_records_starting_with_0xff_are_data() -> None:
+    p = run("pipeline.yaml", "--set", "nodes.src.run=faulty:jpegs", "--set", "nodes.src.params={}",
+            "--set", "nodes.src.sockets.out.codec=raw", "--set", "nodes.mid.sockets.inp.codec=raw",
+            "--set", "nodes.mid.sockets.out.codec=raw", "--set", "nodes.sink.sockets.inp.codec=raw",
+            "--set", "nodes.sink.run=edges:Count")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert result_of(p)["results"]["sink"]["n"] == 50
+
+
+def test_undecodable_frame_skipped_ends_the_stream_and_says_so() -> None:
+    """No replica died, yet records are missing: the stream still ends, with the reason."""
+    p = run("pipeline.yaml", "--set", "nodes.mid.run=faulty:int_keys", "--scale", "mid=1",
+            "--set", "nodes.sink.on_error=skip", "--drain-timeout", "0.5")
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = result_of(p)
+    assert res["results"]["sink"]["n"] < 100
+    assert res["nodes"]["sink"]["errors"] >= 1
+    assert "dropped as undecodable, or lost" in p.stdout

@@ -34,6 +34,8 @@ SOCKET_DEFAULTS: dict[str, Any] = {"hwm": None, "linger": 1000, "codec": "msgpac
 #: default is lower: 100 frames still keep a pipe full, and a stalled stage holds 100k records,
 #: not 1M, per pipe.
 HWM_DEFAULT = {"msgpack": 100}
+#: sockets that drop, not block, at their high-water mark (and their SUB peers)
+LOSSY = frozenset({"PUB", "XPUB", "SUB", "XSUB"})
 
 #: How an input socket learns its stream ended (see docs/runtime.md):
 #: count   - PUSH→PULL between zflow nodes: the supervisor compares records sent and received
@@ -173,6 +175,7 @@ def build_plan(
                 connect=_as_list(sd.get("connect")),
                 subscribe=_as_list(sd.get("subscribe")),
                 hwm=int(sdef["hwm"] if sdef["hwm"] is not None
+                        else 1000 if sd["type"] in LOSSY  # PUB/SUB drop at hwm: keep 1000
                         else HWM_DEFAULT.get(str(sdef["codec"]), 1000)),
                 linger=int(sdef["linger"]),
                 codec=str(sdef["codec"]),

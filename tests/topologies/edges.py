@@ -27,7 +27,7 @@ class Count:
     def end(self, totals: zflow.Totals) -> dict:
         first = self.items[0] if self.items else None
         if isinstance(first, bytes):
-            first = first.decode()
+            first = first.decode(errors="replace")
         return {"n": self.n, "first": first}
 
 

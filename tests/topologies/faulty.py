@@ -87,3 +87,14 @@ class BigResult(Sum):
 
 def to_set(x: int) -> set:
     return {x}
+
+
+def jpegs(n: int = 50) -> list[bytes]:
+    """Raw records that start with 0xFF, like JPEG data: data, not zflow control frames."""
+    return [b"\xff\xd8\xff\xe0" + i.to_bytes(2, "big") for i in range(n)]
+
+
+def int_keys(x: int) -> object:
+    """msgpack packs int map keys but refuses to unpack them: the frame with record 5 is
+    undecodable at the receiver."""
+    return {42: x} if x == 5 else x

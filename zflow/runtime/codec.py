@@ -34,12 +34,17 @@ def control_frame(kind: str, sender: str) -> bytes:
     return ZF + _packb({kind: sender})
 
 
-def parse_control_frame(frame: bytes) -> dict[str, Any]:
+def parse_control_frame(frame: bytes) -> dict[str, Any] | None:
+    """zflow's probe or end marker, or None: a raw record may start with 0xFF too (a JPEG)."""
+    if frame[:1] != ZF:
+        return None
     try:
         value = _unpackb(frame[1:])
-    except Exception:  # noqa: BLE001 - a malformed zflow frame is ignored, not fatal
-        return {}
-    return value if isinstance(value, dict) else {}
+    except Exception:  # noqa: BLE001 - not ours: it is data
+        return None
+    if isinstance(value, dict) and len(value) == 1 and ("eos" in value or "probe" in value):
+        return value
+    return None
 
 
 class Outbox:
@@ -108,10 +113,10 @@ class Outbox:
         for rec in pending:
             frame = encode(rec)
             if not frame:
-                continue  # an empty message would read as end of stream
+                continue  # an empty message would read as end of stream: not sent, not counted
             send(frame)
+            self.msgs += 1
             self.nbytes += len(frame)
-        self.msgs += len(pending)
 
     def _flush_topics(self, pending: list[Any]) -> None:
         key = self.topic

@@ -212,6 +212,8 @@ class Node:
         self.custom_counts: dict[str, list[int]] = {}  # custom nodes count in SocketIO
         self.finished_sent = False
         self.abandon = False  # interrupted or failed run: close without lingering
+        self.eos_socks: list[zmq.Socket] = []  # PUB sockets whose end marker is repeated
+        self.next_eos = 0.0
         self.started = False
         self.stop_requested = False
         self.stop_reason = ""
@@ -242,7 +244,7 @@ class Node:
         t = msg["t"]
         if t == P.STOP:
             self.stop_requested = True
-            self.abandon = bool(msg.get("abandon"))
+            self.abandon = self.abandon or bool(msg.get("abandon"))
             self.stop_reason = self.stop_reason or "stopped by zflow"
         elif t == P.START:
             self.started = True
@@ -287,6 +289,7 @@ class Node:
     def _send_blocked(self) -> None:
         """A send waits on a full pipe: serve the control plane; give up if told to abandon."""
         self.drain_control()
+        self.probe_tick()  # a restarted subscriber downstream may be waiting for our probe
         self.tick()
         if self.stop_requested and self.abandon:
             raise Stop()
@@ -313,6 +316,17 @@ class Node:
                 else:
                     self._check_control_in()
             self.probe_tick()
+            self.repeat_end_markers()
+
+    def repeat_end_markers(self) -> None:
+        """PUB drops at its high-water mark, end markers included: after the end, repeat them
+        every 100 ms until zflow stops this node (receivers count each sender once)."""
+        now = time.monotonic()
+        if self.eos_socks and now >= self.next_eos:
+            self.next_eos = now + 0.1
+            frame = codec.control_frame("eos", self.id)
+            for sock in self.eos_socks:
+                sock.send(frame)
 
     def probe_tick(self) -> None:
         """While asked to probe, each PUB socket sends one probe per call (see wait_control)."""
@@ -330,11 +344,11 @@ class Node:
                 frame = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if frame[:1] == codec.ZF:
-                sender = codec.parse_control_frame(frame).get("probe")
-                if sender:
-                    seen.add(sender)
-                    continue
+            ctl = codec.parse_control_frame(frame)
+            if ctl is not None:
+                if ctl.get("probe"):
+                    seen.add(ctl["probe"])
+                continue
             if word is not None and frame == word:
                 self.stop_requested = True
                 self.stop_reason = f"received {word.decode(errors='replace')}"
@@ -595,8 +609,9 @@ class Node:
     def _ingest(self, box: Inbox, frame: bytes, apply: Any) -> None:
         ids = None
         try:
-            if frame[:1] == codec.ZF and box.zf:  # a probe or an end marker, never data
-                sender = codec.parse_control_frame(frame).get("eos")
+            ctl = codec.parse_control_frame(frame) if box.zf else None
+            if ctl is not None:  # a probe or an end marker, never data
+                sender = ctl.get("eos")
                 if sender:
                     box.eos.add(sender)
                     if len(box.eos) >= box.senders and box.end == "markers":
@@ -732,6 +747,10 @@ class Node:
                 events = poller.poll(10)
             else:
                 events = poller.poll(self.stats_every * 1000 if self.telemetry else 1000)
+                if not events:  # nothing to read: tell a draining supervisor we are idle
+                    for b in self.inboxes.values():
+                        if b.report and not b.ended:
+                            self.send(P.COUNT, socket=b.name, n=b.msgs, idle=True)
             for sock, _ in events:
                 box = boxes.get(sock)
                 if box is None:
@@ -758,6 +777,7 @@ class Node:
         for x in self.spec["sockets"]:
             if x["type"] in ("PUB", "XPUB") and x.get("zflow_peers") and not x.get("send_on_end"):
                 self.sockets[x["name"]].send(frame)
+                self.eos_socks.append(self.sockets[x["name"]])
 
     def finish_stream(self, end: Any) -> None:
         """End of stream: end hook, flush, end markers, send_on_end, then report totals."""
@@ -786,6 +806,7 @@ class Node:
             spec = specs[o.name]
             if o.sock.type in (zmq.PUB, zmq.XPUB) and spec.get("zflow_peers"):
                 o.end_marker(self.id, zf=True)
+                self.eos_socks.append(o.sock)
             elif o.codec != "msgpack" and not spec.get("zflow_peers"):
                 for _ in range(max(1, int(spec.get("receivers") or 1))):
                     o.end_marker(self.id, zf=False)  # plain programs read an empty message
@@ -887,7 +908,8 @@ class SocketIO:
             if sock.poll(wait, zmq.POLLIN):
                 parts = sock.recv_multipart()
                 body = parts[-1]
-                if body[:1] == codec.ZF or (not body and self.codecs[name] != "msgpack"):
+                if codec.parse_control_frame(body) is not None or (
+                        not body and self.codecs[name] != "msgpack"):
                     continue  # a probe or an end marker
                 self._count(name, 0, len(body))
                 if self._batched(sock, name):
@@ -975,6 +997,7 @@ def main() -> int:
         sys.stderr.write(tb)
         node.send(P.FATAL, phase="run", message=f"{type(e).__name__}: {e}", traceback=tb)
         code = 1
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # no Stop raised out of the cleanup below
     if node.stop_reason:
         try:
             node.send(P.STOPPING, reason=node.stop_reason)

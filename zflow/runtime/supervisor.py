@@ -62,6 +62,7 @@ class Slot:
     bufs: dict[int, bytes] = field(default_factory=dict)
     cpu_prev: tuple[float, float] | None = None
     connect_sent: bool = False
+    idle_at: float = 0.0  # last "nothing to read" report while draining
     stop_sent: bool = False
 
     @property
@@ -373,6 +374,8 @@ class Supervisor:
         elif t == P.COUNT:
             c = slot.cur.setdefault(msg["socket"], [0, 0, 0, 0])
             c[0] = max(c[0], msg["n"])
+            if msg.get("idle"):
+                slot.idle_at = time.monotonic()
         elif t == P.TOTAL:
             self.model.set_total(msg["n"], slot.node)
         elif t == P.FINISHED:
@@ -573,13 +576,21 @@ class Supervisor:
             )
             if got != g["progress"][0]:
                 g["progress"] = (got, now)
-            # a stall means lost records only if a replica died; a slow consumer is not a stall
-            stalled = self.deaths > 0 and now - g["progress"][1] > self.opts.drain_timeout
+            # a stall: no progress for drain_timeout while every receiver says it has nothing
+            # to read (a receiver busy with a slow frame says nothing, and is not a stall)
+            receivers = [
+                self.slots[f"{sid.split('.')[0]}.{i}"] for sid in g["receivers"]
+                for i in range(self.plan.nodes[sid.split(".")[0]].replicas)
+            ]
+            stalled = now - g["progress"][1] > self.opts.drain_timeout and all(
+                r.exited or r.idle_at > g["progress"][1] for r in receivers)
             if got >= g["expected"] or stalled:
                 if stalled and got < g["expected"]:
+                    why = ("lost with a replica that died" if self.deaths else
+                           "dropped as undecodable, or lost")
                     msg = (f"{g['expected'] - got} of {g['expected']} records sent to "
-                           f"{', '.join(g['receivers'])} never arrived (lost with a replica "
-                           f"that died?); ending the stream without them")
+                           f"{', '.join(g['receivers'])} never arrived ({why}); ending the "
+                           f"stream without them")
                     self.view.event("error", message=msg)
                 g["ended"] = True
                 for sid in g["receivers"]:
@@ -647,11 +658,18 @@ class Supervisor:
                 ours = code in (0, -signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM)
                 self._set_state(slot, "stopped" if ours else "failed", f"exit {code}")
                 if not ours and self.result_code == exitcodes.OK:
-                    self._fail_run(slot, f"{slot.id} exited with code {code} at the end")
+                    self.result_code = exitcodes.FAILED
+                    self.final_state = "failed"
+                    tail = "\n".join(f"    {x}" for x in list(slot.stderr_tail)[-10:])
+                    self.result_msg = f"{slot.id} exited with code {code} at the end" + (
+                        f"\n  last stderr lines:\n{tail}" if tail else "")
+                    self.view.event("error", message=self.result_msg)
                 continue
             inputs_done = all(f"{n.name}.{x.name}" in self.ended_inputs
                               for x in n.sockets.values() if x.receives and x.role == "data")
-            if code == 0 and (slot.finished or (n.kind == "command" and inputs_done)):
+            command_done = n.kind == "command" and (inputs_done or n.restart != "always")
+            if code == 0 and (slot.finished or command_done):
+                # a command node is opaque: exit 0 is its end (unless `always` and input remains)
                 slot.finished = True
                 self._set_state(slot, "stopped", "exit 0")
                 continue

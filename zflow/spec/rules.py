@@ -504,6 +504,7 @@ def _exactly_once(data: dict, nodes: dict, socks: dict[tuple[str, str], Sock],
     if data.get("delivery") != "exactly-once":
         return []
     out: list[Diagnostic] = []
+    sink_seen = False
     for s in socks.values():
         role_control = "stop_on" in s.d or "send_on_end" in s.d
         if role_control or s.type is None:
@@ -524,6 +525,13 @@ def _exactly_once(data: dict, nodes: dict, socks: dict[tuple[str, str], Sock],
                                              "needs zflow nodes end to end", ("nodes", name),
                                     at="key"))
             continue
+        if infer_shape(nd) == "sink" and sink_seen:
+            out.append(loc.diag("ZF073", f"'{name}' is a second sink: exactly-once "
+                                         "acknowledges a record when one sink has it",
+                                ("nodes", name), at="key",
+                                hint="end the pipeline in one sink node"))
+        if infer_shape(nd) == "sink":
+            sink_seen = True
         if infer_shape(nd) == "sink" and _replicas(nd) > 1:
             p = ("nodes", name, "replicas") if "replicas" in nd else ("nodes", name)
             out.append(loc.diag("ZF073", f"sink '{name}' has {_replicas(nd)} replicas: "
