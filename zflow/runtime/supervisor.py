@@ -682,8 +682,11 @@ class Supervisor:
                 self._fail_run(slot, f"{slot.id} died: with the sink's state lost, exactly-once "
                                      "delivery cannot be kept (zflow does not restart sinks)")
                 return
-            if inputs_done and any(x.receives and x.role == "data" for x in n.sockets.values()):
-                # its input has ended: a restart would start an empty stream and report success
+            if (inputs_done and n.shape != "transform"
+                    and any(x.receives and x.role == "data" for x in n.sockets.values())):
+                # a sink's (or command's) input has ended: a restart would start an empty
+                # stream and report success without what the dead one had gathered. A
+                # transform holds nothing for later: it restarts and finishes at once.
                 self._fail_run(slot, f"{slot.id} exited with code {code} after its input ended")
                 return
             if self.eo:  # what that replica held is gone: sources resend what is unacknowledged
