@@ -24,6 +24,11 @@ def ventilate(push: Any, n: int) -> None:
 
 
 def work(pull: Any, push: Any, sub: Any, wid: int) -> int:
+    return work_loop(pull, push, sub, square)
+
+
+def work_loop(pull: Any, push: Any, sub: Any, fn: Any) -> int:
+    """Square each frame's records with `fn` until FINISHED; shared by batched_dict."""
     import zmq
 
     packb, unpackb = msgpack.packb, msgpack.unpackb
@@ -34,7 +39,7 @@ def work(pull: Any, push: Any, sub: Any, wid: int) -> int:
     while True:
         socks = dict(poller.poll())  # once per frame, i.e. per BATCH records
         if socks.get(pull) == zmq.POLLIN:
-            out = [square(x) for x in unpackb(pull.recv())]
+            out = [fn(x) for x in unpackb(pull.recv())]
             push.send(packb(out))
             count += len(out)
         if socks.get(sub) == zmq.POLLIN and sub.recv() == FINISHED:

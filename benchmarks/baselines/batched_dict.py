@@ -10,8 +10,8 @@ from typing import Any
 
 import msgpack
 
-from benchmarks.baselines.batched import ventilate
-from benchmarks.baselines.common import FINISHED, run_main, zmq_pipeline
+from benchmarks.baselines.batched import ventilate, work_loop
+from benchmarks.baselines.common import run_main, zmq_pipeline
 
 BATCH = 1000
 
@@ -31,24 +31,11 @@ class ResultsManager:
 
 
 def work(pull: Any, push: Any, sub: Any, wid: int) -> int:
-    import zmq
 
     def square(num: int) -> dict:  # the user's function: one Python call per record
         return {"worker": wid, "result": num * num}
 
-    packb, unpackb = msgpack.packb, msgpack.unpackb
-    poller = zmq.Poller()
-    poller.register(pull, zmq.POLLIN)
-    poller.register(sub, zmq.POLLIN)
-    count = 0
-    while True:
-        socks = dict(poller.poll())  # once per frame, i.e. per BATCH records
-        if socks.get(pull) == zmq.POLLIN:
-            out = [square(x) for x in unpackb(pull.recv())]
-            push.send(packb(out))
-            count += len(out)
-        if socks.get(sub) == zmq.POLLIN and sub.recv() == FINISHED:
-            return count
+    return work_loop(pull, push, sub, square)
 
 
 def collect(pull: Any, n: int) -> tuple[int, int]:

@@ -33,22 +33,22 @@ def main() -> int:
             groups.add(int(line[1:]))
         elif line[:1] == "-":
             groups.discard(int(line[1:]))
-    live = [g for g in groups if _alive(g)]
-    for g in live:
-        try:
-            os.killpg(g, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    live = _signal([g for g in groups if _alive(g)], signal.SIGTERM)
     deadline = time.monotonic() + 0.5
     while live and time.monotonic() < deadline:
         time.sleep(0.02)
         live = [g for g in live if _alive(g)]
-    for g in live:
+    _signal(live, signal.SIGKILL)
+    return 0
+
+
+def _signal(groups: list[int], sig: int) -> list[int]:
+    for g in groups:
         try:
-            os.killpg(g, signal.SIGKILL)
+            os.killpg(g, sig)
         except ProcessLookupError:
             pass
-    return 0
+    return groups
 
 
 if __name__ == "__main__":
