@@ -86,3 +86,17 @@ def test_delivery_in_plan_and_dry_run_text() -> None:
     assert "delivery: exactly-once" in text
     assert "worker  ×10  transform" in text
     assert "stops on 'FINISHED'" in text
+
+
+def test_dry_run_json_is_the_plan() -> None:
+    import json
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "zflow", "up", "--dry-run", "--json",
+                        str(TOPO / "squares.yaml")], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    plan = json.loads(p.stdout)
+    assert plan["nodes"]["worker"]["replicas"] == 10
+    assert plan["nodes"]["worker"]["sockets"]["work"]["end"] == END_COUNT
+    assert {"src": "ventilator.work", "dst": "worker.work"} in plan["edges"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from zflow import exitcodes
@@ -45,7 +46,11 @@ def _up(args: argparse.Namespace, zygote: object) -> int:
         return exitcodes.FAILED
     plan = build_plan(result.topology, args.file)
     if args.dry_run:
-        sys.stdout.write(format_plan(plan))
+        if args.json:  # the whole plan, for scripts
+            json.dump(plan.to_dict(), sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(format_plan(plan))
         return exitcodes.OK
 
     from zflow.runtime.supervisor import Options, Supervisor
