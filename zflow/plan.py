@@ -69,6 +69,9 @@ class SocketPlan:
     senders: int = 0
     end: str = END_NEVER
     external: bool = False  # also talks to an endpoint outside the topology
+    #: every peer is a zflow (python) node inside the topology: zflow frames, probes and end
+    #: markers may be used on this socket
+    zflow_peers: bool = False
 
     @property
     def receives(self) -> bool:
@@ -255,6 +258,8 @@ def _assign_end_modes(nodes: dict[str, NodePlan]) -> None:
     for n in nodes.values():
         for s in n.sockets.values():
             s.senders = sum(nodes[p].replicas for p, _ in s.peers)
+            s.zflow_peers = (bool(s.peers) and not s.external
+                             and all(nodes[p].kind == "python" for p, _ in s.peers))
             if not s.receives or s.role == "control":
                 continue
             if s.external or not s.peers:

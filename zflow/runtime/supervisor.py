@@ -192,19 +192,19 @@ class Supervisor:
                 "hwm": s.hwm, "linger": s.linger, "codec": s.codec, "batch": s.batch,
                 "topic": s.topic, "stop_on": s.stop_on, "send_on_end": s.send_on_end,
                 "end": s.end, "senders": s.senders,
-                "receivers": sum(self.plan.nodes[p].replicas for p, _ in s.peers),
+                "receivers": s.senders,  # replicas at the other end, whichever way data flows
             }
             if s.mode == "bind":
                 d["bind_endpoint"] = slot.bound.get(s.name) or self.plan.bind_endpoint(
                     slot.node, slot.index, s.name)
-            peers_py = all(self.plan.nodes[p].kind == "python" for p, _ in s.peers)
-            d["zflow_peers"] = bool(s.peers) and peers_py and not s.external
-            if s.type in ("PUB", "XPUB") and s.peers and peers_py and not s.external:
+            d["zflow_peers"] = s.zflow_peers
+            if s.type in ("PUB", "XPUB") and s.zflow_peers:
                 d["probe"] = True
-            if s.type == "SUB":
+            if s.type == "SUB":  # publishers that probe: zflow nodes talking only to zflow
                 d["probes_from"] = [
                     f"{p}.{i}" for p, ps in s.peers
-                    if self.plan.nodes[p].kind == "python" and self._probes(p, ps)
+                    if self.plan.nodes[p].kind == "python"
+                    and self.plan.nodes[p].sockets[ps].zflow_peers
                     for i in range(self.plan.nodes[p].replicas)
                 ]
             socks.append(d)
@@ -231,10 +231,6 @@ class Supervisor:
             count = sum(s.errors_base + s.errors for s in self.slots.values() if s.node == n.name)
             if count:
                 self.model.set_dead_letter(n.name, self._dead_letter_path(n), count)
-
-    def _probes(self, node: str, sock: str) -> bool:
-        s = self.plan.nodes[node].sockets[sock]
-        return all(self.plan.nodes[p].kind == "python" for p, _ in s.peers) and not s.external
 
     def _command_env(self, slot: Slot) -> dict[str, str]:
         n = self.plan.nodes[slot.node]
