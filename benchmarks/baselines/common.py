@@ -290,6 +290,11 @@ def zmq_pipeline(records: int, workers: int, transport: str, timeout: float,
     finally:
         tree.close()
         shutil.rmtree(rundir, ignore_errors=True)
+    return report(s, v, w, t_launch, t_go)
+
+
+def report(s: dict, v: dict, w: list[dict], t_launch: float, t_go: float) -> dict:
+    """One run's result from what its sink, ventilator and workers said (every baseline)."""
     return {
         "count": s["count"], "sum": s["sum"], "t_launch": t_launch, "t_go": t_go,
         "t_done": s["t_done"], "t_sent": v["t_sent"],

@@ -9,7 +9,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from benchmarks.baselines.common import MP, Tree, peak_rss_kb, run_main
+from benchmarks.baselines.common import MP, Tree, report, run_main
 
 
 def _ventilator(conn: Connection, tasks: Any, n: int, workers: int) -> dict:
@@ -64,13 +64,7 @@ def pipeline(records: int, workers: int, transport: str, timeout: float) -> dict
         w = [tree.expect(c, "done") for c in conns]
     finally:
         tree.close()
-    return {
-        "count": s["count"], "sum": s["sum"], "t_launch": t_launch, "t_go": t_go,
-        "t_done": s["t_done"], "t_sent": v["t_sent"],
-        "per_worker": [x["count"] for x in w],
-        "rss_kb": {"launcher": peak_rss_kb(), "ventilator": v["rss_kb"], "sink": s["rss_kb"],
-                   "workers": [x["rss_kb"] for x in w]},
-    }
+    return report(s, v, w, t_launch, t_go)
 
 
 if __name__ == "__main__":
