@@ -40,6 +40,15 @@ ACK, RESEND, LOW = "ack", "resend", "low"
 ENV_CONTROL = "ZFLOW_CONTROL"
 ENV_SPEC = "ZFLOW_SPEC"
 
+#: `fatal` phases that mean the replica could not start (exit code 3 for the run, no restart);
+#: any other phase is a failure while running (exit code 1, restart policy applies)
+START_PHASES = frozenset({"import", "bind", "connect", "spawn"})
+
+
+def exit_code_for(phase: str) -> int:
+    """The replica's own exit code after a `fatal` report: the one rule both sides follow."""
+    return 3 if phase in START_PHASES else 1
+
 
 def pack(kind: str, **fields: Any) -> bytes:
     fields["t"] = kind

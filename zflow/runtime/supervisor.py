@@ -29,6 +29,7 @@ from zflow import exitcodes
 from zflow.plan import END_COUNT, END_MARKERS, END_PEERS, NodePlan, Plan
 from zflow.runtime import protocol as P
 from zflow.runtime.spawn import Zygote
+from zflow.runtime.spec import build_replica_spec
 
 STDERR_TAIL = 20
 
@@ -280,7 +281,11 @@ class Supervisor:
             env["PYTHONPATH"] = os.pathsep.join(
                 [self.plan.base_dir] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
             env[P.ENV_CONTROL] = self.control_ep
-            env[P.ENV_SPEC] = json.dumps(self._spec(slot))
+            env[P.ENV_SPEC] = build_replica_spec(
+                self.plan, slot.node, slot.index, slot.incarnation, bound=slot.bound,
+                sources=len(self.sources),
+                source_index=self.sources.index(slot) if slot in self.sources else 0,
+                verbose=self.opts.verbose, telemetry=self.opts.telemetry).to_json()
             argv = [sys.executable, "-m", "zflow.runtime.node"]
         else:
             env.update(self._command_env(slot))
