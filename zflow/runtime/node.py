@@ -30,6 +30,7 @@ import zmq
 from zflow.runtime import codec
 from zflow.runtime import context as zctx
 from zflow.runtime import protocol as P
+from zflow.runtime.spec import ReplicaSpec, SocketSpec
 
 RECEIVING = ("PULL", "SUB", "XSUB")
 SENDING = ("PUSH", "PUB", "XPUB")
@@ -171,12 +172,12 @@ class Inbox:
     __slots__ = ("name", "sock", "codec", "end", "senders", "eos", "msgs", "nbytes", "ended",
                  "report", "decode", "held", "zf")
 
-    def __init__(self, name: str, sock: zmq.Socket, spec: dict[str, Any]) -> None:
+    def __init__(self, name: str, sock: zmq.Socket, spec: SocketSpec) -> None:
         self.name = name
         self.sock = sock
-        self.codec = spec["codec"]
-        self.end = spec["end"]
-        self.senders = spec["senders"]
+        self.codec = spec.codec
+        self.end = spec.end
+        self.senders = spec.peer_replicas
         self.eos: set[str] = set()
         self.msgs = 0
         self.nbytes = 0
@@ -185,16 +186,16 @@ class Inbox:
         self.decode = codec.decode_one(self.codec)
         self.held: list[bytes] = []  # data that arrived before start (a restarted replica)
         # 0xFF-prefixed frames are zflow's own unless raw bytes may come from outside zflow
-        self.zf = self.codec != "raw" or bool(spec.get("zflow_peers"))
+        self.zf = self.codec != "raw" or spec.zflow_peers
 
 
 class Node:
-    def __init__(self, spec: dict[str, Any], control: str) -> None:
+    def __init__(self, spec: ReplicaSpec, control: str) -> None:
         self.spec = spec
-        self.id = spec["id"]
+        self.id = spec.id
         self.ctx = zmq.Context()
         self.ctrl = self.ctx.socket(zmq.DEALER)
-        self.ctrl.setsockopt(zmq.IDENTITY, f"{self.id}#{spec['incarnation']}".encode())
+        self.ctrl.setsockopt(zmq.IDENTITY, spec.identity)
         self.ctrl.setsockopt(zmq.LINGER, 2000)
         self.ctrl.setsockopt(zmq.RCVHWM, 0)  # acks and commands are never dropped
         self.ctrl.setsockopt(zmq.SNDHWM, 0)
@@ -219,20 +220,20 @@ class Node:
         self.stop_reason = ""
         self.expected: dict[str, int | None] = {}
         self.errors = 0
-        self.telemetry = spec.get("telemetry", True)
-        self.stats_every = float(spec.get("stats_interval", 0.25))
+        self.telemetry = spec.telemetry
+        self.stats_every = spec.stats_interval
         self.next_stats = 0.0
         self.t_start = time.monotonic()
-        self.dead_letter = spec.get("dead_letter")
+        self.dead_letter = spec.dead_letter
         # exactly-once: sources keep what is unacknowledged; sinks remember what they have seen
-        self.eo = spec.get("delivery") == "exactly-once"
+        self.eo = spec.delivery == "exactly-once"
         self.unacked: dict[int, Any] = {}
         self.resend = False
-        self.seen = Seen(int(spec.get("sources") or 1))
+        self.seen = Seen(spec.sources)
         self.context = zctx.NodeContext(
-            topology=spec["topology"], node=spec["node"], replica=spec["replica"],
-            replicas=spec["replicas"], params=spec.get("params") or {},
-            verbose=bool(spec.get("verbose")), _stop=self._poll_stop,
+            topology=spec.topology, node=spec.node, replica=spec.replica,
+            replicas=spec.replicas, params=spec.params,
+            verbose=spec.verbose, _stop=self._poll_stop,
         )
         zctx._set_current(self.context)
 
@@ -362,21 +363,21 @@ class Node:
     # -- sockets ---------------------------------------------------------------------------
     def build_sockets(self) -> dict[str, str]:
         bound: dict[str, str] = {}
-        for s in self.spec["sockets"]:
-            sock = self.ctx.socket(getattr(zmq, s["type"]))
-            sock.setsockopt(zmq.LINGER, int(s["linger"]))
-            sock.setsockopt(zmq.SNDHWM, int(s["hwm"]))
-            sock.setsockopt(zmq.RCVHWM, int(s["hwm"]))
-            if s["type"] in ("SUB",):
-                for prefix in s.get("subscribe") or []:
+        for s in self.spec.sockets:
+            sock = self.ctx.socket(getattr(zmq, s.type))
+            sock.setsockopt(zmq.LINGER, s.linger)
+            sock.setsockopt(zmq.SNDHWM, s.hwm)
+            sock.setsockopt(zmq.RCVHWM, s.hwm)
+            if s.type == "SUB":
+                for prefix in s.subscribe:
                     sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-                if s.get("probes_from") or s["codec"] == "msgpack":
+                if s.probes_from or s.codec == "msgpack":
                     sock.setsockopt(zmq.SUBSCRIBE, codec.ZF)
-                if s.get("probes_from"):
-                    self.probe_waits[sock] = (set(s["probes_from"]), set())
-            self.sockets[s["name"]] = sock
-            if s["mode"] == "bind":
-                ep = s["bind_endpoint"]
+                if s.probes_from:
+                    self.probe_waits[sock] = (set(s.probes_from), set())
+            self.sockets[s.name] = sock
+            if s.mode == "bind":
+                ep = s.bind_endpoint
                 try:
                     sock.bind(ep)
                 except zmq.ZMQError as e:
@@ -384,26 +385,26 @@ class Node:
                             "(or `bind: tcp` to let the OS pick one)" if e.errno == zmq.EADDRINUSE
                             else None)
                     raise NodeFailure("bind", f"cannot bind {ep}: {zmq.strerror(e.errno)}",
-                                      socket=s["name"], endpoint=ep, hint=hint) from None
-                bound[s["name"]] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-            if s.get("stop_on"):
-                self.control_in[sock] = s["stop_on"].encode()
-            elif self.spec["shape"] == "custom":
+                                      socket=s.name, endpoint=ep, hint=hint) from None
+                bound[s.name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            if s.stop_on:
+                self.control_in[sock] = s.stop_on.encode()
+            elif self.spec.shape == "custom":
                 pass  # custom code owns its sockets; SocketIO counts what it moves
-            elif s.get("send_on_end"):
-                self.control_out.append((sock, s["send_on_end"].encode()))
-            elif s["type"] in RECEIVING:
-                self.inboxes[s["name"]] = Inbox(s["name"], sock, s)
-            elif s["type"] in SENDING:
+            elif s.send_on_end:
+                self.control_out.append((sock, s.send_on_end.encode()))
+            elif s.type in RECEIVING:
+                self.inboxes[s.name] = Inbox(s.name, sock, s)
+            elif s.type in SENDING:
                 box = codec.IdOutbox if self.eo else codec.Outbox
-                out = box(s["name"], sock, s["codec"], int(s["batch"]), s.get("topic"))
-                out.stride = int(self.spec.get("sources") or 1)
+                out = box(s.name, sock, s.codec, s.batch, s.topic)
+                out.stride = self.spec.sources
                 out.blocked = self._send_blocked
                 sock.setsockopt(zmq.SNDTIMEO, 100)  # a blocked send still hears STOP
                 self.outboxes.append(out)
-            elif s["type"] in ("REP", "ROUTER") and self.spec["shape"] == "service":
-                self.inboxes[s["name"]] = Inbox(s["name"], sock, s)
-            if s.get("probe"):
+            elif s.type in ("REP", "ROUTER") and self.spec.shape == "service":
+                self.inboxes[s.name] = Inbox(s.name, sock, s)
+            if s.probe:
                 self.probe_socks.append(sock)
         self.inboxes_by_sock = {b.sock: b for b in self.inboxes.values()}
         self.context.sockets = dict(self.sockets)
@@ -454,19 +455,19 @@ class Node:
         why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         err = DecodeError(f"cannot decode a {len(frame)}-byte frame on socket {box.name!r} "
                           f"({box.codec}): {why}")
-        if self.spec.get("on_error", "fail") == "fail":
+        if self.spec.on_error == "fail":
             raise NodeFailure("decode", str(err), socket=box.name) from None
         self.record_error(frame, err)
 
     def record_error(self, record: Any, exc: BaseException) -> None:
         """on_error: fail re-raises; skip counts; dead-letter counts and appends a JSON line."""
-        policy = self.spec.get("on_error", "fail")
+        policy = self.spec.on_error
         if policy == "fail":
             raise exc
         self.errors += 1
         if policy == "dead-letter" and self.dead_letter:
             line = {
-                "node": self.spec["node"], "replica": self.spec["replica"],
+                "node": self.spec.node, "replica": self.spec.replica,
                 "record": record if isinstance(record, (str, int, float, list, dict, bool))
                 else repr(record),
                 "error": f"{type(exc).__name__}: {exc}",
@@ -486,7 +487,7 @@ class Node:
 
     # -- shapes ----------------------------------------------------------------------------
     def run(self, target: Any) -> Any:
-        shape = self.spec["shape"]
+        shape = self.spec.shape
         params = self.context.params
         is_class = inspect.isclass(target)
         if shape == "source":
@@ -510,9 +511,8 @@ class Node:
             self.send(P.TOTAL, n=total)
             # a short stream is cut into enough frames to reach every receiving replica
             # (PUSH balances per frame): at least 4 frames per receiver, never over `batch`
-            specs = {x["name"]: x for x in self.spec["sockets"]}
             for o in outs:
-                fair = total // (4 * max(1, specs[o.name].get("receivers", 1)))
+                fair = total // (4 * max(1, self.spec.socket(o.name).peer_replicas))
                 o.batch = max(1, min(o.batch, fair))
         it = iter(iterable)
         # Adaptive chunks: a fast source grows to full frames; a slow one (a chunk taking over
@@ -553,10 +553,10 @@ class Node:
         if hasattr(iterable, "__len__"):
             self.send(P.TOTAL, n=len(iterable))
         outs: list[codec.IdOutbox] = self.outboxes  # type: ignore[assignment]
-        stride = int(self.spec.get("sources") or 1)
-        index = int(self.spec.get("source_index") or 0)
-        window = int(self.spec.get("window") or 20000)
-        lease = float(self.spec.get("lease") or 5.0)
+        stride = self.spec.sources
+        index = self.spec.source_index
+        window = self.spec.window
+        lease = self.spec.lease
         step = max([o.batch for o in outs] + [1])
         unacked = self.unacked
         it = iter(iterable)
@@ -655,7 +655,7 @@ class Node:
         outs = self.outboxes
         sink = not outs
         cur: list[Any] = [None]
-        tolerant = self.spec.get("on_error", "fail") != "fail"
+        tolerant = self.spec.on_error != "fail"
 
         def apply(recs: list[Any]) -> None:
             produced: list[Any] = []
@@ -774,10 +774,10 @@ class Node:
     def custom_end_markers(self) -> None:
         """A custom node's PUB sockets end their subscribers' streams when it returns."""
         frame = codec.control_frame("eos", self.id)
-        for x in self.spec["sockets"]:
-            if x["type"] in ("PUB", "XPUB") and x.get("zflow_peers") and not x.get("send_on_end"):
-                self.sockets[x["name"]].send(frame)
-                self.eos_socks.append(self.sockets[x["name"]])
+        for x in self.spec.sockets:
+            if x.type in ("PUB", "XPUB") and x.zflow_peers and not x.send_on_end:
+                self.sockets[x.name].send(frame)
+                self.eos_socks.append(self.sockets[x.name])
 
     def finish_stream(self, end: Any) -> None:
         """End of stream: end hook, flush, end markers, send_on_end, then report totals."""
@@ -800,15 +800,14 @@ class Node:
                     o.extend(list(value))
             elif isinstance(value, dict):
                 result = value
-        specs = {x["name"]: x for x in self.spec["sockets"]}
         for o in self.outboxes:
             o.flush()
-            spec = specs[o.name]
-            if o.sock.type in (zmq.PUB, zmq.XPUB) and spec.get("zflow_peers"):
+            spec = self.spec.socket(o.name)
+            if o.sock.type in (zmq.PUB, zmq.XPUB) and spec.zflow_peers:
                 o.end_marker(self.id, zf=True)
                 self.eos_socks.append(o.sock)
-            elif o.codec != "msgpack" and not spec.get("zflow_peers"):
-                for _ in range(max(1, int(spec.get("receivers") or 1))):
+            elif o.codec != "msgpack" and not spec.zflow_peers:
+                for _ in range(max(1, spec.peer_replicas)):
                     o.end_marker(self.id, zf=False)  # plain programs read an empty message
         for sock, word in self.control_out:
             sock.send(word)
@@ -864,7 +863,7 @@ class SocketIO:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.codecs = {s["name"]: s["codec"] for s in node.spec["sockets"]}
+        self.codecs = {s.name: s.codec for s in node.spec.sockets}
         self.counts = node.custom_counts
         self.held: dict[str, collections.deque] = {}  # records of a frame not yet returned
 
@@ -877,7 +876,7 @@ class SocketIO:
         try:
             return self.node.sockets[name]
         except KeyError:
-            raise KeyError(f"node {self.node.spec['node']!r} has no socket {name!r}") from None
+            raise KeyError(f"node {self.node.spec.node!r} has no socket {name!r}") from None
 
     def _batched(self, sock: zmq.Socket, name: str) -> bool:
         """Pipeline sockets between zflow nodes carry msgpack *frames* (lists of records)."""
@@ -948,11 +947,11 @@ class SocketIO:
 
 def main() -> int:
     _die_with_parent()
-    spec = json.loads(os.environ[P.ENV_SPEC])
+    spec = ReplicaSpec.from_json(os.environ[P.ENV_SPEC])
     try:
         import setproctitle
 
-        setproctitle.setproctitle(f"zflow: {spec['topology']} {spec['id']}")
+        setproctitle.setproctitle(spec.title)
     except ImportError:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
@@ -965,15 +964,15 @@ def main() -> int:
     code = 0
     try:
         node.send(P.HELLO, pid=os.getpid())
-        target = resolve_target(spec["target"])
-        check_params(target, spec["shape"], spec.get("params") or {})
+        target = resolve_target(spec.target or "")
+        check_params(target, spec.shape, spec.params)
         node.send(P.BOUND, endpoints=node.build_sockets())
         node.wait_control(lambda: node.connected)
         node.wait_control(node.subscribed)
         node.send(P.READY)
         node.wait_control(lambda: node.started)
         value = node.run(target)
-        if spec["shape"] == "custom":
+        if spec.shape == "custom":
             node.custom_end_markers()
         if not node.finished_sent:
             # custom nodes return; a stop_on message or zflow's stop ends a stream early
@@ -989,7 +988,7 @@ def main() -> int:
         code = 1
     except NodeFailure as f:
         node.send(P.FATAL, phase=f.phase, message=str(f), **f.extra)
-        code = 3 if f.phase in ("import", "bind", "connect") else 1
+        code = P.exit_code_for(f.phase)
         if f.extra.get("traceback"):
             sys.stderr.write(f.extra["traceback"])
     except Exception as e:  # noqa: BLE001 - report the user's crash to the supervisor
