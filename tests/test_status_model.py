@@ -9,8 +9,6 @@ import pytest
 
 from zflow.status.demo import FakeClock, feed, squares_model
 from zflow.status.model import (
-    STATES,
-    TRANSITIONS,
     EdgeInfo,
     Ewma,
     NodeInfo,
@@ -19,10 +17,27 @@ from zflow.status.model import (
 )
 
 
-def test_state_machine_documented_and_closed() -> None:
-    assert set(TRANSITIONS) == set(STATES)
-    for targets in TRANSITIONS.values():
-        assert set(targets) <= set(STATES)
+def test_views_hear_each_recorded_fact_once() -> None:
+    m = squares_model()
+    heard: list[tuple] = []
+
+    class Listener:
+        def event(self, kind: str, **fields: object) -> None:
+            heard.append((kind, fields.get("state") or fields.get("message")))
+
+        def log(self, node: str, replica: int, stream: str, line: str) -> None:
+            heard.append(("log", line))
+
+    m.subscribe(Listener())
+    m.replica_state("worker", 0, "running")
+    m.replica_state("worker", 0, "running")  # no change: nothing to tell
+    m.error("boom")
+    m.log("worker", 0, "stdout", "hello")
+    m.replica_restart("worker", 0, delay=0.1, code=1, attempt=1)
+    assert heard == [("state", "running"), ("error", "boom"), ("log", "hello"),
+                     ("restart", None)]
+    assert m.errors == ["boom"]
+    assert m.replicas["worker"][0].restarts == 1
 
 
 def test_unknown_states_rejected() -> None:
@@ -171,7 +186,7 @@ def test_node_state_aggregation() -> None:
     assert node_state(["running", "restarting"]) == "restarting"
     assert node_state(["ready", "running"]) == "running"
     assert node_state(["starting", "ready"]) == "starting"
-    assert node_state(["draining", "stopped"]) == "draining"
+    assert node_state(["finished", "stopped"]) == "finished"
     assert node_state(["stopped"] * 2) == "stopped"
 
 

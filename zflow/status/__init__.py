@@ -3,7 +3,6 @@
 from zflow.status.model import (
     OVERALL_STATES,
     STATES,
-    TRANSITIONS,
     EdgeInfo,
     NodeInfo,
     StatusModel,
@@ -14,7 +13,6 @@ __all__ = [
     "MODES",
     "OVERALL_STATES",
     "STATES",
-    "TRANSITIONS",
     "EdgeInfo",
     "NodeInfo",
     "StatusModel",

@@ -4,25 +4,12 @@ The supervisor feeds it (states, counters, process stats, log lines) from one th
 read it to draw the live screen, the plain lines, the JSON stats and the final summary. It does
 no I/O and never blocks, so feeding it costs the message-routing loop almost nothing.
 
-Replica state machine (``STATES``)::
+Replica states are the runtime's own (``zflow.runtime.states``: the state machine, its diagram and
+what each state means); the model records what the runtime reports and rejects unknown names.
 
-    starting ──► ready ──► running ──► draining ──► stopped
-        │          │          │           │
-        └──────────┴────┬─────┴───────────┘
-                        ▼
-                     failed ──► restarting ──► starting ...
-
-- ``starting``: process spawned, sockets not yet bound/connected (before the readiness barrier).
-- ``ready``: sockets bound/connected (SUBs subscribed); waiting for the barrier to open.
-- ``running``: the barrier opened; the replica is moving records.
-- ``draining``: its input stream ended; flushing outputs and running ``end()``.
-- ``stopped``: exited cleanly (code 0) — also reached straight from any live state on shutdown.
-- ``failed``: exited non-zero, crashed, or could not start.
-- ``restarting``: the restart policy allows another attempt; waiting out the back-off, then
-  ``starting`` again. A replica that exhausts its policy stays ``failed``.
-
-``TRANSITIONS`` lists these; the model records whatever the supervisor reports (the supervisor is
-the source of truth) and only rejects unknown state names.
+The runtime writes each fact once, here; views subscribe (``subscribe``) and are told of each
+state change, error, restart and log line as it is recorded, so the model and what is shown
+cannot disagree.
 
 Counters are cumulative per replica slot (the supervisor keeps them monotonic across restarts), so
 the model can derive rates from deltas and never double-counts a late report.
@@ -37,25 +24,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-STATES = ("starting", "ready", "running", "draining", "stopped", "failed", "restarting")
-
-#: Allowed replica transitions (documentation and tests; the model does not enforce them).
-TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "starting": ("ready", "running", "stopped", "failed"),
-    "ready": ("running", "draining", "stopped", "failed"),
-    "running": ("draining", "stopped", "failed"),
-    "draining": ("stopped", "failed"),
-    "stopped": ("restarting",),
-    "failed": ("restarting",),
-    "restarting": ("starting", "stopped", "failed"),
-}
+from zflow.runtime.states import STATES, UP  # the one vocabulary of replica states
 
 OVERALL_STATES = (
     "starting", "running", "draining", "stopping", "completed", "failed", "interrupted",
 )
 
 #: replica states that count as "up" in the ready/total column
-LIVE_STATES = frozenset({"ready", "running", "draining"})
+LIVE_STATES = frozenset(s.value for s in UP)
 
 #: socket types whose every subscriber gets a copy: sent and received are not comparable
 FANOUT_TYPES = frozenset({"PUB", "XPUB", "RADIO"})
@@ -274,7 +250,7 @@ def node_state(states: Iterable[str]) -> str:
             return s
     if len(c) == 1:
         return next(iter(c))
-    for s in ("starting", "running", "draining", "ready"):
+    for s in ("starting", "bound", "connecting", "running", "finished", "ready"):
         if c[s]:
             return s
     return "stopped"
@@ -313,6 +289,9 @@ class StatusModel:
         #: on_error: dead-letter nodes that wrote records: node → {"path", "records"}
         self.dead_letters: dict[str, dict[str, Any]] = {}
         self.logs: deque[LogLine] = deque(maxlen=LOG_LINES)
+        #: every error message reported during the run, in order
+        self.errors: list[str] = []
+        self._listeners: list[Any] = []
         self.replicas: dict[str, list[Replica]] = {
             n.name: [Replica(n.name, i, self.started_at, since=self.started_at)
                      for i in range(n.replicas)]
@@ -394,6 +373,21 @@ class StatusModel:
             self.nodes[node].replicas = len(reps)
         return reps[replica]
 
+    # -- listeners -------------------------------------------------------------------------
+    def subscribe(self, listener: Any) -> None:
+        """`listener.event(kind, **fields)` and `listener.log(node, replica, stream, line)` are
+        called as facts are recorded (the views)."""
+        self._listeners.append(listener)
+
+    def announce(self, kind: str, **fields: Any) -> None:
+        """An event with nothing to record beyond telling the views (the run's overall state)."""
+        for x in self._listeners:
+            x.event(kind, **fields)
+
+    def error(self, message: str) -> None:
+        self.errors.append(message)
+        self.announce("error", message=message)
+
     # -- feeding ---------------------------------------------------------------------------
     def set_overall(self, state: str) -> None:
         if state not in OVERALL_STATES:
@@ -411,7 +405,8 @@ class StatusModel:
         if state not in STATES:
             raise ValueError(f"unknown replica state {state!r}")
         r = self._replica(node, replica)
-        if state != r.state:
+        changed = state != r.state
+        if changed:
             r.since = self.clock()
             if state == "running" and r.running_since is None:
                 r.running_since = r.since
@@ -419,6 +414,8 @@ class StatusModel:
             r.exited, r.exit_code = False, None
         r.state = state
         r.detail = detail
+        if changed:
+            self.announce("state", node=node, replica=replica, state=state, detail=detail)
 
     def replica_counters(
         self,
@@ -461,11 +458,16 @@ class StatusModel:
         r.exit_code, r.exited = code, True
         r.cpu = None
 
-    def replica_restart(self, node: str, replica: int) -> None:
+    def replica_restart(self, node: str, replica: int, *, delay: float | None = None,
+                        code: int | None = None, attempt: int | None = None) -> None:
         self._replica(node, replica).restarts += 1
+        self.announce("restart", node=node, replica=replica, delay=delay, code=code,
+                      attempt=attempt)
 
     def log(self, node: str, replica: int, stream: str, line: str) -> None:
         self.logs.append(LogLine(self.elapsed(), node, replica, stream, line))
+        for x in self._listeners:
+            x.log(node, replica, stream, line)
 
     def set_result(self, node: str, result: dict[str, Any]) -> None:
         self.results[node] = result

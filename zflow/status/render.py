@@ -16,7 +16,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from zflow.status.model import NodeTotals, Replica, StatusModel
+from zflow.status.model import LIVE_STATES, NodeTotals, Replica, StatusModel
 
 #: (rich style, ANSI SGR code) pairs; no red, which means errors
 PALETTE: tuple[tuple[str, str], ...] = (
@@ -34,8 +34,11 @@ PALETTE: tuple[tuple[str, str], ...] = (
 
 STATE_STYLE = {
     "starting": "yellow",
+    "bound": "yellow",
+    "connecting": "yellow",
     "ready": "cyan",
     "running": "green",
+    "finished": "blue",
     "draining": "blue",
     "stopped": "dim",
     "failed": "bold red",
@@ -147,7 +150,7 @@ def _replica_row(model: StatusModel, r: Replica) -> list[RenderableType]:
     return [
         Text(f"  .{r.index}", style="dim"),
         state,
-        "1/1" if r.state in ("ready", "running", "draining") else "0/1",
+        "1/1" if r.state in LIVE_STATES else "0/1",
         fmt_count(r.msgs("in", exclude=model.control_sockets(r.node))),
         fmt_count(r.msgs("out", exclude=model.control_sockets(r.node))),
         fmt_rate(model.replica_rate(r)),
