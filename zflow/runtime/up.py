@@ -16,6 +16,7 @@ def status_for(plan: Plan, mode: str, per_replica: bool, log_dir: str | None) ->
 
     model = StatusModel.from_plan(plan)
     view = make_view(mode, model, sys.stdout, per_replica=per_replica, log_dir=log_dir)
+    model.subscribe(view)  # the runtime writes the model; the view hears of each fact from it
     return model, view
 
 

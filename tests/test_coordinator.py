@@ -1,0 +1,571 @@
+"""The coordinator driven by scripted histories: barrier, end of stream, exits, restarts, stop.
+
+No sockets and no processes (tests/coordinator_script.py). Each test is a history a real run
+produced or could produce; the edge cases are the ones end-to-end runs found.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from coordinator_script import PIPELINE, Script
+
+from zflow import exitcodes
+from zflow.runtime import protocol as P
+
+PUBSUB = """
+    version: 1
+    name: ps
+    nodes:
+      pub:
+        run: m:numbers
+        sockets:
+          out: {type: PUB, bind: auto}
+      sub:
+        run: m:Sink
+        replicas: 2
+        sockets:
+          inp: {type: SUB, connect: pub.out, subscribe: ""}
+"""
+
+EXACTLY_ONCE = PIPELINE.replace("name: pipe", "name: pipe\n    delivery: exactly-once")
+
+
+def running(tmp_path, text: str = PIPELINE, **opts) -> Script:
+    s = Script(tmp_path, text, **opts).start()
+    s.barrier()
+    s.sent()
+    return s
+
+
+# -- the barrier ---------------------------------------------------------------------------------
+def test_nobody_connects_until_everyone_has_bound(tmp_path) -> None:
+    s = Script(tmp_path, PIPELINE).start()
+    assert [spec.id for spec in s.launcher.specs] == ["src.0", "mid.0", "mid.1", "sink.0"]
+    for rid in ["src.0", "mid.0", "mid.1"]:
+        s.say(rid, P.BOUND, endpoints={})
+    s.tick()
+    assert s.sent_kinds(P.CONNECT) == []
+    s.say("sink.0", P.BOUND, endpoints={"inp": "ipc:///x/sink.0.inp"})
+    s.tick()
+    sent = s.sent()
+    connects = {rid: f["endpoints"] for rid, k, f in sent if k == P.CONNECT}
+    assert set(connects) == {"src.0", "mid.0", "mid.1", "sink.0"}
+    # the endpoint the sink reported is where the transforms connect
+    assert connects["mid.0"]["out"] == ["ipc:///x/sink.0.inp"]
+    assert s.state("mid.0") == "connecting"
+
+
+def test_start_only_when_every_replica_is_ready(tmp_path) -> None:
+    s = Script(tmp_path, PIPELINE).start()
+    for rid in s.python_replicas():
+        s.say(rid, P.BOUND, endpoints={})
+    s.tick()
+    for rid in ["src.0", "mid.0", "mid.1"]:
+        s.say(rid, P.READY)
+    s.tick()
+    assert s.sent_kinds(P.START) == []
+    assert s.model.overall == "starting"
+    s.say("sink.0", P.READY)
+    s.tick()
+    assert sorted(s.sent_kinds(P.START)) == ["mid.0", "mid.1", "sink.0", "src.0"]
+    assert s.model.overall == "running"
+    assert all(s.state(r) == "running" for r in s.python_replicas())
+
+
+def test_ready_before_connect_is_ignored(tmp_path) -> None:
+    """A replica cannot be ready before it was told where to connect: such a message is out of
+    order (or forged) and must not open the barrier."""
+    s = Script(tmp_path, PIPELINE).start()
+    for rid in s.python_replicas():
+        s.say(rid, P.READY)
+    s.tick()
+    assert s.sent_kinds(P.START) == []
+    assert s.state("src.0") == "starting"
+
+
+def test_publishers_probe_until_subscribers_are_ready(tmp_path) -> None:
+    s = Script(tmp_path, PUBSUB).start()
+    for rid in s.python_replicas():
+        s.say(rid, P.BOUND, endpoints={})
+    s.tick()
+    probes = [(rid, f["on"]) for rid, k, f in s.sent() if k == P.PROBE]
+    assert ("pub.0", True) in probes
+    spec = {x.id: x for x in s.launcher.specs}
+    assert spec["sub.1"].socket("inp").probes_from == ["pub.0"]
+    assert spec["pub.0"].socket("out").probe is True
+
+
+def test_start_timeout_names_who_is_not_ready(tmp_path) -> None:
+    s = Script(tmp_path, PIPELINE, start_timeout=30.0).start()
+    for rid in ["src.0", "mid.0", "mid.1"]:
+        s.say(rid, P.BOUND, endpoints={})
+    s.tick(29.0)
+    assert s.coord.code is None
+    s.tick(2.0)
+    assert s.coord.code == exitcodes.START_FAILED
+    assert "not ready after 30s" in s.coord.message
+    assert "sink.0" in s.coord.message and "src.0" in s.coord.message
+
+
+def test_spawn_failure_is_a_start_failure_and_spawns_no_more(tmp_path) -> None:
+    s = Script(tmp_path, PIPELINE)
+    s.launcher.fail["mid.0"] = "cannot run 'x': No such file or directory"
+    s.start()
+    assert [spec.id for spec in s.launcher.specs] == ["src.0"]
+    assert s.coord.code == exitcodes.START_FAILED
+    assert s.coord.message == "mid.0: cannot run 'x': No such file or directory"
+    assert s.state("mid.0") == "failed"
+
+
+def test_fatal_at_import_is_exit_3_and_not_restarted(tmp_path) -> None:
+    s = Script(tmp_path, PIPELINE).start()
+    s.say("mid.1", P.FATAL, phase="import", message="cannot import module 'm'")
+    s.exit("mid.1", 3)
+    s.tick()
+    assert s.coord.code == exitcodes.START_FAILED
+    assert s.coord.message == "mid.1: cannot import module 'm'"
+    assert len(s.launcher.specs) == 4  # no second incarnation
+    assert sorted(s.sent_kinds(P.STOP)) == ["mid.0", "sink.0", "src.0"]
+
+
+# -- end of stream, count groups ---------------------------------------------------------------
+def test_receivers_end_exactly_when_everything_sent_has_arrived(tmp_path) -> None:
+    s = running(tmp_path)
+    s.finish("src.0", out=[0, 100, 0, 900])
+    s.tick()
+    assert sorted(rid for rid, k, f in s.sent() if k == P.DRAIN) == ["mid.0", "mid.1"]
+    s.say("mid.0", P.COUNT, socket="inp", n=60)
+    s.say("mid.1", P.COUNT, socket="inp", n=39)
+    s.tick(0.1)
+    assert s.sent_kinds(P.INPUT_END) == []  # 99 of 100: not yet
+    s.say("mid.1", P.COUNT, socket="inp", n=40)
+    s.tick(0.1)
+    ends = [(rid, f) for rid, k, f in s.sent() if k == P.INPUT_END]
+    assert ends == [("mid.0", {"socket": "inp", "expected": 100}),
+                    ("mid.1", {"socket": "inp", "expected": 100})]
+
+
+def test_received_counts_every_receiver_replica(tmp_path) -> None:
+    """Replica 0's count matters as much as the others'."""
+    s = running(tmp_path)
+    s.finish("src.0", out=[0, 100, 0, 0])
+    s.tick()
+    s.say("mid.1", P.COUNT, socket="inp", n=100)
+    s.tick(0.1)
+    assert s.sent_kinds(P.INPUT_END) == ["mid.0", "mid.1"]
+    s2 = running(tmp_path)
+    s2.finish("src.0", out=[0, 100, 0, 0])
+    s2.tick()
+    s2.say("mid.0", P.COUNT, socket="inp", n=99)
+    s2.tick(0.1)
+    assert s2.sent_kinds(P.INPUT_END) == []
+
+
+def test_counts_never_go_backwards(tmp_path) -> None:
+    s = running(tmp_path)
+    s.say("mid.0", P.COUNT, socket="inp", n=50)
+    s.say("mid.0", P.COUNT, socket="inp", n=20)  # a late report, overtaken
+    assert s.coord.slots["mid.0"].counters.total("inp", 0) == 50
+
+
+def test_the_next_stage_ends_on_its_own_count(tmp_path) -> None:
+    s = running(tmp_path)
+    s.finish("src.0", out=[0, 10, 0, 0])
+    s.say("mid.0", P.COUNT, socket="inp", n=4)
+    s.say("mid.1", P.COUNT, socket="inp", n=6)
+    s.tick()
+    s.sent()
+    s.tick()
+    s.finish("mid.0", inp=[4, 0, 0, 0], out=[0, 4, 0, 0])
+    s.tick()
+    assert s.sent_kinds(P.DRAIN) == []  # the sink's senders are not all finished
+    s.finish("mid.1", inp=[6, 0, 0, 0], out=[0, 5, 0, 0])  # one record filtered out
+    s.tick()
+    assert s.sent_kinds(P.DRAIN) == ["sink.0"]
+    s.say("sink.0", P.COUNT, socket="inp", n=9)
+    s.tick()
+    ends = [(rid, f["expected"]) for rid, k, f in s.sent() if k == P.INPUT_END]
+    assert ends == [("sink.0", 9)]
+
+
+def test_a_stall_ends_the_stream_and_says_what_was_lost(tmp_path) -> None:
+    s = running(tmp_path, drain_timeout=5.0)
+    s.finish("src.0", out=[0, 100, 0, 0])
+    s.tick()
+    s.say("mid.0", P.COUNT, socket="inp", n=50)
+    s.say("mid.1", P.COUNT, socket="inp", n=40)
+    s.tick()
+    s.tick(3.0)
+    s.say("mid.0", P.COUNT, socket="inp", n=50, idle=True)
+    s.say("mid.1", P.COUNT, socket="inp", n=40, idle=True)
+    s.tick(3.0)  # 6 s without progress, both idle since
+    assert s.coord.streams.lost == 10
+    assert any("10 of 100 records sent to mid.inp never arrived" in e for e in s.model.errors)
+    assert s.sent_kinds(P.INPUT_END) == ["mid.0", "mid.1"]
+
+
+def test_no_stall_while_a_receiver_is_busy(tmp_path) -> None:
+    """A receiver working through a slow frame says nothing: that is not a stall."""
+    s = running(tmp_path, drain_timeout=5.0)
+    s.finish("src.0", out=[0, 100, 0, 0])
+    s.tick()
+    s.say("mid.0", P.COUNT, socket="inp", n=50)
+    s.say("mid.1", P.COUNT, socket="inp", n=40)
+    s.tick()
+    s.tick(1.0)
+    s.say("mid.0", P.COUNT, socket="inp", n=50, idle=True)  # mid.1 stays busy
+    s.tick(10.0)
+    assert s.sent_kinds(P.INPUT_END) == []
+    assert s.model.errors == []
+
+
+def test_no_stall_before_the_drain_timeout(tmp_path) -> None:
+    s = running(tmp_path, drain_timeout=5.0)
+    s.finish("src.0", out=[0, 100, 0, 0])
+    s.tick()
+    s.tick(1.0)
+    s.say("mid.0", P.COUNT, socket="inp", n=10, idle=True)
+    s.say("mid.1", P.COUNT, socket="inp", n=10, idle=True)
+    s.tick(3.0)
+    assert s.sent_kinds(P.INPUT_END) == []
+
+
+def test_run_completes_when_every_replica_finished(tmp_path) -> None:
+    s = running(tmp_path)
+    for rid in ["src.0", "mid.0", "mid.1"]:
+        s.finish(rid)
+    s.tick()
+    assert s.coord.code is None
+    s.finish("sink.0", inp=[0, 0, 0, 0])
+    s.tick()
+    assert s.coord.code == exitcodes.OK
+    assert sorted(s.sent_kinds(P.STOP)) == ["mid.0", "mid.1", "sink.0", "src.0"]
+    for rid in s.python_replicas():
+        s.exit(rid, 0)
+    s.tick()
+    assert s.coord.done
+    assert s.coord.finish() == exitcodes.OK
+    assert s.model.overall == "completed"
+    assert all(s.state(r) == "stopped" for r in s.python_replicas())
+
+
+def test_sink_result_reaches_the_model(tmp_path) -> None:
+    s = running(tmp_path)
+    s.say("sink.0", P.FINISHED, s={"inp": [5, 0, 50, 0]}, e=0, result={"sum": 42})
+    assert s.model.results == {"sink": {"sum": 42}}
+    assert s.state("sink.0") == "finished"
+
+
+# -- late joiners and restarts ----------------------------------------------------------------
+def test_restarted_receiver_joins_an_ending_stream(tmp_path) -> None:
+    s = running(tmp_path)
+    s.finish("src.0", out=[0, 100, 0, 0])
+    s.tick()
+    s.sent()
+    s.exit("mid.1", -9)  # SIGKILL: no last message, no wait
+    s.tick()
+    assert s.state("mid.1") == "restarting"
+    s.tick(0.2)
+    assert [x.id for x in s.launcher.specs][-1] == "mid.1"
+    assert s.launcher.specs[-1].incarnation == 2
+    s.say("mid.1", P.BOUND, endpoints={})
+    s.tick()
+    assert s.sent_kinds(P.CONNECT) == ["mid.1"]
+    s.say("mid.1", P.READY)
+    s.tick()
+    sent = s.sent()
+    assert ("mid.1", P.START, {}) in sent
+    assert ("mid.1", P.DRAIN, {"socket": "inp"}) in sent  # the count is on: report as you go
+
+
+def test_restarted_replica_is_told_an_input_that_already_ended(tmp_path) -> None:
+    s = running(tmp_path)
+    s.finish("src.0", out=[0, 10, 0, 0])
+    s.tick()
+    s.say("mid.0", P.COUNT, socket="inp", n=10)
+    s.tick()
+    s.sent()
+    s.exit("mid.0", -9)
+    s.tick(0.2)
+    s.say("mid.0", P.BOUND, endpoints={})
+    s.tick()
+    s.say("mid.0", P.READY)
+    s.tick()
+    assert ("mid.0", P.INPUT_END, {"socket": "inp", "expected": None}) in s.sent()
+
+
+def test_late_subscriber_is_told_its_publishers_already_ended(tmp_path) -> None:
+    s = running(tmp_path, PUBSUB)
+    s.finish("pub.0", out=[0, 5, 0, 0])
+    s.exit("sub.1", -9)
+    s.tick(0.2)
+    s.say("sub.1", P.BOUND, endpoints={})
+    s.tick()
+    assert ("sub.1", P.CONNECT, {"endpoints": {"inp": [s.plan.bind_endpoint("pub", 0, "out")]}}
+            ) in s.sent()
+    s.say("sub.1", P.READY)
+    s.tick()
+    sent = s.sent()
+    assert ("sub.1", P.INPUT_END, {"socket": "inp", "expected": None}) in sent
+    assert ("pub.0", P.PROBE, {"on": False}) in sent
+
+
+def test_restarted_subscriber_makes_publishers_probe_again(tmp_path) -> None:
+    s = running(tmp_path, PUBSUB)
+    s.exit("sub.0", -9)
+    s.tick(0.2)
+    assert ("pub.0", P.PROBE, {"on": True}) in s.sent()
+
+
+def test_counters_of_past_incarnations_add_up(tmp_path) -> None:
+    s = running(tmp_path)
+    s.say("mid.0", P.STATS, s={"inp": [30, 30, 300, 300]}, e=2)
+    s.exit("mid.0", -9)
+    s.tick(0.2)
+    s.say("mid.0", P.STATS, s={"inp": [5, 5, 50, 50]}, e=1)
+    slot = s.coord.slots["mid.0"]
+    assert slot.counters.total("inp", 0) == 35
+    assert slot.counters.all_errors == 3
+    r = s.model.replicas["mid"][0]
+    assert r.sockets["inp"] == (35, 35, 350, 350) and r.errors == 3
+
+
+def test_stale_messages_of_a_dead_incarnation_are_ignored(tmp_path) -> None:
+    s = running(tmp_path)
+    old = s.coord.slots["mid.0"].identity
+    s.exit("mid.0", -9)
+    s.tick(0.2)
+    s.coord.received(old, P.pack(P.FINISHED, s={"inp": [99, 0, 0, 0]}, e=0), s.now)
+    assert not s.coord.slots["mid.0"].finished
+    assert s.coord.slots["mid.0"].counters.total("inp", 0) == 0
+
+
+def test_backoff_doubles_and_the_crash_loop_comes_after_max_restarts(tmp_path) -> None:
+    s = running(tmp_path)  # mid: max_restarts 2, backoff 0.1 … 0.3
+    delays = []
+    for _ in range(2):
+        s.exit("mid.0", 1)
+        s.tick(0.6)  # past the wait for a last message, then past the back-off
+        delays.append(s.coord.slots["mid.0"].restart_at)
+        s.tick(0.5)
+    assert s.coord.code is None
+    restarts = [e for e in s.model.replicas["mid"][0].__dict__.items() if e[0] == "restarts"]
+    assert restarts == [("restarts", 2)]
+    s.exit("mid.0", 1)
+    s.tick(0.6)
+    assert s.coord.code == exitcodes.FAILED
+    assert "mid.0 is crash-looping: 3 failures within 60s (last exit code 1)" in s.coord.message
+
+
+def test_restart_delays_follow_the_backoff(tmp_path) -> None:
+    heard = []
+
+    class Listener:
+        def event(self, kind, **f):
+            if kind == "restart":
+                heard.append((f["delay"], f["attempt"]))
+
+        def log(self, *a):
+            pass
+
+    s = running(tmp_path)
+    s.model.subscribe(Listener())
+    for _ in range(2):
+        s.exit("mid.1", -9)
+        s.tick()
+        s.tick(1.0)
+    assert heard == [(0.1, 1), (0.2, 2)]
+
+
+def test_an_exit_waits_briefly_for_the_last_message(tmp_path) -> None:
+    """The exit can be seen before the FINISHED sent just before it: not a crash."""
+    s = running(tmp_path)
+    s.exit("src.0", 0)
+    s.tick(0.1)
+    assert s.state("src.0") == "running"
+    s.finish("src.0", out=[0, 0, 0, 0])
+    s.tick()
+    assert s.state("src.0") == "stopped"
+    assert s.coord.code is None and s.coord.deaths == 0
+
+
+def test_clean_exit_without_finishing_fails_the_run(tmp_path) -> None:
+    s = running(tmp_path)
+    s.exit("src.0", 0)
+    s.tick(0.6)
+    assert s.coord.code == exitcodes.FAILED
+    assert "src.0 exited (code 0) before its stream ended" in s.coord.message
+
+
+def test_failure_message_quotes_the_reason_and_last_stderr_lines(tmp_path) -> None:
+    s = running(tmp_path, PIPELINE.replace("run: m:Sink", "run: m:Sink\n        restart: \"no\""))
+    s.coord.output("sink.0", "stderr", "Traceback (most recent call last):")
+    s.coord.output("sink.0", "stderr", "ZeroDivisionError: division by zero")
+    s.coord.output("sink.0", "stdout", "not on stderr")
+    s.say("sink.0", P.FATAL, phase="run", message="ZeroDivisionError: division by zero")
+    s.exit("sink.0", 1)
+    s.tick()
+    assert s.coord.code == exitcodes.FAILED
+    assert s.coord.message == (
+        "sink.0 exited with code 1: ZeroDivisionError: division by zero\n"
+        "  last stderr lines:\n"
+        "    Traceback (most recent call last):\n"
+        "    ZeroDivisionError: division by zero")
+
+
+def test_sink_dying_after_its_input_ended_fails_the_run(tmp_path) -> None:
+    s = running(tmp_path)
+    for rid in ["src.0", "mid.0", "mid.1"]:
+        s.finish(rid, out=[0, 0, 0, 0])
+    s.tick()
+    s.tick()
+    assert "sink.inp" in s.coord.streams.ended_inputs
+    s.coord.output("sink.0", "stderr", "MemoryError")
+    s.exit("sink.0", -9)
+    s.tick()
+    assert s.coord.code == exitcodes.FAILED
+    assert s.coord.message.startswith("sink.0 exited with code -9 after its input ended")
+    assert "MemoryError" in s.coord.message
+    assert len([x for x in s.launcher.specs if x.id == "sink.0"]) == 1
+
+
+def test_transform_dying_after_its_input_ended_restarts(tmp_path) -> None:
+    s = running(tmp_path)
+    s.finish("src.0", out=[0, 0, 0, 0])
+    s.tick()
+    s.tick()
+    assert "mid.inp" in s.coord.streams.ended_inputs
+    s.exit("mid.0", -9)
+    s.tick()
+    assert s.coord.code is None
+    assert s.state("mid.0") == "restarting"
+
+
+def test_restart_no_fails_at_the_first_crash(tmp_path) -> None:
+    s = running(tmp_path, PIPELINE.replace("max_restarts: 2", "restart: \"no\""))
+    s.exit("mid.0", -11)
+    s.tick()
+    assert s.coord.code == exitcodes.FAILED
+    assert s.coord.message.startswith("mid.0 exited with code -11")
+
+
+# -- exactly-once -----------------------------------------------------------------------------
+def test_acks_go_back_to_the_source_that_numbered_them(tmp_path) -> None:
+    text = EXACTLY_ONCE.replace("run: m:source", "run: m:source\n        replicas: 2")
+    s = running(tmp_path, text)
+    spec = {x.id: x for x in s.launcher.specs}
+    assert (spec["src.0"].source_index, spec["src.1"].source_index) == (0, 1)
+    assert spec["src.0"].sources == 2
+    s.say("sink.0", P.ACK, r=[5, 3])
+    s.say("sink.0", P.ACK, ids=[0, 1, 2, 3, 7])
+    sent = [(rid, f) for rid, k, f in s.sent() if k == P.ACK]
+    assert sent == [("src.1", {"r": [5, 3]}), ("src.0", {"ids": [0, 2]}),
+                    ("src.1", {"ids": [1, 3, 7]})]
+
+
+def test_a_death_makes_sources_resend(tmp_path) -> None:
+    s = running(tmp_path, EXACTLY_ONCE)
+    s.exit("mid.0", -9)
+    s.tick()
+    assert s.sent_kinds(P.RESEND) == ["src.0"]
+
+
+def test_a_dead_exactly_once_sink_fails_the_run(tmp_path) -> None:
+    s = running(tmp_path, EXACTLY_ONCE)
+    s.exit("sink.0", -9)
+    s.tick()
+    assert s.coord.code == exitcodes.FAILED
+    assert "exactly-once delivery cannot be kept" in s.coord.message
+
+
+def test_exactly_once_ends_streams_once_sources_finish(tmp_path) -> None:
+    s = running(tmp_path, EXACTLY_ONCE)
+    s.finish("src.0", out=[0, 100, 0, 0])  # every record acknowledged by the sink
+    s.tick()
+    assert sorted(s.sent_kinds(P.INPUT_END)) == ["mid.0", "mid.1", "sink.0"]
+
+
+def test_low_water_mark_goes_to_the_sinks(tmp_path) -> None:
+    s = running(tmp_path, EXACTLY_ONCE)
+    s.say("src.0", P.LOW, id=1234)
+    assert [(r, f) for r, k, f in s.sent() if k == P.LOW] == [("sink.0", {"id": 1234})]
+
+
+# -- stopping ---------------------------------------------------------------------------------
+def test_stop_escalates_to_sigterm_then_sigkill(tmp_path) -> None:
+    s = running(tmp_path, grace=3.0)
+    s.coord.interrupt(s.now)
+    assert s.coord.code == exitcodes.INTERRUPTED
+    s.tick()
+    s.tick(1.0)
+    assert s.launcher.signals == []
+    s.tick(1.5)  # over the 2 s drain: SIGTERM
+    assert sorted(s.launcher.signals) == sorted((r, signal.SIGTERM) for r in s.python_replicas())
+    s.launcher.signals.clear()
+    s.tick(2.0)
+    assert s.launcher.signals == []
+    s.tick(1.5)  # over the grace: SIGKILL
+    assert {sig for _, sig in s.launcher.signals} == {signal.SIGKILL}
+
+
+def test_second_interrupt_kills_at_once(tmp_path) -> None:
+    s = running(tmp_path)
+    s.coord.interrupt(s.now)
+    s.tick()
+    s.coord.interrupt(s.now)
+    assert sorted(s.launcher.signals) == sorted((r, signal.SIGKILL) for r in s.python_replicas())
+    for rid in s.python_replicas():
+        s.exit(rid, -9)
+    s.tick()
+    assert s.coord.done
+    assert s.coord.finish() == exitcodes.INTERRUPTED
+    assert s.model.overall == "interrupted"
+
+
+def test_stop_is_repeated_to_a_replica_that_connects_late(tmp_path) -> None:
+    s = Script(tmp_path, PIPELINE).start()
+    s.coord.interrupt(s.now)
+    s.sent()
+    s.say("mid.1", P.HELLO, pid=1)
+    assert s.sent() == [("mid.1", P.STOP, {"abandon": True})]
+
+
+def test_a_crash_during_the_stop_fails_a_completed_run(tmp_path) -> None:
+    s = running(tmp_path)
+    for rid in s.python_replicas():
+        s.finish(rid)
+    s.tick()
+    assert s.coord.code == exitcodes.OK
+    s.coord.output("sink.0", "stderr", "Segmentation fault")
+    s.exit("sink.0", -11)
+    assert s.coord.code == exitcodes.FAILED
+    assert "sink.0 exited with code -11 at the end" in s.coord.message
+    assert "Segmentation fault" in s.coord.message
+
+
+def test_launcher_failure_stops_the_run(tmp_path) -> None:
+    s = Script(tmp_path, PIPELINE).start()
+    s.coord.launcher_failed("the zflow fork server exited unexpectedly")
+    assert s.coord.code == exitcodes.START_FAILED
+    s2 = running(tmp_path)
+    s2.coord.launcher_failed("the zflow fork server exited unexpectedly")
+    assert s2.coord.code == exitcodes.FAILED
+
+
+# -- hostile or broken control messages --------------------------------------------------------
+@pytest.mark.parametrize("data", [b"", b"\x00garbage", b"\x81\xa1t\xa5stats",  # stats without s
+                                  b"\x82\xa1t\xa3ack\xa3ids\xc0"])  # ids: nil
+def test_malformed_messages_change_nothing(tmp_path, data: bytes) -> None:
+    s = running(tmp_path)
+    s.coord.received(s.coord.slots["mid.0"].identity, data, s.now)
+    s.tick()
+    assert s.coord.code is None
+
+
+def test_unknown_identities_are_ignored(tmp_path) -> None:
+    s = running(tmp_path)
+    s.coord.received(b"mid.7#1", P.pack(P.FINISHED, s={}, e=0), s.now)
+    s.coord.received(b"mid.0#9", P.pack(P.FINISHED, s={}, e=0), s.now)
+    assert not any(x.finished for x in s.coord.slots.values())

@@ -1,0 +1,541 @@
+"""The coordinator: the control-plane logic of a run, and nothing else.
+
+It knows the plan and what each replica said; it does not know how or where processes run. It is
+driven by four kinds of input — control messages (`received`), process events from the launcher
+(`spawned`, `spawn_failed`, `exited`, `endpoints_ready`), interrupts, and the passing of time
+(`tick(now)`) — and answers with control messages to send (`take()`), requests to the launcher
+(`spawn`, `signal`) and writes to the status model. No sockets, no clock of its own: a unit test
+drives it with a scripted history (tests/test_coordinator.py).
+
+The run: every replica is spawned; each binds and reports `bound`; when all have bound, each is
+told where to `connect` and PUB sockets `probe` until every SUB has seen each publisher (then the
+replica says `ready`); when all are ready the barrier opens (`start`). Streams end as streams.py
+decides. When every replica has finished, all are told to `stop`; what does not exit is signalled
+(SIGTERM after the drain period, SIGKILL after `grace`). docs/runtime.md has the whole protocol.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from zflow import exitcodes
+from zflow.plan import Plan
+from zflow.runtime import protocol as P
+from zflow.runtime.restarts import RestartPolicy, next_restart
+from zflow.runtime.slots import Slot
+from zflow.runtime.spec import ReplicaSpec, build_replica_spec, dead_letter_path
+from zflow.runtime.states import (
+    BOUND_OR_LATER,
+    READY_OR_LATER,
+    Outcome,
+    ReplicaState,
+    RunPhase,
+)
+from zflow.runtime.streams import EndOfStream
+
+S = ReplicaState
+#: exit codes that mean "it did what zflow asked" once the run is stopping
+_STOPPED_BY_US = frozenset({0, -signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM})
+#: how long an exit waits for the replica's last message (FINISHED or FATAL)
+EXIT_GRACE = 0.5
+
+
+@dataclass
+class Options:
+    verbose: bool = False
+    telemetry: bool = True
+    grace: float | None = None
+    drain_timeout: float = 5.0
+    start_timeout: float = 30.0
+    refresh: float = 0.2
+
+
+class SpawnError(Exception):
+    """The launcher could not start a replica; the message says why, for the user."""
+
+
+@dataclass(frozen=True)
+class Spawned:
+    pid: int
+    #: endpoints the launcher fixed for the replica (a command node's `bind: tcp` port)
+    endpoints: dict[str, str]
+
+
+class Launcher(Protocol):
+    """What the coordinator asks of whoever runs processes (launcher.py on this machine)."""
+
+    def spawn(self, spec: ReplicaSpec) -> Spawned: ...
+
+    def signal(self, replica: str, sig: int) -> None: ...
+
+
+class Coordinator:
+    def __init__(self, plan: Plan, model: Any, launcher: Launcher, opts: Options) -> None:
+        self.plan = plan
+        self.model = model
+        self.launcher = launcher
+        self.opts = opts
+        self.slots: dict[str, Slot] = {
+            f"{n}.{i}": Slot(n, i, plan.nodes[n].kind) for n, i in plan.replica_ids()}
+        self.by_identity: dict[bytes, Slot] = {}
+        self.outbox: list[tuple[bytes, str, dict[str, Any]]] = []
+        self.phase = RunPhase.STARTING
+        self.code: int | None = None
+        self.outcome = Outcome.COMPLETED
+        self.message: str | None = None
+        self.abandon = False
+        self.interrupts = 0
+        self.t0 = 0.0
+        self.stop_sent_at: float | None = None
+        self.term_sent_at: float | None = None
+        self.deaths = 0  # replicas that died mid-run: only then can best-effort lose records
+        self.policies = {n.name: RestartPolicy.of(n) for n in plan.nodes.values()}
+        self.eo = plan.delivery == "exactly-once"
+        #: exactly-once: source replicas in id order (id % len(sources) is the source's index)
+        self.sources = self._shaped("source")
+        self.sinks = self._shaped("sink")
+        self.streams = EndOfStream(plan, self.slots, self._send, self._error,
+                                   drain_timeout=opts.drain_timeout, exactly_once=self.eo,
+                                   sources=self.sources)
+        self.handlers: dict[str, Callable[[Slot, dict[str, Any], float], None]] = {
+            P.HELLO: self._on_hello, P.BOUND: self._on_bound, P.READY: self._on_ready,
+            P.STATS: self._on_stats, P.COUNT: self._on_count, P.TOTAL: self._on_total,
+            P.FINISHED: self._on_finished, P.LOW: self._on_low, P.ACK: self._on_ack,
+            P.STOPPING: self._on_stopping, P.FATAL: self._on_fatal,
+        }
+
+    def _shaped(self, shape: str) -> list[Slot]:
+        return [self.slots[f"{n.name}.{i}"] for n in self.plan.nodes.values()
+                if n.shape == shape for i in range(n.replicas)]
+
+    # -- output ------------------------------------------------------------------------------
+    def take(self) -> list[tuple[bytes, str, dict[str, Any]]]:
+        """Control messages to send, as (identity, kind, fields), in order."""
+        out, self.outbox = self.outbox, []
+        return out
+
+    def _send(self, slot: Slot, kind: str, **fields: Any) -> None:
+        if slot.kind == "python" and slot.alive and slot.pid is not None:
+            self.outbox.append((slot.identity, kind, fields))
+
+    def _set(self, slot: Slot, state: ReplicaState, detail: str | None = None) -> None:
+        if slot.to(state):
+            self.model.replica_state(slot.node, slot.index, state.value, detail)
+
+    def _error(self, message: str) -> None:
+        self.model.error(message)
+
+    def _log(self, slot: Slot, line: str) -> None:
+        self.model.log(slot.node, slot.index, "zflow", line)
+
+    def _push_counters(self, slot: Slot) -> None:
+        self.model.replica_counters(slot.node, slot.index, slot.counters.cumulative(),
+                                    slot.counters.all_errors)
+
+    # -- process events ----------------------------------------------------------------------
+    def start(self, now: float) -> None:
+        self.t0 = now
+        self.model.set_overall("starting")
+        for slot in self.slots.values():
+            if self.phase is RunPhase.STARTING:
+                self._spawn(slot)
+
+    def _spawn(self, slot: Slot) -> None:
+        n = self.plan.nodes[slot.node]
+        if slot.state is not S.STARTING:
+            self._set(slot, S.STARTING)
+        slot.new_incarnation()
+        connect = ({k: self._connect_endpoints(slot.node, k) for k, v in n.sockets.items()
+                    if v.mode == "connect"} if n.kind == "command" else None)
+        spec = build_replica_spec(
+            self.plan, slot.node, slot.index, slot.incarnation, bound=slot.bound,
+            connect=connect, sources=len(self.sources),
+            source_index=self.sources.index(slot) if slot in self.sources else 0,
+            verbose=self.opts.verbose, telemetry=self.opts.telemetry)
+        try:
+            got = self.launcher.spawn(spec)
+        except SpawnError as e:
+            self.spawn_failed(slot.id, str(e))
+            return
+        self.spawned(slot.id, got.pid, got.endpoints)
+
+    def spawned(self, replica: str, pid: int, endpoints: dict[str, str]) -> None:
+        slot = self.slots[replica]
+        slot.pid = pid
+        slot.bound.update(endpoints)
+        self.by_identity[slot.identity] = slot  # earlier incarnations' entries fail the check
+        self.model.replica_proc(slot.node, slot.index, pid, None, None)
+
+    def output(self, replica: str, stream: str, line: str) -> None:
+        """A line the replica printed (the launcher captured it)."""
+        slot = self.slots[replica]
+        if stream == "stderr":
+            slot.stderr_tail.append(line)
+        self.model.log(slot.node, slot.index, stream, line)
+
+    def spawn_failed(self, replica: str, message: str) -> None:
+        slot = self.slots[replica]
+        slot.fatal = {"phase": "spawn", "message": message}
+        slot.exit_code = 127
+        self._set(slot, S.FAILED, "could not start")
+        self._fail_start(slot)
+
+    def endpoints_ready(self, replica: str) -> None:
+        """A command node's bind endpoints accept connections: it counts as bound and ready."""
+        slot = self.slots[replica]
+        if slot.state is S.STARTING and slot.pid is not None:
+            self._set(slot, S.READY)
+            if self.phase is RunPhase.RUNNING:
+                self._start_slot(slot)
+
+    def awaiting_endpoints(self) -> list[tuple[str, dict[str, str]]]:
+        """Command replicas that are up but not known to be listening, with what they bind."""
+        return [(s.id, dict(s.bound)) for s in self.slots.values()
+                if s.kind == "command" and s.state is S.STARTING and s.pid is not None
+                and s.exit_pending is None]
+
+    def exited(self, replica: str, code: int, now: float) -> None:
+        """The launcher saw the process exit (and took its last output)."""
+        slot = self.slots[replica]
+        if not slot.alive:
+            return
+        slot.exit_pending = (code, now)
+        self._settle_exit(slot, now)
+
+    def _settle_exit(self, slot: Slot, now: float) -> None:
+        assert slot.exit_pending is not None
+        code, seen = slot.exit_pending
+        waiting = (code in (0, 1, 3) and slot.fatal is None and not slot.finished
+                   and self.phase in (RunPhase.STARTING, RunPhase.RUNNING)
+                   and slot.kind == "python")
+        if waiting and now - seen < EXIT_GRACE:
+            # a replica sends FINISHED or FATAL just before it exits, but the exit can be seen
+            # first: wait a moment, so an end is not taken for a crash and a failure is
+            # reported with its reason (and a start failure not restarted)
+            return
+        slot.exit_pending = None
+        slot.exit_code = code
+        slot.counters.fold()
+        self.model.replica_exit(slot.node, slot.index, code)
+        self._on_exit(slot, code, now)
+
+    def _on_exit(self, slot: Slot, code: int, now: float) -> None:
+        n = self.plan.nodes[slot.node]
+        if self.phase in (RunPhase.STOPPING, RunPhase.DONE):
+            ours = code in _STOPPED_BY_US
+            self._set(slot, S.STOPPED if ours else S.FAILED, f"exit {code}")
+            if not ours and self.code == exitcodes.OK:
+                self.code, self.outcome = exitcodes.FAILED, Outcome.FAILED
+                self.message = self._with_tail(slot, f"{slot.id} exited with code {code} at "
+                                                     "the end")
+                self._error(self.message)
+            return
+        inputs_done = self.streams.inputs_done(n)
+        command_done = n.kind == "command" and (inputs_done or n.restart != "always")
+        if code == 0 and (slot.finished or command_done):
+            # a command node is opaque: exit 0 is its end (unless `always` and input remains)
+            slot.finished = True
+            self._set(slot, S.STOPPED, "exit 0")
+            return
+        self._set(slot, S.FAILED, f"exit {code}")
+        if slot.fatal and slot.fatal.get("phase") in P.START_PHASES:
+            self._fail_start(slot)
+            return
+        self.deaths += 1
+        if self.eo and n.shape == "sink":
+            self._fail_run(slot, f"{slot.id} died: with the sink's state lost, exactly-once "
+                                 "delivery cannot be kept (zflow does not restart sinks)")
+            return
+        if (inputs_done and n.shape != "transform"
+                and any(x.receives and x.role == "data" for x in n.sockets.values())):
+            # a sink's (or command's) input has ended: a restart would start an empty stream
+            # and report success without what the dead one had gathered. A transform holds
+            # nothing for later: it restarts and finishes at once.
+            self._fail_run(slot, f"{slot.id} exited with code {code} after its input ended")
+            return
+        if self.eo:  # what that replica held is gone: sources resend what is unacknowledged
+            for src in self.sources:
+                if src is not slot:
+                    self._send(src, P.RESEND)
+        if code == 0 and n.restart != "always":  # `always` also restarts clean exits
+            self._fail_run(slot, f"{slot.id} exited (code 0) before its stream ended")
+            return
+        self._maybe_restart(slot, now)
+
+    def _maybe_restart(self, slot: Slot, now: float) -> None:
+        policy = self.policies[slot.node]
+        if policy.mode == "no" or self.phase not in (RunPhase.STARTING, RunPhase.RUNNING):
+            self._fail_run(slot, f"{slot.id} exited with code {slot.exit_code}")
+            return
+        verdict = next_restart(policy, slot.restarts, now)
+        if verdict.crash_loop:
+            self._fail_run(slot, f"{slot.id} is crash-looping: {verdict.failures} failures "
+                                 f"within {policy.window:g}s (last exit code {slot.exit_code})")
+            return
+        assert verdict.delay is not None
+        slot.restart_at = now + verdict.delay
+        self._set(slot, S.RESTARTING, f"in {verdict.delay:.1f}s")
+        self.model.replica_restart(slot.node, slot.index, delay=verdict.delay,
+                                   code=slot.exit_code, attempt=verdict.failures)
+
+    def launcher_failed(self, message: str) -> None:
+        """The launcher can start no more replicas (the fork server died)."""
+        code = exitcodes.START_FAILED if self.phase is RunPhase.STARTING else exitcodes.FAILED
+        self._begin_stop(code, message, Outcome.FAILED)
+
+    def interrupt(self, now: float) -> None:
+        """Ctrl-C or SIGTERM; a second one kills at once."""
+        self.interrupts += 1
+        self.model.announce("overall", state="interrupted")
+        self._begin_stop(exitcodes.INTERRUPTED, "interrupted", Outcome.INTERRUPTED)
+        if self.interrupts >= 2:
+            self._advance_stop(now)
+
+    # -- control messages ------------------------------------------------------------------------
+    def received(self, identity: bytes, data: bytes, now: float) -> None:
+        slot = self.by_identity.get(identity)
+        if slot is None or slot.identity != identity or not slot.alive:
+            return  # not one of ours, or a previous incarnation's last words
+        try:
+            msg = P.unpack(data)
+            handler = self.handlers.get(msg["t"])
+            if handler is not None:
+                handler(slot, msg, now)
+        except (ValueError, TypeError, KeyError, IndexError):
+            return  # a malformed message changes nothing
+
+    def _on_hello(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        # a STOP sent before this replica's control socket connected was dropped by the ROUTER
+        # (unknown identity): repeat it now, or it would wait for the SIGTERM
+        if self.phase is RunPhase.STOPPING:
+            self._send(slot, P.STOP, abandon=self.abandon)
+
+    def _on_bound(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        if slot.state is not S.STARTING:
+            return
+        slot.bound.update(msg.get("endpoints") or {})
+        self._set(slot, S.BOUND, "bound")
+        if self.phase is RunPhase.RUNNING:  # a restarted replica: its peers' endpoints are known
+            self._send_connect(slot)
+
+    def _on_ready(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        if slot.state is not S.CONNECTING:
+            return
+        self._set(slot, S.READY)
+        if self.phase is RunPhase.RUNNING:
+            self._start_slot(slot)
+            if all(s.state in READY_OR_LATER for s in self.slots.values() if s.alive):
+                for s in self.slots.values():
+                    self._send(s, P.PROBE, on=False)
+
+    def _on_stats(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        slot.counters.cur = msg["s"]
+        slot.counters.errors = msg.get("e", 0)
+        self._push_counters(slot)
+
+    def _on_count(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        c = slot.counters.cur.setdefault(msg["socket"], [0, 0, 0, 0])
+        c[0] = max(c[0], msg["n"])
+        if msg.get("idle"):
+            slot.idle_at = now
+
+    def _on_total(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        self.model.set_total(msg["n"], slot.node)
+
+    def _on_finished(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        if slot.state is not S.RUNNING:
+            return
+        slot.counters.cur = msg.get("s") or slot.counters.cur
+        slot.counters.errors = msg.get("e", 0)
+        slot.finished = True
+        self._push_counters(slot)
+        if msg.get("result") is not None:  # per replica when there are several
+            several = self.plan.nodes[slot.node].replicas > 1
+            self.model.set_result(slot.id if several else slot.node, msg["result"])
+        self._set(slot, S.FINISHED, "finished")
+
+    def _on_low(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        for sink in self.sinks:
+            self._send(sink, P.LOW, id=msg["id"])
+
+    def _on_ack(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        """exactly-once: acknowledgements go back to the source replica that numbered them."""
+        if not self.sources:
+            return
+        k = len(self.sources)
+        if "r" in msg:  # a range: all from one source
+            self._send(self.sources[msg["r"][0] % k], P.ACK, r=msg["r"])
+            return
+        per: dict[int, list[int]] = {}
+        for i in msg["ids"]:
+            per.setdefault(i % k, []).append(i)
+        for j, part in per.items():
+            self._send(self.sources[j], P.ACK, ids=part)
+
+    def _on_stopping(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        if msg.get("reason") != "stopped by zflow":  # that one is implied: no noise
+            self._log(slot, f"stopping: {msg.get('reason')}")
+
+    def _on_fatal(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        slot.fatal = msg
+        self._log(slot, str(msg.get("message")))
+
+    # -- barrier -------------------------------------------------------------------------------
+    def _connect_endpoints(self, node: str, sock: str) -> list[str]:
+        out = []
+        for target in self.plan.nodes[node].sockets[sock].connect:
+            if "://" in target:
+                out.append(target)
+                continue
+            bnode, bsock = target.split(".")
+            for i in range(self.plan.nodes[bnode].replicas):
+                b = self.slots[f"{bnode}.{i}"]
+                out.append(b.bound.get(bsock) or self.plan.bind_endpoint(bnode, i, bsock))
+        return out
+
+    def _send_connect(self, slot: Slot) -> None:
+        if slot.kind != "python" or slot.state is not S.BOUND:
+            return
+        n = self.plan.nodes[slot.node]
+        eps = {k: self._connect_endpoints(slot.node, k) for k, v in n.sockets.items()
+               if v.mode == "connect"}
+        self._send(slot, P.CONNECT, endpoints=eps)
+        self._send(slot, P.PROBE, on=True)
+        self._set(slot, S.CONNECTING, "connecting")
+
+    def _advance_start(self) -> None:
+        slots = list(self.slots.values())
+        if not all(s.state in BOUND_OR_LATER for s in slots):
+            return
+        for s in slots:
+            self._send_connect(s)
+        if all(s.state in READY_OR_LATER for s in slots):
+            self.phase = RunPhase.RUNNING
+            self.model.set_overall("running")
+            self.model.announce("overall", state="running")
+            for s in slots:
+                self._start_slot(s)
+
+    def _start_slot(self, slot: Slot) -> None:
+        if slot.state is not S.READY:
+            return
+        self._send(slot, P.START)
+        self._set(slot, S.RUNNING)
+        self.streams.joined(slot)
+
+    def _reprobe(self, slot: Slot) -> None:
+        """A restarted SUB needs its publishers to probe again until it reports ready."""
+        for s in self.plan.nodes[slot.node].sockets.values():
+            if s.type == "SUB":
+                for p, _ in s.peers:
+                    for i in range(self.plan.nodes[p].replicas):
+                        self._send(self.slots[f"{p}.{i}"], P.PROBE, on=True)
+
+    # -- time ----------------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        for slot in self.slots.values():
+            if slot.exit_pending is not None:
+                self._settle_exit(slot, now)
+        if self.phase is RunPhase.STARTING:
+            self._advance_start()
+            if self.phase is RunPhase.STARTING and now - self.t0 > self.opts.start_timeout:
+                waiting = [s.id for s in self.slots.values() if s.state not in READY_OR_LATER]
+                self._begin_stop(exitcodes.START_FAILED,
+                                 f"not ready after {self.opts.start_timeout:g}s: "
+                                 + ", ".join(waiting), Outcome.FAILED)
+        if self.phase in (RunPhase.STARTING, RunPhase.RUNNING):
+            for s in self.slots.values():
+                if s.restart_at is not None and now >= s.restart_at:
+                    self._spawn(s)
+                    self._reprobe(s)
+        if self.phase is RunPhase.RUNNING:
+            self.streams.advance(now, self.deaths)
+            if all(s.finished for s in self.slots.values()):
+                self._begin_stop(exitcodes.OK, None, Outcome.COMPLETED)
+        if self.phase is RunPhase.STOPPING:
+            self._advance_stop(now)
+
+    # -- stopping ------------------------------------------------------------------------------
+    def _with_tail(self, slot: Slot, message: str) -> str:
+        tail = list(slot.stderr_tail)[-10:]
+        if tail:
+            message += "\n  last stderr lines:\n" + "\n".join(f"    {x}" for x in tail)
+        return message
+
+    def _fail_start(self, slot: Slot) -> None:
+        f = slot.fatal or {}
+        where = slot.id + (f" socket {f['socket']}" if f.get("socket") else "")
+        msg = f"{where}: {f.get('message', 'failed to start')}"
+        if f.get("hint"):
+            msg += f"\n  hint: {f['hint']}"
+        self._begin_stop(exitcodes.START_FAILED, msg, Outcome.FAILED)
+
+    def _fail_run(self, slot: Slot, message: str) -> None:
+        if slot.fatal and slot.fatal.get("message"):
+            message += f": {slot.fatal['message']}"
+        self._begin_stop(exitcodes.FAILED, self._with_tail(slot, message), Outcome.FAILED)
+
+    def _begin_stop(self, code: int, message: str | None, outcome: Outcome) -> None:
+        if self.code is None:
+            self.code, self.message, self.outcome = code, message, outcome
+            if message:
+                self._error(message)
+        if self.phase is RunPhase.STOPPING:
+            return
+        self.phase = RunPhase.STOPPING
+        self.model.set_overall("stopping")
+        self.stop_sent_at = None
+        self.abandon = self.abandon or code != exitcodes.OK  # nothing in flight worth waiting for
+        for s in self.slots.values():
+            self._send(s, P.STOP, abandon=self.abandon)
+            # command nodes hear no STOP: on completion they get the drain period to exit by
+            # themselves, otherwise SIGTERM now
+            if code != exitcodes.OK and s.kind == "command" and s.alive and s.pid is not None:
+                self.launcher.signal(s.id, signal.SIGTERM)
+
+    def _live(self) -> list[Slot]:
+        return [s for s in self.slots.values() if s.alive and s.pid is not None]
+
+    def _advance_stop(self, now: float) -> None:
+        live = self._live()
+        if not live:
+            self.phase = RunPhase.DONE
+            return
+        if self.stop_sent_at is None:
+            self.stop_sent_at = now
+        if self.interrupts >= 2:
+            for s in live:
+                self.launcher.signal(s.id, signal.SIGKILL)
+            return
+        grace = self.opts.grace
+        drain = min(2.0, grace if grace is not None else 2.0)
+        if self.term_sent_at is None and now - self.stop_sent_at > drain:
+            self.term_sent_at = now
+            for s in live:
+                self.launcher.signal(s.id, signal.SIGTERM)
+        if self.term_sent_at is not None:
+            for s in live:
+                g = grace if grace is not None else self.plan.nodes[s.node].grace
+                if now - self.term_sent_at > g:
+                    self.launcher.signal(s.id, signal.SIGKILL)
+
+    # -- the end -------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self.phase is RunPhase.DONE
+
+    def finish(self) -> int:
+        """Write the outcome to the status model; the run's exit code."""
+        code = self.code if self.code is not None else exitcodes.OK
+        self.model.announce("overall", state=self.outcome.value)
+        for n in self.plan.nodes.values():
+            if n.on_error == "dead-letter" and n.kind == "python":
+                count = sum(s.counters.all_errors for s in self.slots.values()
+                            if s.node == n.name)
+                if count:
+                    self.model.set_dead_letter(n.name, dead_letter_path(self.plan, n), count)
+        self.model.finish(self.outcome.value, code, self.message)
+        return code

@@ -1,0 +1,272 @@
+"""The local launcher: how replicas start, are watched and are stopped on this machine.
+
+Python replicas fork from the warm fork server (spawn.py / zygote.py); command nodes are exec'd
+with Popen. Either way each replica leads its own process group, its stdout and stderr come back
+on pipes, and its group is registered with the orphan guard (guard.py), so nothing it started
+outlives the run even if `zflow up` is SIGKILLed. The coordinator only sees `spawn`, `signal`
+and the exits this reports; a launcher for replicas started by an engine on other hosts fits
+beside this one behind the same two calls.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket as pysocket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from zflow.plan import Plan
+from zflow.runtime import protocol as P
+from zflow.runtime.coordinator import Spawned, SpawnError
+from zflow.runtime.spawn import Zygote
+from zflow.runtime.spec import ReplicaSpec, command_env
+
+OnLine = Callable[[str, str, str], None]  # (replica id, "stdout" | "stderr", line)
+
+
+def make_run_dir(plan: Plan) -> str:
+    """The private (0700) directory for ipc endpoints and the control socket."""
+    if "<run>" in plan.run_dir or not os.path.isdir(plan.run_dir):
+        plan.run_dir = tempfile.mkdtemp(prefix="zflow-")
+    os.chmod(plan.run_dir, 0o700)
+    return plan.run_dir
+
+
+@dataclass
+class _Proc:
+    replica: str
+    handle: Any  # subprocess.Popen or spawn.ForkedProc: pid, stdout, stderr, poll(), wait()
+    pid: int
+    bufs: dict[int, bytes] = field(default_factory=dict)
+    files: dict[int, Any] = field(default_factory=dict)
+    cpu_prev: tuple[float, float] | None = None
+
+
+class LocalLauncher:
+    """Starts replicas on this machine and watches their pipes and exits."""
+
+    def __init__(self, control_endpoint: str, zygote: Zygote | None = None) -> None:
+        self.control_endpoint = control_endpoint
+        #: where captured output lines go (the coordinator's `output`)
+        self.on_line: OnLine = lambda replica, stream, line: None
+        self.zygote = zygote if zygote is not None else Zygote()
+        self.procs: dict[str, _Proc] = {}  # replica id → its current process
+        self.fd_proc: dict[int, tuple[_Proc, str]] = {}
+        self.guard = subprocess.Popen(
+            [sys.executable, "-m", "zflow.runtime.guard"], stdin=subprocess.PIPE,
+            start_new_session=True, text=True, bufsize=1,
+        )
+
+    # -- starting --------------------------------------------------------------------------
+    def spawn(self, spec: ReplicaSpec) -> Spawned:
+        env = dict(os.environ)
+        env.update(spec.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["ZFLOW_PARENT_PID"] = str(os.getpid())
+        endpoints: dict[str, str] = {}
+        if spec.kind == "python":
+            env["PYTHONPATH"] = os.pathsep.join(
+                [spec.base_dir] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+            env[P.ENV_CONTROL] = self.control_endpoint
+            env[P.ENV_SPEC] = spec.to_json()
+            argv = [sys.executable, "-m", "zflow.runtime.replica"]
+        else:
+            # a command node binds by itself, so zflow must name a tcp port up front
+            for s in spec.sockets:
+                if s.mode == "bind" and s.bind_endpoint and s.bind_endpoint.endswith(":*"):
+                    s.bind_endpoint = s.bind_endpoint[:-1] + str(_free_port())
+                if s.mode == "bind" and s.bind_endpoint:
+                    endpoints[s.name] = s.bind_endpoint
+            env.update(command_env(spec))
+            # `python3` in a command node is the interpreter zflow runs on (its venv's)
+            env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+            argv = list(spec.argv or [])
+        try:
+            if not os.path.isdir(spec.cwd):
+                raise SpawnError(f"working directory {spec.cwd} does not exist")
+            if spec.kind == "python" and not self.zygote.dead:
+                handle: Any = self.zygote.spawn(env, spec.cwd, spec.title)
+            else:
+                handle = subprocess.Popen(
+                    argv, cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                    close_fds=True,
+                )
+        except OSError as e:
+            what = argv[0]
+            hint = "" if os.path.sep in what or spec.kind == "python" else " (not found on PATH)"
+            raise SpawnError(f"cannot run {what!r}: {e.strerror or e}{hint}") from None
+        proc = _Proc(spec.id, handle, handle.pid)
+        self.procs[spec.id] = proc
+        self._guard(f"+{proc.pid}")
+        for stream, pipe in (("stdout", handle.stdout), ("stderr", handle.stderr)):
+            fd = pipe.fileno()
+            os.set_blocking(fd, False)
+            self.fd_proc[fd] = (proc, stream)
+            proc.bufs[fd] = b""
+            proc.files[fd] = pipe
+        return Spawned(proc.pid, endpoints)
+
+    def signal(self, replica: str, sig: int) -> None:
+        proc = self.procs.get(replica)
+        if proc is not None:
+            _killpg(proc.pid, sig)
+
+    # -- watching ----------------------------------------------------------------------------
+    def fds(self) -> list[int]:
+        """Pipes to poll for output."""
+        return list(self.fd_proc)
+
+    def read(self, fd: int) -> bool:
+        """Take what `fd` has; False once it is closed (unregister it)."""
+        proc, stream = self.fd_proc[fd]
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if not data:
+            del self.fd_proc[fd]
+            rest = proc.bufs.pop(fd, b"")
+            if rest:
+                self._line(proc, stream, rest)
+            proc.files.pop(fd).close()
+            return False
+        buf = proc.bufs[fd] + data
+        *lines, proc.bufs[fd] = buf.split(b"\n")
+        for line in lines:
+            self._line(proc, stream, line)
+        return True
+
+    def _line(self, proc: _Proc, stream: str, raw: bytes) -> None:
+        self.on_line(proc.replica, stream, raw.decode("utf-8", errors="replace").rstrip("\r"))
+
+    def reap(self) -> list[tuple[str, int]]:
+        """Exits since the last call, as (replica id, code); their output is taken first and
+        whatever the replica started is killed with its process group."""
+        out = []
+        for rid, proc in list(self.procs.items()):
+            code = proc.handle.poll()
+            if code is None:
+                continue
+            del self.procs[rid]
+            _killpg(proc.pid, signal.SIGKILL)
+            self._guard(f"-{proc.pid}")
+            for fd in [fd for fd, (p, _) in self.fd_proc.items() if p is proc]:
+                self._drain(fd)
+            out.append((rid, code))
+        return out
+
+    def _drain(self, fd: int) -> None:
+        while fd in self.fd_proc:
+            if not self.read(fd):
+                return
+            if not _readable(fd):
+                # the pipe may still be held open by a grandchild; take what is there
+                return
+
+    def endpoints_accept(self, endpoints: dict[str, str]) -> bool:
+        """A command node is bound once each of its bind endpoints accepts connections."""
+        for ep in endpoints.values():
+            if ep.startswith("ipc://"):
+                if not os.path.exists(ep[6:]):
+                    return False
+            elif ep.startswith("tcp://"):
+                host, _, port = ep[6:].rpartition(":")
+                host = "127.0.0.1" if host in ("*", "0.0.0.0") else host.strip("[]")
+                try:
+                    with pysocket.create_connection((host, int(port)), timeout=0.05):
+                        pass
+                except (OSError, ValueError):
+                    return False
+        return True
+
+    def sample(self, now: float) -> list[tuple[str, int, float | None, int | None]]:
+        """(replica id, pid, CPU %, RSS bytes) of every running replica, from /proc."""
+        out = []
+        for rid, p in self.procs.items():
+            cpu_t, rss = _proc_usage(p.pid)
+            if cpu_t is None:
+                continue
+            cpu = None
+            if p.cpu_prev is not None and now > p.cpu_prev[1]:
+                cpu = 100.0 * (cpu_t - p.cpu_prev[0]) / (now - p.cpu_prev[1])
+            p.cpu_prev = (cpu_t, now)
+            out.append((rid, p.pid, cpu, rss))
+        return out
+
+    # -- the fork server -----------------------------------------------------------------------
+    def zygote_fd(self) -> int | None:
+        return None if self.zygote.dead else self.zygote.fileno()
+
+    def pump(self) -> None:
+        """Exit reports from the fork server; raises OSError when it died."""
+        try:
+            self.zygote.pump()
+        except OSError:
+            self.zygote.dead = True
+            raise
+
+    # -- the end -------------------------------------------------------------------------------
+    def kill_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.handle.poll() is None:
+                _killpg(proc.pid, signal.SIGKILL)
+                proc.handle.wait()
+
+    def close(self) -> None:
+        try:
+            self.guard.stdin.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+        self.guard.wait()
+        self.zygote.close()
+
+    def _guard(self, line: str) -> None:
+        try:
+            self.guard.stdin.write(line + "\n")  # type: ignore[union-attr]
+        except OSError:
+            pass
+
+
+def _killpg(pid: int | None, sig: int) -> None:
+    if pid is None:
+        return
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _readable(fd: int) -> bool:
+    r, _, _ = select.select([fd], [], [], 0)
+    return bool(r)
+
+
+def _free_port() -> int:
+    with pysocket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_CLK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _proc_usage(pid: int | None) -> tuple[float | None, int | None]:
+    """CPU seconds and RSS bytes from /proc (Linux); (None, None) when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            rss_pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None, None
+    return (int(fields[11]) + int(fields[12])) / _CLK, rss_pages * _PAGE
