@@ -186,7 +186,7 @@ def zflow_phases(run: TreeRun, records: int) -> dict[str, Any]:
       validation, plan);
     - barrier_s: -> `{"event":"overall","state":"running"}` (every replica forked, bound,
       connected, subscribed and ready);
-    - stream_s: -> the last sink replica reports state "draining" / detail "finished" (every
+    - stream_s: -> the last sink replica reports state "finished" (every
       record reached the sink; comparable to the baselines' "go to last answer");
     - stop_s: -> `{"event":"overall","state":"completed"}` (FINISHED, replicas exit and are reaped);
     - exit_s: -> the process exits (result line, zygote shut down, interpreter exit).
@@ -216,8 +216,7 @@ def zflow_phases(run: TreeRun, records: int) -> dict[str, Any]:
             running = ev["t"]
         elif kind == "overall" and ev.get("state") == "completed":
             completed = ev["t"]
-        elif (kind == "state" and ev.get("state") == "draining"
-              and ev.get("detail") == "finished" and completed is None):
+        elif kind == "state" and ev.get("state") == "finished" and completed is None:
             # the sink's; without shapes (no stats line), the last node to finish
             if not shapes or shapes.get(ev.get("node")) == "sink":
                 finished = ev["t"] if finished is None else max(finished, ev["t"])

@@ -44,9 +44,9 @@ def test_zflow_phases_from_json_lines() -> None:
                                                          "w": {"shape": "worker"},
                                                          "r": {"shape": "sink"}}}),
         (0.05, {"event": "overall", "t": 0.05, "state": "running"}),
-        (0.20, {"event": "state", "t": 0.20, "node": "w", "state": "draining",
+        (0.20, {"event": "state", "t": 0.20, "node": "w", "state": "finished",
                 "detail": "finished"}),
-        (0.30, {"event": "state", "t": 0.30, "node": "r", "state": "draining",
+        (0.30, {"event": "state", "t": 0.30, "node": "r", "state": "finished",
                 "detail": "finished"}),
         (0.35, {"event": "overall", "t": 0.35, "state": "completed"}),
     ]
