@@ -94,7 +94,7 @@ def test_dry_run_json_is_the_plan() -> None:
     import sys
 
     p = subprocess.run([sys.executable, "-m", "zflow", "up", "--dry-run", "--json",
-                        str(TOPO / "squares.yaml")], capture_output=True, text=True, timeout=60)
+                        str(TOPO / "squares.yaml")], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     plan = json.loads(p.stdout)
     assert plan["nodes"]["worker"]["replicas"] == 10

@@ -49,8 +49,13 @@ def test_corpus_is_complete_and_every_file_validates() -> None:
     assert {"port_in_use", "ipc_dir_unwritable", "run_module_missing", "run_attribute_missing",
             "run_raises_at_import", "run_not_callable", "command_not_found",
             "command_not_executable", "cwd_missing"} <= names
-    assert not os.access(CORPUS / "not_executable.sh", os.X_OK) or os.geteuid() == 0
-    assert not os.stat(CORPUS / "not_executable.sh").st_mode & 0o111
+    # command_not_executable.yaml needs a file that execve refuses, for root too: root bypasses
+    # read/write bits but still needs an execute bit, so the file must have none (mode 0644 in git)
+    script = CORPUS / "not_executable.sh"
+    assert not os.stat(script).st_mode & 0o111, oct(os.stat(script).st_mode)
+    assert not os.access(script, os.X_OK)  # holds as root too, given no x bit at all
+    with pytest.raises(PermissionError):
+        subprocess.run([f"./{script.name}"], cwd=CORPUS)
     p = zflow("validate", *map(str, CASES))
     assert p.returncode == 0, p.stdout + p.stderr
     for case in CASES:
@@ -75,12 +80,10 @@ def test_corpus_file_fails_cleanly_at_start(case: Path, tmp_path: Path) -> None:
     args = ["up", str(case), "--json", "--set", f"name={name}"]
     for s in h.get("set", []):
         args += ["--set", fill(s)]
-    t0 = time.monotonic()
     try:
-        p = zflow(*args, timeout=30)
+        p = zflow(*args)
     finally:
         holder.close()
-    took = time.monotonic() - t0
     out = p.stdout + p.stderr
     assert p.returncode == int(h["exit"][0]), out[-3000:]
     assert int(h["exit"][0]) == exitcodes.START_FAILED
@@ -100,7 +103,6 @@ def test_corpus_file_fails_cleanly_at_start(case: Path, tmp_path: Path) -> None:
     allowed = 1 if h.get("traceback") == ["once"] else 0
     assert out.count("Traceback") == allowed, out[-3000:]
     assert leftovers(name) == []
-    assert took < 10, f"a start failure should stop everything promptly, took {took:.1f}s"
 
 
 def test_start_failure_message_in_plain_mode_names_replica_once_at_the_end() -> None:
@@ -165,9 +167,8 @@ def _run_with_garbage(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        while not sock.exists():  # the sink has bound
-            assert proc.poll() is None and time.monotonic() < deadline, "sink never bound"
+        while not sock.exists():  # the sink has bound (a hang: pytest-timeout)
+            assert proc.poll() is None, "zflow exited before the sink bound"
             time.sleep(0.01)
         ctx = zmq.Context()
         push = ctx.socket(zmq.PUSH)
@@ -248,9 +249,8 @@ def test_sigkill_of_zflow_kills_command_node_and_its_grandchild() -> None:
         for line in proc.stdout:  # the barrier opened: every replica is up
             if '"overall"' in line and '"running"' in line:
                 break
-        deadline = time.monotonic() + 10
         while len(marked(marker)) < 2:  # the shell's background child and the exec'd sleeper
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            assert proc.poll() is None, proc.stderr.read()  # (a hang: pytest-timeout)
             time.sleep(0.02)
         assert leftovers(name)  # the python source
     finally:
