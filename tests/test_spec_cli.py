@@ -20,13 +20,13 @@ WARN = str(CORPUS / "invalid" / "no_peer_warning.yaml")
 def zflow(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "NO_COLOR": "1"}
     return subprocess.run([sys.executable, "-m", "zflow", "validate", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=60)
+                          text=True, env=env, cwd=ROOT)  # a hang: pytest-timeout
 
 
 def test_valid_file_exits_0() -> None:
     r = zflow(SQUARES)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "1 valid" in r.stdout and r.stderr == ""
+    assert r.stdout == "1 file checked: 1 valid (0 errors, 0 warnings)\n" and r.stderr == ""
 
 
 def test_invalid_file_exits_1_with_compiler_style_output() -> None:
@@ -42,7 +42,7 @@ def test_invalid_file_exits_1_with_compiler_style_output() -> None:
 
 def test_no_files_is_usage_error() -> None:
     r = zflow()
-    assert r.returncode == 2 and "no files given" in r.stderr
+    assert r.returncode == 2 and "no files given" in r.stderr and r.stdout == ""
 
 
 def test_list_codes() -> None:
@@ -60,6 +60,12 @@ def test_json_format_over_several_files() -> None:
     assert {d["severity"] for d in data} == {"error", "warning"}
     for d in data:
         assert set(d) == {"severity", "code", "message", "path", "file", "line", "col", "hint"}
+    by_code = {d["code"]: d for d in data}
+    bad, warn = by_code["ZF025"], by_code["ZF064"]
+    assert (bad["file"], bad["line"], bad["col"]) == (BAD, 8, 19)
+    assert bad["message"] == "unknown socket type 'PUSHH'" and "did you mean 'PUSH'?" in bad["hint"]
+    assert (warn["file"], warn["line"], warn["col"]) == (WARN, 16, 7)
+    assert warn["path"] == "nodes.lonely.sockets.inp" and "nothing connects to" in warn["message"]
 
 
 def test_github_format() -> None:
@@ -71,14 +77,28 @@ def test_github_format() -> None:
 
 
 def test_warnings_pass_unless_strict() -> None:
-    assert zflow(WARN).returncode == 0
-    assert zflow("--strict", WARN).returncode == 1
+    located = f"{WARN}:16:7: warning[ZF064]: nothing connects to 'lonely.inp'"
+    r = zflow(WARN)
+    assert r.returncode == 0
+    assert r.stdout.startswith(located)
+    assert r.stdout.splitlines()[-1] == "1 file checked: 1 valid (0 errors, 1 warning)"
+    r = zflow("--strict", WARN)
+    assert r.returncode == 1
+    assert r.stdout.startswith(located)
+    assert r.stdout.splitlines()[-1] == ("1 file checked: 0 valid, 1 invalid (0 errors, "
+                                         "1 warning), warnings count as errors (--strict)")
 
 
 def test_set_is_applied_before_validation() -> None:
     r = zflow("--set", "nodes.worker.replicas=0", SQUARES)
-    assert r.returncode == 1 and "<command line>:1:" in r.stdout and "ZF026" in r.stdout
-    assert zflow("--set", "nodes.worker.replicas=2", SQUARES).returncode == 0
+    assert r.returncode == 1
+    # located in the command line, not the file: the caret points at the value given
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("<command line>:1:29: error[ZF026]: node 'worker' replicas must be")
+    assert lines[1].endswith("--set nodes.worker.replicas=0")
+    assert lines[2].index("^") == lines[1].index("--set") + len("--set nodes.worker.replicas=")
+    r = zflow("--set", "nodes.worker.replicas=2", SQUARES)
+    assert r.returncode == 0 and "1 valid (0 errors, 0 warnings)" in r.stdout
 
 
 def test_unreadable_inputs_exit_2_without_traceback(tmp_path: Path) -> None:
@@ -86,11 +106,19 @@ def test_unreadable_inputs_exit_2_without_traceback(tmp_path: Path) -> None:
     binary.write_bytes(bytes(range(256)))
     big = tmp_path / "big.yaml"
     big.write_bytes(b"a: " + b"x" * (3 * 1024 * 1024))
-    for f in (str(tmp_path / "missing.yaml"), str(binary), str(big), str(tmp_path)):
+    cases = {
+        str(tmp_path / "missing.yaml"): ": error[ZF001]: no such file",
+        str(binary): ":1:1: error[ZF002]: binary file (contains NUL bytes)",
+        str(big): ": error[ZF003]: file is larger than 2 MiB",
+        str(tmp_path): ": error[ZF001]: is a directory, not a file",
+    }
+    for f, said in cases.items():
         r = zflow(f, SQUARES)
         assert r.returncode == 2, (f, r.stdout, r.stderr)
         assert "Traceback" not in r.stdout + r.stderr
-        assert "error[ZF00" in r.stdout
+        assert r.stdout.startswith(f + said), (f, r.stdout)
+        assert r.stdout.splitlines()[-1] == ("2 files checked: 1 valid, 1 unreadable "
+                                             "(1 error, 0 warnings)")
 
 
 def test_empty_and_deep_files_exit_1_without_traceback(tmp_path: Path) -> None:
@@ -100,7 +128,9 @@ def test_empty_and_deep_files_exit_1_without_traceback(tmp_path: Path) -> None:
     deep.write_text("a: " + "[" * 100000 + "]" * 100000 + "\n")
     r = zflow(str(empty), str(deep))
     assert r.returncode == 1
-    assert "ZF004" in r.stdout and "ZF008" in r.stdout
+    assert f"{empty}:1:1: error[ZF004]: the file is empty (no YAML document)" in r.stdout
+    # located at the bracket that goes one level too deep ("a: " then 64 levels)
+    assert f"{deep}:1:{len('a: ') + 64}: error[ZF008]: nesting deeper than 64 levels" in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
 
 
@@ -112,7 +142,14 @@ def test_import_check(tmp_path: Path) -> None:
     r = zflow("--import-check", str(topo))
     assert r.returncode == 1
     assert r.stdout.count("error[ZF082]") == 2  # numbers and ResultsManager are missing
-    assert zflow(str(topo)).returncode == 0
+    lines = topo.read_text().splitlines()
+    for node, attr in (("ventilator", "numbers"), ("results", "ResultsManager")):
+        line = next(i for i, x in enumerate(lines, 1) if x.strip() == f"run: nodes:{attr}")
+        col = lines[line - 1].index("nodes:") + 1
+        assert (f"{topo}:{line}:{col}: error[ZF082]: node '{node}': module 'nodes' has no "
+                f"attribute '{attr}'") in r.stdout
+    r = zflow(str(topo))
+    assert r.returncode == 0 and "1 valid" in r.stdout
 
 
 def test_pre_commit_hook_definition() -> None:
