@@ -510,6 +510,17 @@ def test_stop_escalates_to_sigterm_then_sigkill(tmp_path) -> None:
     assert {sig for _, sig in s.launcher.signals} == {signal.SIGKILL}
 
 
+def test_a_replica_waiting_to_restart_is_not_restarted_after_a_stop(tmp_path) -> None:
+    s = running(tmp_path)
+    s.exit("mid.0", -9)
+    s.tick()
+    assert s.state("mid.0") == "restarting"
+    s.coord.interrupt(s.now)
+    assert s.state("mid.0") == "stopped"
+    s.tick(1.0)
+    assert len([x for x in s.launcher.specs if x.id == "mid.0"]) == 1
+
+
 def test_second_interrupt_kills_at_once(tmp_path) -> None:
     s = running(tmp_path)
     s.coord.interrupt(s.now)

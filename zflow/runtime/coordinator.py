@@ -317,7 +317,7 @@ class Coordinator:
         if slot.state is not S.STARTING:
             return
         slot.bound.update(msg.get("endpoints") or {})
-        self._set(slot, S.BOUND, "bound")
+        self._set(slot, S.BOUND)
         if self.phase is RunPhase.RUNNING:  # a restarted replica: its peers' endpoints are known
             self._send_connect(slot)
 
@@ -355,7 +355,7 @@ class Coordinator:
         if msg.get("result") is not None:  # per replica when there are several
             several = self.plan.nodes[slot.node].replicas > 1
             self.model.set_result(slot.id if several else slot.node, msg["result"])
-        self._set(slot, S.FINISHED, "finished")
+        self._set(slot, S.FINISHED)
 
     def _on_low(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
         for sink in self.sinks:
@@ -404,7 +404,7 @@ class Coordinator:
                if v.mode == "connect"}
         self._send(slot, P.CONNECT, endpoints=eps)
         self._send(slot, P.PROBE, on=True)
-        self._set(slot, S.CONNECTING, "connecting")
+        self._set(slot, S.CONNECTING)
 
     def _advance_start(self) -> None:
         slots = list(self.slots.values())
@@ -490,6 +490,9 @@ class Coordinator:
         self.stop_sent_at = None
         self.abandon = self.abandon or code != exitcodes.OK  # nothing in flight worth waiting for
         for s in self.slots.values():
+            if s.state is S.RESTARTING:  # its next incarnation will not come
+                s.restart_at = None
+                self._set(s, S.STOPPED, "not restarted")
             self._send(s, P.STOP, abandon=self.abandon)
             # command nodes hear no STOP: on completion they get the drain period to exit by
             # themselves, otherwise SIGTERM now
