@@ -8,7 +8,7 @@ import msgpack
 import zmq
 
 from zflow.runtime import codec
-from zflow.runtime.node import Seen
+from zflow.runtime.replica.exactly_once import Seen
 
 
 def test_seen_ranges_and_duplicates() -> None:

@@ -30,7 +30,7 @@ except ImportError:  # titles are a nicety
     def setproctitle(title: str) -> None:
         pass
 
-from zflow.runtime import node
+from zflow.runtime.replica import main as replica
 
 MAX = 1 << 20
 
@@ -62,7 +62,7 @@ def _child(request: dict[str, Any], out_fd: int, err_fd: int, sock: socket.socke
         for path in reversed([p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]):
             sys.path.insert(0, path)
         os.chdir(request["cwd"])
-        code = node.main()
+        code = replica.main()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:  # noqa: BLE001 - last resort: report and exit, never return to the loop
@@ -78,7 +78,7 @@ def _child(request: dict[str, Any], out_fd: int, err_fd: int, sock: socket.socke
 
 
 def main() -> int:
-    node._die_with_parent()
+    replica.die_with_parent()
     sock = socket.socket(fileno=int(sys.argv[1]))
     me = os.getpid()
     r, w = os.pipe()

@@ -1,0 +1,237 @@
+"""The replica's control-plane client (see protocol.py): a DEALER to the supervisor, what the
+supervisor has told this replica so far, and the probes, end markers and telemetry that go with it.
+
+Incoming messages are dispatched through `handlers` (kind → method); a kind this replica does not
+know is ignored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from zflow.runtime import codec
+from zflow.runtime import protocol as P
+from zflow.runtime.replica.errors import Stop
+from zflow.runtime.replica.exactly_once import acknowledge
+from zflow.runtime.replica.sockets import connect
+
+if TYPE_CHECKING:
+    from zflow.runtime.replica.core import Node
+
+
+def dealer(ctx: zmq.Context, identity: bytes, endpoint: str) -> zmq.Socket:
+    """The replica's control socket, connected to the supervisor's ROUTER."""
+    ctrl = ctx.socket(zmq.DEALER)
+    ctrl.setsockopt(zmq.IDENTITY, identity)
+    ctrl.setsockopt(zmq.LINGER, 2000)
+    ctrl.setsockopt(zmq.RCVHWM, 0)  # acks and commands are never dropped
+    ctrl.setsockopt(zmq.SNDHWM, 0)
+    ctrl.connect(endpoint)
+    return ctrl
+
+
+class Control:
+    """The control-plane client of `node`: the messages it handles change the node's state."""
+
+    def __init__(self, node: Node, ctrl: zmq.Socket) -> None:
+        self.node = node
+        self.ctrl = ctrl
+        # what the supervisor has said
+        self.connected = False
+        self.probing = False
+        self.started = False
+        self.stop_requested = False
+        self.stop_reason = ""
+        self.abandon = False  # interrupted or failed run: close without lingering
+        self.expected: dict[str, int | None] = {}  # input socket → records its senders sent
+        self.resend = False  # exactly-once source: resend what is unacknowledged
+        self.finished_sent = False
+        # sockets with a part in the control plane (sockets.build fills these)
+        self.control_in: dict[zmq.Socket, bytes] = {}  # stop_on sockets → the message
+        self.probe_socks: list[zmq.Socket] = []
+        #: SUB sockets → (publisher replica ids whose probe must arrive, ids seen so far)
+        self.probe_waits: dict[zmq.Socket, tuple[set[str], set[str]]] = {}
+        self.eos_socks: list[zmq.Socket] = []  # PUB sockets whose end marker is repeated
+        self.next_eos = 0.0
+        # telemetry
+        self.telemetry = node.spec.telemetry
+        self.stats_every = node.spec.stats_interval
+        self.next_stats = 0.0
+        self.handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            P.STOP: self.on_stop,
+            P.START: self.on_start,
+            P.PROBE: self.on_probe,
+            P.DRAIN: self.on_drain,
+            P.INPUT_END: self.on_input_end,
+            P.CONNECT: self.on_connect,
+            P.ACK: self.on_ack,
+            P.RESEND: self.on_resend,
+            P.LOW: self.on_low,
+        }
+
+    def send(self, kind: str, **fields: Any) -> None:
+        self.ctrl.send(P.pack(kind, **fields))
+
+    # -- incoming messages -------------------------------------------------------------------
+    def handle(self, msg: dict[str, Any]) -> None:
+        handler = self.handlers.get(msg["t"])
+        if handler is not None:
+            handler(msg)
+
+    def on_stop(self, msg: dict[str, Any]) -> None:
+        self.stop_requested = True
+        self.abandon = self.abandon or bool(msg.get("abandon"))
+        self.stop_reason = self.stop_reason or "stopped by zflow"
+
+    def on_start(self, msg: dict[str, Any]) -> None:
+        self.started = True
+        self.probing = False
+
+    def on_probe(self, msg: dict[str, Any]) -> None:
+        self.probing = bool(msg.get("on"))
+
+    def on_drain(self, msg: dict[str, Any]) -> None:
+        box = self.node.inboxes.get(msg["socket"])
+        if box is not None:
+            box.report = True
+            self.send(P.COUNT, socket=box.name, n=box.msgs)
+
+    def on_input_end(self, msg: dict[str, Any]) -> None:
+        box = self.node.inboxes.get(msg["socket"])
+        self.expected[msg["socket"]] = msg.get("expected")
+        if box is not None:
+            box.ended = True
+
+    def on_connect(self, msg: dict[str, Any]) -> None:
+        connect(self.node.sockets, msg["endpoints"])
+        self.connected = True
+
+    def on_ack(self, msg: dict[str, Any]) -> None:
+        acknowledge(self.node.unacked, self.node.seen.stride, msg)
+
+    def on_resend(self, msg: dict[str, Any]) -> None:
+        self.resend = True
+
+    def on_low(self, msg: dict[str, Any]) -> None:
+        self.node.seen.forget_below(msg["id"])
+
+    def drain(self) -> None:
+        """Handle every control message already queued, without waiting."""
+        while True:
+            try:
+                data = self.ctrl.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.handle(P.unpack(data))
+
+    # -- waiting -------------------------------------------------------------------------------
+    def send_blocked(self) -> None:
+        """A send waits on a full pipe: serve the control plane; give up if told to abandon."""
+        self.drain()
+        self.probe_tick()  # a restarted subscriber downstream may be waiting for our probe
+        self.tick()
+        if self.stop_requested and self.abandon:
+            raise Stop()
+
+    def poll_stop(self) -> bool:
+        self.drain()
+        self.check_stop_on()
+        return self.stop_requested
+
+    def wait(self, until: Any, timeout: float | None = None) -> None:
+        """Serve the control plane (and probes) until `until()` is true."""
+        poller = zmq.Poller()
+        poller.register(self.ctrl, zmq.POLLIN)
+        for s in {*self.control_in, *self.probe_waits}:
+            poller.register(s, zmq.POLLIN)
+        while not until():
+            if self.stop_requested:
+                raise Stop()
+            for ev_sock, _ in poller.poll(5 if self.probing else 100):
+                if ev_sock is self.ctrl:
+                    self.drain()
+                elif ev_sock in self.probe_waits:
+                    self.take_probes(ev_sock)
+                else:
+                    self.check_stop_on()
+            self.probe_tick()
+            self.repeat_end_markers()
+
+    def check_stop_on(self) -> None:
+        """Read the stop_on sockets: their message stops the replica."""
+        for sock, word in self.control_in.items():
+            while True:
+                try:
+                    frame = sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if frame == word:
+                    self.stop_requested = True
+                    self.stop_reason = f"received {word.decode(errors='replace')}"
+
+    # -- probes and end markers ----------------------------------------------------------------
+    def repeat_end_markers(self) -> None:
+        """PUB drops at its high-water mark, end markers included: after the end, repeat them
+        every 100 ms until zflow stops this node (receivers count each sender once)."""
+        now = time.monotonic()
+        if self.eos_socks and now >= self.next_eos:
+            self.next_eos = now + 0.1
+            frame = codec.control_frame("eos", self.node.id)
+            for sock in self.eos_socks:
+                sock.send(frame)
+
+    def probe_tick(self) -> None:
+        """While asked to probe, each PUB socket sends one probe per call (see wait)."""
+        if self.probing and self.probe_socks:
+            frame = codec.control_frame("probe", self.node.id)
+            for s in self.probe_socks:
+                s.send(frame)
+
+    def take_probes(self, sock: zmq.Socket) -> None:
+        """Read a SUB before start: note the probes; keep data for the run (stop_on: stop)."""
+        seen = self.probe_waits[sock][1]
+        word = self.control_in.get(sock)
+        box = self.node.inboxes_by_sock.get(sock)
+        while True:
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            mark = codec.parse_control_frame(frame)
+            if mark is not None:
+                if mark.get("probe"):
+                    seen.add(mark["probe"])
+                continue
+            if word is not None and frame == word:
+                self.stop_requested = True
+                self.stop_reason = f"received {word.decode(errors='replace')}"
+            elif box is not None:
+                box.held.append(frame)
+
+    def subscribed(self) -> bool:
+        """Every SUB has seen a probe from each zflow publisher: its subscription is live."""
+        return all(expected <= seen for expected, seen in self.probe_waits.values())
+
+    # -- telemetry -----------------------------------------------------------------------------
+    def counters(self) -> dict[str, list[int]]:
+        """Per socket: [records in, records out, bytes in, bytes out]."""
+        node = self.node
+        out: dict[str, list[int]] = {k: list(v) for k, v in node.custom_counts.items()}
+        for b in node.inboxes.values():
+            out[b.name] = [b.msgs, 0, b.nbytes, 0]
+        for o in node.outboxes:
+            out[o.name] = [0, o.msgs, 0, o.nbytes]
+        return out
+
+    def tick(self) -> None:
+        """Send the counters when `stats_interval` has passed since the last time."""
+        if not self.telemetry:
+            return
+        now = time.monotonic()
+        if now >= self.next_stats:
+            self.next_stats = now + self.stats_every
+            self.send(P.STATS, s=self.counters(), e=self.node.errors)

@@ -1,0 +1,108 @@
+"""The process of one replica: builds its sockets from the spec and runs the user's code.
+
+Start-up follows the supervisor's barrier: bind, report the bound endpoints, connect when told,
+wait until every PUB peer's probe has arrived on each SUB (the subscription is then known to be in
+place), report ready, and only then run. A replica that finished waits to be stopped, so its peers
+can still reach it. Whatever goes wrong is reported as `fatal` before the process exits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import traceback
+from typing import Any
+
+import zmq
+
+from zflow.runtime import codec
+from zflow.runtime import protocol as P
+from zflow.runtime.replica import runners, sockets
+from zflow.runtime.replica.core import Node
+from zflow.runtime.replica.errors import NodeFailure, Stop
+from zflow.runtime.replica.target import check_params, resolve_target
+from zflow.runtime.spec import ReplicaSpec
+
+
+def die_with_parent() -> None:
+    """Linux: be killed if the supervisor dies, even by SIGKILL (no orphans)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    expected = os.environ.get("ZFLOW_PARENT_PID")
+    if expected and os.getppid() != int(expected):
+        os._exit(1)  # the supervisor died before prctl took effect
+
+
+def main() -> int:
+    die_with_parent()
+    spec = ReplicaSpec.from_json(os.environ[P.ENV_SPEC])
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(spec.title)
+    except ImportError:
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise Stop()
+
+    signal.signal(signal.SIGTERM, on_term)
+    node = Node(spec, os.environ[P.ENV_CONTROL])
+    ctl = node.control
+    code = 0
+    try:
+        ctl.send(P.HELLO, pid=os.getpid())
+        target = resolve_target(spec.target or "")
+        check_params(target, spec.shape, spec.params)
+        ctl.send(P.BOUND, endpoints=sockets.build(node))
+        ctl.wait(lambda: ctl.connected)
+        ctl.wait(ctl.subscribed)
+        ctl.send(P.READY)
+        ctl.wait(lambda: ctl.started)
+        value = runners.run(node, target)
+        if not ctl.finished_sent:
+            # custom nodes return; a stop_on message or zflow's stop ends a stream early
+            ctl.send(P.FINISHED, s=ctl.counters(), e=node.errors,
+                     result=value if isinstance(value, dict) else None)
+        # finished: wait to be stopped (or for a stop_on message) so peers can still reach us
+        ctl.wait(lambda: ctl.stop_requested)
+    except Stop:
+        if not ctl.stop_requested:
+            code = 128 + signal.SIGTERM  # killed by someone else than zflow: not a clean end
+    except codec.EncodeError as e:
+        ctl.send(P.FATAL, phase="run", message=str(e))
+        code = 1
+    except NodeFailure as f:
+        ctl.send(P.FATAL, phase=f.phase, message=str(f), **f.extra)
+        code = P.exit_code_for(f.phase)
+        if f.extra.get("traceback"):
+            sys.stderr.write(f.extra["traceback"])
+    except Exception as e:  # noqa: BLE001 - report the user's crash to the supervisor
+        tb = traceback.format_exc()
+        sys.stderr.write(tb)
+        ctl.send(P.FATAL, phase="run", message=f"{type(e).__name__}: {e}", traceback=tb)
+        code = 1
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # no Stop raised out of the cleanup below
+    if ctl.stop_reason:
+        try:
+            ctl.send(P.STOPPING, reason=ctl.stop_reason)
+        except zmq.ZMQError:
+            pass
+    for s in node.sockets.values():
+        # receiving sockets hold nothing worth waiting for; a SUB's queued subscription to a
+        # publisher that already exited would otherwise hold the exit for the whole linger
+        s.close(linger=0 if ctl.abandon or s.type in (zmq.PULL, zmq.SUB) else None)
+    ctl.ctrl.close()
+    node.ctx.term()
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

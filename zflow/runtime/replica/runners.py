@@ -1,0 +1,319 @@
+"""Running the user's code in its shape: source, stream (transform or sink), service or custom.
+
+Data is received by polling once and draining with NOBLOCK, records are processed a frame at a
+time, and outgoing frames are flushed when full or as soon as the node has nothing more to read, so
+an idle pipeline adds no batching delay.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import inspect
+import operator
+import time
+import traceback
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from zflow.runtime import codec
+from zflow.runtime import context as zctx
+from zflow.runtime import protocol as P
+from zflow.runtime.replica import exactly_once
+from zflow.runtime.replica.errors import NodeFailure, Stop
+from zflow.runtime.replica.on_error import record_error, undecodable
+from zflow.runtime.replica.socketio import SocketIO
+
+if TYPE_CHECKING:
+    from zflow.runtime.replica.core import Node
+    from zflow.runtime.replica.sockets import Inbox
+
+_not_none = functools.partial(operator.is_not, None)
+
+
+def run(node: Node, target: Any) -> Any:
+    """Run the resolved target in the node's shape; returns what a custom node returned."""
+    shape = node.spec.shape
+    params = node.context.params
+    is_class = inspect.isclass(target)
+    if shape == "source":
+        return run_source(node, target(**params))
+    if shape == "custom":
+        node.context._io = SocketIO(node)
+        value = target(node.context)
+        custom_end_markers(node)
+        return value
+    obj = target(**params) if is_class else target
+    if shape == "service":
+        return run_service(node, obj)
+    return run_stream(node, obj, end=getattr(obj, "end", None) if is_class else None,
+                      generator=inspect.isgeneratorfunction(obj.__call__ if is_class else obj))
+
+
+# -- sources ---------------------------------------------------------------------------------
+def run_source(node: Node, iterable: Any) -> Any:
+    if node.eo:
+        exactly_once.run_source(node, iterable)
+        finish_stream(node, None)
+        return None
+    ctl = node.control
+    outs = node.outboxes
+    if hasattr(iterable, "__len__"):
+        total = len(iterable)
+        ctl.send(P.TOTAL, n=total)
+        # a short stream is cut into enough frames to reach every receiving replica
+        # (PUSH balances per frame): at least 4 frames per receiver, never over `batch`
+        for o in outs:
+            fair = total // (4 * max(1, node.spec.socket(o.name).peer_replicas))
+            o.batch = max(1, min(o.batch, fair))
+    it = iter(iterable)
+    # Adaptive chunks: a fast source grows to full frames; a slow one (a chunk taking over
+    # 1 ms to produce) shrinks to one record per frame, so batching never holds a record
+    # back for long. Every chunk is flushed at once.
+    cap = max([o.batch for o in outs] + [1])
+    step = 1
+    clock = time.perf_counter
+    while True:
+        t0 = clock()
+        chunk = list(islice(it, step))
+        if not chunk:
+            break
+        took = clock() - t0
+        if took < 0.0002 and step < cap:
+            step = min(cap, step * 2)
+        elif took > 0.001 and step > 1:
+            step //= 2
+        for o in outs:
+            o.extend(chunk)
+            o.flush()
+        ctl.drain()
+        if ctl.control_in:
+            ctl.check_stop_on()
+        ctl.probe_tick()
+        ctl.tick()
+        if ctl.stop_requested:
+            break
+    finish_stream(node, None)
+    return None
+
+
+# -- transforms and sinks --------------------------------------------------------------------
+def _tracked(recs: list[Any], cur: list[Any]) -> Any:
+    for r in recs:
+        cur[0] = r
+        yield r
+
+
+def _ingest(node: Node, box: Inbox, frame: bytes, apply: Any, apply_ids: Any) -> None:
+    ids = None
+    try:
+        mark = codec.parse_control_frame(frame) if box.zf else None
+        if mark is not None:  # a probe or an end marker, never data
+            sender = mark.get("eos")
+            if sender:
+                box.eos.add(sender)
+                if len(box.eos) >= box.senders and box.end == "markers":
+                    box.ended = True
+            return
+        if box.codec == "msgpack":
+            if frame[:1] == codec.IDR:
+                first, n, recs = codec._unpackb(frame[1:])
+                ids = range(first, first + n * node.seen.stride, node.seen.stride)
+            elif frame[:1] == codec.IDS:
+                ids, recs = codec._unpackb(frame[1:])
+            else:
+                recs = codec.decode_batch(frame)
+            if not isinstance(recs, list):
+                raise TypeError(f"decoded to {type(recs).__name__}, not a list of records")
+        else:
+            if not frame:
+                box.eos.add(str(len(box.eos)))
+                if len(box.eos) >= box.senders and box.end == "markers":
+                    box.ended = True
+                return
+            recs = [box.decode(frame)]
+    except Exception as e:  # noqa: BLE001 - a frame that cannot be decoded is a bad record
+        undecodable(node, box, frame, e)
+        return
+    box.nbytes += len(frame)
+    if ids is None:
+        box.msgs += len(recs)
+        apply(recs)
+    elif node.outboxes:
+        box.msgs += len(recs)
+        apply_ids(ids, recs)
+    else:  # an exactly-once sink counts records once, not their resent duplicates
+        before = node.seen.adds
+        apply_ids(ids, recs)
+        box.msgs += node.seen.adds - before
+    if box.report:
+        node.control.send(P.COUNT, socket=box.name, n=box.msgs)
+
+
+def run_stream(node: Node, fn: Any, end: Any, generator: bool) -> Any:
+    ctl = node.control
+    outs = node.outboxes
+    sink = not outs
+    cur: list[Any] = [None]
+    tolerant = node.spec.on_error != "fail"
+
+    def apply(recs: list[Any]) -> None:
+        produced: list[Any] = []
+        it = _tracked(recs, cur) if tolerant else iter(recs)
+        while True:
+            try:
+                if generator:
+                    for r in it:
+                        produced.extend(fn(r))
+                elif sink:
+                    collections.deque(map(fn, it), maxlen=0)
+                else:
+                    produced.extend(filter(_not_none, map(fn, it)))
+                break
+            except (Stop, KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as e:  # noqa: BLE001 - the user's function failed on a record
+                if not tolerant:
+                    raise NodeFailure("run", f"{type(e).__name__}: {e}",
+                                      traceback=traceback.format_exc()) from None
+                record_error(node, cur[0], e)
+        if produced:
+            for o in outs:
+                o.extend(produced)
+
+    apply_ids = exactly_once.ids_applier(node, fn, apply, generator, tolerant)
+    poller = zmq.Poller()
+    poller.register(ctl.ctrl, zmq.POLLIN)
+    for b in node.inboxes.values():
+        poller.register(b.sock, zmq.POLLIN)
+    for s in ctl.control_in:
+        poller.register(s, zmq.POLLIN)
+    for b in node.inboxes.values():  # frames that arrived before start
+        held, b.held = b.held, []
+        for frame in held:
+            _ingest(node, b, frame, apply, apply_ids)
+    boxes = node.inboxes_by_sock
+    ingest = _ingest
+    while not ctl.stop_requested:
+        if node.inboxes and all(b.ended for b in node.inboxes.values()):
+            finish_stream(node, end)
+            return None
+        if ctl.probing:  # a restarted subscriber is waiting for our probe
+            ctl.probe_tick()
+            events = poller.poll(10)
+        else:
+            events = poller.poll(ctl.stats_every * 1000 if ctl.telemetry else 1000)
+            if not events:  # nothing to read: tell a draining supervisor we are idle
+                for b in node.inboxes.values():
+                    if b.report and not b.ended:
+                        ctl.send(P.COUNT, socket=b.name, n=b.msgs, idle=True)
+        for sock, _ in events:
+            box = boxes.get(sock)
+            if box is None:
+                if sock is ctl.ctrl:
+                    ctl.drain()
+                else:
+                    ctl.check_stop_on()
+                continue
+            recv = sock.recv
+            for _ in range(256):
+                try:
+                    frame = recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                ingest(node, box, frame, apply, apply_ids)
+        for o in outs:
+            o.flush()
+        ctl.tick()
+    return None
+
+
+def finish_stream(node: Node, end: Any) -> None:
+    """End of stream: end hook, flush, end markers, send_on_end, then report totals."""
+    ctl = node.control
+    result = None
+    if end is not None:
+        per = {b.name: b.msgs for b in node.inboxes.values()}
+        exp = [v for v in ctl.expected.values() if v is not None]
+        unique = node.eo and not node.outboxes  # an exactly-once sink counts each id once
+        totals = zctx.Totals(
+            received=node.seen.adds if unique else sum(per.values()),
+            expected=sum(exp) if exp and len(exp) == len(ctl.expected) else None,
+            per_socket=per,
+            sent=sum(o.msgs for o in node.outboxes),
+            errors=node.errors,
+            elapsed=time.monotonic() - node.t_start,
+        )
+        value = end(totals)
+        if node.outboxes and value is not None and not isinstance(value, dict):
+            for o in node.outboxes:
+                o.extend(list(value))
+        elif isinstance(value, dict):
+            result = value
+    for o in node.outboxes:
+        o.flush()
+        spec = node.spec.socket(o.name)
+        if o.sock.type in (zmq.PUB, zmq.XPUB) and spec.zflow_peers:
+            o.end_marker(node.id, zf=True)
+            ctl.eos_socks.append(o.sock)
+        elif o.codec != "msgpack" and not spec.zflow_peers:
+            for _ in range(max(1, spec.peer_replicas)):
+                o.end_marker(node.id, zf=False)  # plain programs read an empty message
+    for sock, word in node.control_out:
+        sock.send(word)
+    ctl.send(P.FINISHED, s=ctl.counters(), e=node.errors, result=result)
+    ctl.finished_sent = True
+
+
+# -- services and custom nodes ---------------------------------------------------------------
+def run_service(node: Node, fn: Any) -> Any:
+    ctl = node.control
+    poller = zmq.Poller()
+    poller.register(ctl.ctrl, zmq.POLLIN)
+    for b in node.inboxes.values():
+        poller.register(b.sock, zmq.POLLIN)
+    boxes = node.inboxes_by_sock
+    out_counts: dict[str, list[int]] = {b.name: [0, 0] for b in node.inboxes.values()}
+    while not ctl.stop_requested:
+        if node.inboxes and all(b.ended for b in node.inboxes.values()):
+            break
+        for sock, _ in poller.poll(ctl.stats_every * 1000):
+            if sock is ctl.ctrl:
+                ctl.drain()
+                continue
+            box = boxes[sock]
+            encode = codec.encode_one(box.codec)
+            while True:
+                try:
+                    parts = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                envelope, body = parts[:-1], parts[-1]
+                box.msgs += 1
+                box.nbytes += len(body)
+                try:
+                    reply = encode(fn(box.decode(body)))
+                except Exception as e:  # noqa: BLE001 - report, and answer so REQ can go on
+                    record_error(node, body, e)
+                    reply = encode({"error": f"{type(e).__name__}: {e}"})
+                sock.send_multipart([*envelope, reply])
+                out_counts[box.name][0] += 1
+                out_counts[box.name][1] += len(reply)
+        ctl.tick()
+    s = ctl.counters()
+    for name, (n, nb) in out_counts.items():
+        s[name][1], s[name][3] = n, nb
+    ctl.send(P.FINISHED, s=s, e=node.errors, result=None)
+    ctl.finished_sent = True
+    return None
+
+
+def custom_end_markers(node: Node) -> None:
+    """A custom node's PUB sockets end their subscribers' streams when it returns."""
+    frame = codec.control_frame("eos", node.id)
+    for x in node.spec.sockets:
+        if x.type in ("PUB", "XPUB") and x.zflow_peers and not x.send_on_end:
+            node.sockets[x.name].send(frame)
+            node.control.eos_socks.append(node.sockets[x.name])

@@ -1,0 +1,109 @@
+"""The replica's sockets: built from its SocketSpecs and sorted by role.
+
+Each socket gets one role: a stop_on socket (control.py watches it), a send_on_end socket, a
+data input (an Inbox), a data output (a codec.Outbox), or, for custom nodes, the user's own.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import zmq
+
+from zflow.runtime import codec
+from zflow.runtime.replica.errors import NodeFailure
+from zflow.runtime.spec import SocketSpec
+
+if TYPE_CHECKING:
+    from zflow.runtime.replica.core import Node
+
+RECEIVING = ("PULL", "SUB", "XSUB")
+SENDING = ("PUSH", "PUB", "XPUB")
+
+
+class Inbox:
+    """A receiving data socket and what is known about the end of its stream."""
+
+    __slots__ = ("name", "sock", "codec", "end", "senders", "eos", "msgs", "nbytes", "ended",
+                 "report", "decode", "held", "zf")
+
+    def __init__(self, name: str, sock: zmq.Socket, spec: SocketSpec) -> None:
+        self.name = name
+        self.sock = sock
+        self.codec = spec.codec
+        self.end = spec.end
+        self.senders = spec.peer_replicas
+        self.eos: set[str] = set()
+        self.msgs = 0
+        self.nbytes = 0
+        self.ended = False
+        self.report = False
+        self.decode = codec.decode_one(self.codec)
+        self.held: list[bytes] = []  # data that arrived before start (a restarted replica)
+        # 0xFF-prefixed frames are zflow's own unless raw bytes may come from outside zflow
+        self.zf = self.codec != "raw" or spec.zflow_peers
+
+
+def build(node: Node) -> dict[str, str]:
+    """Create, configure and bind every socket of `node`; returns the endpoints bound."""
+    spec = node.spec
+    ctl = node.control
+    bound: dict[str, str] = {}
+    for s in spec.sockets:
+        sock = node.ctx.socket(getattr(zmq, s.type))
+        sock.setsockopt(zmq.LINGER, s.linger)
+        sock.setsockopt(zmq.SNDHWM, s.hwm)
+        sock.setsockopt(zmq.RCVHWM, s.hwm)
+        if s.type == "SUB":
+            for prefix in s.subscribe:
+                sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+            if s.probes_from or s.codec == "msgpack":
+                sock.setsockopt(zmq.SUBSCRIBE, codec.ZF)
+            if s.probes_from:
+                ctl.probe_waits[sock] = (set(s.probes_from), set())
+        node.sockets[s.name] = sock
+        if s.mode == "bind":
+            ep = s.bind_endpoint
+            try:
+                sock.bind(ep)
+            except zmq.ZMQError as e:
+                hint = ("another process is using it; stop it or choose another port "
+                        "(or `bind: tcp` to let the OS pick one)" if e.errno == zmq.EADDRINUSE
+                        else None)
+                raise NodeFailure("bind", f"cannot bind {ep}: {zmq.strerror(e.errno)}",
+                                  socket=s.name, endpoint=ep, hint=hint) from None
+            bound[s.name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        if s.stop_on:
+            ctl.control_in[sock] = s.stop_on.encode()
+        elif spec.shape == "custom":
+            pass  # custom code owns its sockets; SocketIO counts what it moves
+        elif s.send_on_end:
+            node.control_out.append((sock, s.send_on_end.encode()))
+        elif s.type in RECEIVING:
+            node.inboxes[s.name] = Inbox(s.name, sock, s)
+        elif s.type in SENDING:
+            box = codec.IdOutbox if node.eo else codec.Outbox
+            out = box(s.name, sock, s.codec, s.batch, s.topic)
+            out.stride = spec.sources
+            out.blocked = ctl.send_blocked
+            sock.setsockopt(zmq.SNDTIMEO, 100)  # a blocked send still hears STOP
+            node.outboxes.append(out)
+        elif s.type in ("REP", "ROUTER") and spec.shape == "service":
+            node.inboxes[s.name] = Inbox(s.name, sock, s)
+        if s.probe:
+            ctl.probe_socks.append(sock)
+    node.inboxes_by_sock = {b.sock: b for b in node.inboxes.values()}
+    node.context.sockets = dict(node.sockets)
+    return bound
+
+
+def connect(sockets: dict[str, zmq.Socket], endpoints: dict[str, list[str]]) -> None:
+    """Connect each named socket to its endpoints (the supervisor's `connect` message)."""
+    for name, eps in endpoints.items():
+        sock = sockets[name]
+        for ep in eps:
+            try:
+                sock.connect(ep)
+            except zmq.ZMQError as e:
+                raise NodeFailure("connect", f"cannot connect to {ep}: {e.strerror}",
+                                  socket=name, endpoint=ep) from None
