@@ -13,48 +13,16 @@ import subprocess
 import sys
 from typing import Any
 
+from zflow.runtime.replica.target import MARK, NOT_FOUND
 from zflow.spec.diagnostics import Diagnostic
 from zflow.spec.locate import Locator
 
 TIMEOUT = 60.0
 
-# Runs in the child: argv[1] = directory to put first on sys.path, stdin = JSON list of targets.
-_CHILD = r"""
-import importlib, importlib.util, json, sys
-sys.path.insert(0, sys.argv[1])
-targets = json.load(sys.stdin)
-results = []
-for t in targets:
-    mod, _, attr = t.partition(":")
-    try:
-        try:
-            spec = importlib.util.find_spec(mod)
-        except (ImportError, ValueError) as e:
-            spec = None
-        if spec is None:
-            results.append(["ZF080", f"module {mod!r} not found"])
-            continue
-        m = importlib.import_module(mod)
-    except BaseException as e:
-        if isinstance(e, KeyboardInterrupt):
-            raise
-        results.append(["ZF081", f"importing {mod!r} raised {type(e).__name__}: {e}"])
-        continue
-    obj = m
-    missing = None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            missing = part
-            break
-        obj = getattr(obj, part)
-    if missing is not None:
-        results.append(["ZF082", f"module {mod!r} has no attribute {attr!r}"])
-    elif not callable(obj):
-        results.append(["ZF083", f"{t!r} is a {type(obj).__name__}, not callable"])
-    else:
-        results.append(None)
-sys.stdout.write("\n@@ZFLOW@@" + json.dumps(results))
-"""
+# The child resolves each target exactly as a replica does (zflow/runtime/replica/target.py):
+# argv[1] = directory to put first on sys.path, stdin = JSON list of targets, stdout = whatever the
+# modules print, then MARK and a JSON list of per-target results (None or [code, message]).
+_CHILD = "zflow.runtime.replica.target"
 
 
 def check_imports(data: Any, path: str, loc: Locator) -> list[Diagnostic]:
@@ -69,10 +37,10 @@ def check_imports(data: Any, path: str, loc: Locator) -> list[Diagnostic]:
         return []
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        proc = subprocess.run([sys.executable, "-c", _CHILD, directory],
+        proc = subprocess.run([sys.executable, "-m", _CHILD, directory],
                               input=json.dumps([t for _, t in targets]), capture_output=True,
                               text=True, timeout=TIMEOUT, cwd=directory)
-        payload = proc.stdout.rpartition("@@ZFLOW@@")[2]
+        payload = proc.stdout.rpartition(MARK)[2]
         results = json.loads(payload)
     except subprocess.TimeoutExpired:
         return [loc.diag("ZF084", f"importing the run: targets took longer than {TIMEOUT:.0f} s",
@@ -85,7 +53,7 @@ def check_imports(data: Any, path: str, loc: Locator) -> list[Diagnostic]:
             continue
         code, msg = r
         hint = None
-        if code == "ZF080":
+        if code == NOT_FOUND:
             hint = (f"the module must be importable from {directory} (next to the topology) or "
                     "installed")
         out.append(loc.diag(code, f"node '{node}': {msg}", ("nodes", node, "run"), hint=hint))

@@ -12,6 +12,6 @@ import-check child (target.py) stays light.
   exactly_once  ids, acks, a sink's memory of what it processed, the exactly-once source
   on_error      fail / skip / dead-letter for records that cannot be processed
   socketio      the custom-node API behind NodeContext.send/recv/request/proxy
-  target        resolving the `run:` target and checking its params
+  target        resolving the `run:` target, checking its params; the import check's child
   errors        Stop, DecodeError, NodeFailure
 """

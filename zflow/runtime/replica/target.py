@@ -1,37 +1,61 @@
 """A Python node's `run:` target: importing it, and checking that its params fit.
 
 A replica resolves its target before it binds anything, so a target that cannot be used is a
-start failure (exit code 3).
+start failure (exit code 3). `zflow validate --import-check` resolves targets the same way, in a
+child process (`python -m zflow.runtime.replica.target DIR`, see zflow/spec/importcheck.py), and
+reports each failure under its diagnostic code. Nothing here imports zmq: that child stays light.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import json
+import sys
 import traceback
 from typing import Any
 
 from zflow.runtime.replica.errors import NodeFailure
 
+#: the import-check diagnostic for each way a target can be unusable
+NOT_FOUND, RAISED, NO_ATTRIBUTE, NOT_CALLABLE = "ZF080", "ZF081", "ZF082", "ZF083"
+#: precedes the import check's results on the child's stdout (user modules may print at import)
+MARK = "@@ZFLOW@@"
+
+
+class TargetError(NodeFailure):
+    """A `run:` target that cannot be used: phase "import"; `code` is its import-check code."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__("import", message, **extra)
+        self.code = code
+
+
+def _is_missing(e: ModuleNotFoundError, mod_name: str) -> bool:
+    """The target module (or a package above it) does not exist, rather than something it
+    imports."""
+    return e.name is not None and (mod_name == e.name or mod_name.startswith(e.name + "."))
+
 
 def resolve_target(target: str) -> Any:
-    """`pkg.mod:attr.sub` → the object. Raises NodeFailure with a clear message."""
+    """`pkg.mod:attr.sub` → the object. Raises TargetError with a clear message."""
     mod_name, _, attr = target.partition(":")
     try:
         obj: Any = importlib.import_module(mod_name)
     except ModuleNotFoundError as e:
-        raise NodeFailure("import", f"cannot import module {mod_name!r}: {e}") from None
+        code = NOT_FOUND if _is_missing(e, mod_name) else RAISED
+        raise TargetError(code, f"cannot import module {mod_name!r}: {e}") from None
     except Exception as e:  # noqa: BLE001 - any error raised by the user's module at import
         tb = traceback.format_exc(limit=-3)
-        raise NodeFailure(
-            "import", f"importing {mod_name!r} raised {type(e).__name__}: {e}", traceback=tb
+        raise TargetError(
+            RAISED, f"importing {mod_name!r} raised {type(e).__name__}: {e}", traceback=tb
         ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise NodeFailure("import", f"module {mod_name!r} has no attribute {attr!r}")
+            raise TargetError(NO_ATTRIBUTE, f"module {mod_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise NodeFailure("import", f"{target!r} is {type(obj).__name__}, not callable")
+        raise TargetError(NOT_CALLABLE, f"{target!r} is {type(obj).__name__}, not callable")
     return obj
 
 
@@ -51,3 +75,30 @@ def check_params(target: Any, shape: str, params: dict[str, Any]) -> None:
             "import", f"params {sorted(params)} do not fit {name}{sig}: {e}",
             hint="params are passed as keyword arguments to sources and classes",
         ) from None
+
+
+def check_targets(targets: list[str]) -> list[list[str] | None]:
+    """The import check: per target, None if it resolves, else [code, message]."""
+    results: list[list[str] | None] = []
+    for t in targets:
+        try:
+            resolve_target(t)
+        except TargetError as e:
+            results.append([e.code, str(e)])
+            continue
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # noqa: BLE001 - e.g. sys.exit() at import: report it
+            mod_name = t.partition(":")[0]
+            results.append([RAISED, f"importing {mod_name!r} raised {type(e).__name__}: {e}"])
+            continue
+        results.append(None)
+    return results
+
+
+if __name__ == "__main__":
+    # the import check's child: argv[1] = directory to put first on sys.path, stdin = JSON list
+    # of targets; the results follow MARK on stdout
+    sys.path.insert(0, sys.argv[1])
+    found = check_targets(json.load(sys.stdin))
+    sys.stdout.write("\n" + MARK + json.dumps(found))
