@@ -1,0 +1,497 @@
+"""The replica's logic without processes: the control dispatch table on a node-like object with a
+fake DEALER, exactly-once ids through IdOutbox frames into a sink, Inbox end-of-stream counting,
+on_error, and resolving `run:` targets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+
+from zflow.runtime import codec
+from zflow.runtime import protocol as P
+from zflow.runtime.replica import exactly_once, runners, target
+from zflow.runtime.replica.control import Control
+from zflow.runtime.replica.errors import NodeFailure, Stop
+from zflow.runtime.replica.exactly_once import Seen
+from zflow.runtime.replica.on_error import record_error
+from zflow.runtime.replica.sockets import Inbox
+from zflow.runtime.spec import SocketSpec
+
+
+# -- fakes -------------------------------------------------------------------------------------
+class FakeDealer:
+    """The control DEALER: `sent` holds what the replica said (unpacked), `queue` what it will
+    receive."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.queue: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(P.unpack(data))
+
+    def recv(self, flags: int = 0) -> bytes:
+        if not self.queue:
+            raise zmq.Again()
+        return self.queue.pop(0)
+
+
+class FakeSock:
+    """A data socket: records what is sent and connected; `recv` serves `frames`."""
+
+    def __init__(self, type: int = zmq.PUSH, fail_connect: bool = False) -> None:
+        self.type = type
+        self.sent: list[bytes] = []
+        self.frames: list[bytes] = []
+        self.connected: list[str] = []
+        self.fail_connect = fail_connect
+
+    def send(self, frame: bytes) -> None:
+        self.sent.append(frame)
+
+    def recv(self, flags: int = 0) -> bytes:
+        if not self.frames:
+            raise zmq.Again()
+        return self.frames.pop(0)
+
+    def connect(self, ep: str) -> None:
+        if self.fail_connect:
+            raise zmq.ZMQError(zmq.EINVAL)
+        self.connected.append(ep)
+
+
+def socket_spec(**kw: Any) -> SocketSpec:
+    base: dict[str, Any] = dict(name="in", type="PULL", mode="connect", hwm=1000, linger=0,
+                                codec="msgpack", batch=100)
+    base.update(kw)
+    return SocketSpec(**base)
+
+
+def fake_node(stride: int = 1, on_error: str = "fail", dead_letter: str = "") -> Any:
+    node = SimpleNamespace(
+        id="n.0", spec=SimpleNamespace(telemetry=True, stats_interval=0.25, on_error=on_error,
+                                       dead_letter=dead_letter, node="n", replica=0),
+        inboxes={}, inboxes_by_sock={}, sockets={}, outboxes=[], custom_counts={}, errors=0,
+        unacked={}, seen=Seen(stride),
+    )
+    node.control = Control(node, FakeDealer())
+    return node
+
+
+def inbox(node: Any, name: str = "in", **kw: Any) -> Inbox:
+    sock = FakeSock(zmq.PULL)
+    box = Inbox(name, sock, socket_spec(name=name, **kw))
+    node.inboxes[name] = box
+    node.inboxes_by_sock[sock] = box
+    return box
+
+
+# -- the control dispatch table ----------------------------------------------------------------
+def test_every_supervisor_message_has_a_handler() -> None:
+    ctl = fake_node().control
+    assert set(ctl.handlers) == {P.CONNECT, P.PROBE, P.START, P.DRAIN, P.INPUT_END, P.STOP,
+                                 P.ACK, P.RESEND, P.LOW}
+    ctl.handle({"t": "no-such-kind"})  # ignored, not an error
+    assert ctl.ctrl.sent == [] and not ctl.stop_requested
+
+
+def test_stop_start_probe_resend() -> None:
+    ctl = fake_node().control
+    ctl.handle({"t": P.PROBE, "on": True})
+    assert ctl.probing
+    ctl.handle({"t": P.START})
+    assert ctl.started and not ctl.probing  # start ends probing
+    ctl.handle({"t": P.RESEND})
+    assert ctl.resend
+    ctl.stop_reason = "received FINISHED"
+    ctl.handle({"t": P.STOP})
+    assert ctl.stop_requested and not ctl.abandon
+    assert ctl.stop_reason == "received FINISHED"  # the first reason stays
+    ctl.handle({"t": P.STOP, "abandon": True})
+    assert ctl.abandon
+    ctl.handle({"t": P.STOP})
+    assert ctl.abandon  # a later plain stop does not take abandon back
+
+
+def test_stop_without_a_reason_says_zflow_stopped_it() -> None:
+    ctl = fake_node().control
+    ctl.handle({"t": P.STOP})
+    assert ctl.stop_reason == "stopped by zflow"
+
+
+def test_drain_and_input_end() -> None:
+    node = fake_node()
+    box = inbox(node)
+    box.msgs = 7
+    ctl = node.control
+    ctl.handle({"t": P.DRAIN, "socket": "in"})
+    assert box.report and ctl.ctrl.sent == [{"t": P.COUNT, "socket": "in", "n": 7}]
+    ctl.handle({"t": P.DRAIN, "socket": "other"})  # not an input of this replica
+    assert len(ctl.ctrl.sent) == 1
+    ctl.handle({"t": P.INPUT_END, "socket": "in", "expected": 40})
+    ctl.handle({"t": P.INPUT_END, "socket": "other"})
+    assert box.ended and ctl.expected == {"in": 40, "other": None}
+
+
+def test_connect_and_its_located_failure() -> None:
+    node = fake_node()
+    node.sockets = {"a": FakeSock(), "b": FakeSock()}
+    ctl = node.control
+    ctl.handle({"t": P.CONNECT, "endpoints": {"a": ["ipc://x", "ipc://y"], "b": []}})
+    assert ctl.connected
+    assert node.sockets["a"].connected == ["ipc://x", "ipc://y"] and not node.sockets["b"].connected
+    node.sockets["bad"] = FakeSock(fail_connect=True)
+    ctl.connected = False
+    with pytest.raises(NodeFailure) as e:
+        ctl.handle({"t": P.CONNECT, "endpoints": {"bad": ["tcp://nowhere:1"]}})
+    assert e.value.phase == "connect" and not ctl.connected
+    assert e.value.extra == {"socket": "bad", "endpoint": "tcp://nowhere:1"}
+    assert str(e.value).startswith("cannot connect to tcp://nowhere:1: ")
+
+
+def test_ack_by_range_and_by_ids_and_low() -> None:
+    node = fake_node(stride=3)
+    node.unacked.update({i: f"r{i}" for i in range(0, 30)})
+    ctl = node.control
+    ctl.handle({"t": P.ACK, "r": [3, 4]})  # ids 3, 6, 9, 12 of source 0
+    assert not {3, 6, 9, 12} & set(node.unacked) and {0, 4, 15} <= set(node.unacked)
+    ctl.handle({"t": P.ACK, "ids": [0, 4, 99]})  # 99 was never sent: ignored
+    assert len(node.unacked) == 30 - 6
+    for i in range(0, 12, 3):
+        node.seen.add(i)
+    node.seen.add(18)
+    ctl.handle({"t": P.LOW, "id": 15})  # source 0 forgets below seq 5
+    assert node.seen.los[0] == [0, 6] and node.seen.his[0] == [5, 7]
+
+
+def test_drain_dispatches_everything_queued() -> None:
+    ctl = fake_node().control
+    ctl.ctrl.queue = [P.pack(P.PROBE, on=True), P.pack(P.START), P.pack(P.STOP)]
+    ctl.drain()
+    assert ctl.started and ctl.stop_requested and not ctl.probing and ctl.ctrl.queue == []
+
+
+def test_a_blocked_send_gives_up_only_when_told_to_abandon() -> None:
+    ctl = fake_node().control
+    ctl.ctrl.queue = [P.pack(P.STOP)]
+    ctl.send_blocked()  # a plain stop: the send keeps trying (the stream may still drain)
+    ctl.ctrl.queue = [P.pack(P.STOP, abandon=True)]
+    with pytest.raises(Stop):
+        ctl.send_blocked()
+
+
+def test_probes_and_held_data_before_start() -> None:
+    node = fake_node()
+    box = inbox(node, type="SUB", codec="msgpack")
+    ctl = node.control
+    ctl.probe_waits[box.sock] = ({"pub.0", "pub.1"}, set())
+    data = b"\0" + msgpack.packb([1, 2])
+    box.sock.frames = [codec.control_frame("probe", "pub.0"), data,
+                       codec.control_frame("probe", "pub.0")]
+    ctl.take_probes(box.sock)
+    assert not ctl.subscribed()  # pub.1 not heard yet
+    assert box.held == [data]  # data before start is kept for the run, not lost
+    box.sock.frames = [codec.control_frame("probe", "pub.1")]
+    ctl.take_probes(box.sock)
+    assert ctl.subscribed()
+
+
+def test_a_stop_on_word_on_a_probed_sub_stops() -> None:
+    node = fake_node()
+    sock = FakeSock(zmq.SUB)
+    ctl = node.control
+    ctl.probe_waits[sock] = (set(), set())
+    ctl.control_in[sock] = b"FINISHED"
+    sock.frames = [b"NOT YET", b"FINISHED"]
+    ctl.take_probes(sock)
+    assert ctl.stop_requested and ctl.stop_reason == "received FINISHED"
+
+
+def test_probe_tick_and_repeated_end_markers() -> None:
+    ctl = fake_node().control
+    pub = FakeSock(zmq.PUB)
+    ctl.probe_socks.append(pub)
+    ctl.probe_tick()
+    assert pub.sent == []  # not asked to probe
+    ctl.probing = True
+    ctl.probe_tick()
+    assert pub.sent == [codec.control_frame("probe", "n.0")]
+    pub.sent.clear()
+    ctl.eos_socks.append(pub)
+    ctl.repeat_end_markers()
+    ctl.repeat_end_markers()  # within 100 ms: not again
+    assert pub.sent == [codec.control_frame("eos", "n.0")]
+    ctl.next_eos = 0.0
+    ctl.repeat_end_markers()
+    assert len(pub.sent) == 2
+
+
+def test_counters_and_telemetry_ticks() -> None:
+    node = fake_node()
+    box = inbox(node)
+    box.msgs, box.nbytes = 5, 50
+    out = codec.Outbox("out", FakeSock(), "msgpack", 10, None)
+    out.msgs, out.nbytes = 4, 40
+    node.outboxes.append(out)
+    node.custom_counts["req"] = [1, 2, 3, 4]
+    node.errors = 2
+    ctl = node.control
+    want = {"in": [5, 0, 50, 0], "out": [0, 4, 0, 40], "req": [1, 2, 3, 4]}
+    assert ctl.counters() == want
+    ctl.tick()
+    ctl.tick()  # within stats_interval: nothing more
+    assert ctl.ctrl.sent == [{"t": P.STATS, "s": want, "e": 2}]
+    ctl.telemetry = False
+    ctl.next_stats = 0.0
+    ctl.tick()
+    assert len(ctl.ctrl.sent) == 1
+
+
+# -- Seen.forget_below -------------------------------------------------------------------------
+def test_forget_below_inside_an_interval_in_a_gap_and_per_source() -> None:
+    s = Seen(stride=2)
+    for seq in (0, 1, 4, 5, 6, 9):  # source 0: ids 0, 2, 8, 10, 12, 18
+        assert s.add(seq * 2)
+    assert s.add(1)  # source 1
+    assert (s.los[0], s.his[0]) == ([0, 4, 9], [2, 7, 10])
+    s.forget_below(10)  # seq 5 lies inside [4, 7): merged into [0, 7)
+    assert (s.los[0], s.his[0]) == ([0, 9], [7, 10])
+    s.forget_below(16)  # seq 8 lies in the gap [7, 9): [0, 8) then [9, 10)
+    assert (s.los[0], s.his[0]) == ([0, 9], [8, 10])
+    s.forget_below(18)  # seq 9 touches [9, 10): one interval
+    assert (s.los[0], s.his[0]) == ([0], [10])
+    assert (s.los[1], s.his[1]) == ([0], [1])  # source 1 untouched
+    s.forget_below(0)
+    s.forget_below(4)  # at or below what is already one interval from 0: nothing changes
+    assert (s.los[0], s.his[0]) == ([0], [10])
+    assert not s.add(14) and s.add(20)
+
+
+def test_forget_below_on_an_empty_source() -> None:
+    s = Seen(stride=1)
+    s.forget_below(5)
+    assert (s.los[0], s.his[0]) == ([0], [5])
+    assert not s.add(4) and s.add(5)
+    assert (s.los[0], s.his[0]) == ([0], [6])
+
+
+# -- exactly-once frames, end to end without sockets --------------------------------------------
+def frames_of(ids_batches: list[list[int]], stride: int, batch: int) -> list[bytes]:
+    sock = FakeSock()
+    out = codec.IdOutbox("out", sock, "msgpack", batch, None)
+    out.stride = stride
+    for ids in ids_batches:
+        out.extend_ids(ids, [f"r{i}" for i in ids])
+    out.flush()
+    return sock.sent
+
+
+def test_id_frames_from_two_interleaved_sources() -> None:
+    # a transform's output: frames from source 0 (even ids) and source 1 (odd ids) interleave
+    frames = frames_of([[0, 2], [1, 3], [4, 6, 8, 10], [0, 4, 2, 6], [5]], stride=2, batch=4)
+    assert [f[:1] for f in frames] == [codec.IDS, codec.IDR, codec.IDS, codec.IDR]
+    assert msgpack.unpackb(frames[0][1:]) == [[0, 2, 1, 3], ["r0", "r2", "r1", "r3"]]
+    assert msgpack.unpackb(frames[1][1:]) == [4, 4, ["r4", "r6", "r8", "r10"]]
+    # first + (n-1) * stride matches the last id, but the ids are out of order: not a range
+    assert msgpack.unpackb(frames[2][1:])[0] == [0, 4, 2, 6]
+    assert msgpack.unpackb(frames[3][1:]) == [5, 1, ["r5"]]  # one record of source 1
+
+
+def sink_node(stride: int) -> tuple[Any, list[Any], Any, Inbox]:
+    node = fake_node(stride=stride)
+    got: list[Any] = []
+
+    def apply(recs: list[Any]) -> None:
+        got.extend(recs)
+
+    apply_ids = exactly_once.ids_applier(node, None, apply, generator=False, tolerant=False)
+    return node, got, apply_ids, inbox(node)
+
+
+def test_a_sink_applies_each_id_once_and_acknowledges_every_frame() -> None:
+    node, got, apply_ids, box = sink_node(stride=2)
+    frames = frames_of([[0, 2, 4, 6], [1, 3], [4, 6, 8], [7, 5]], stride=2, batch=4)
+    frames.append(frames[0])  # a resend of the first frame after a worker died
+    for f in frames:
+        runners._ingest(node, box, f, None, apply_ids)
+    assert sorted(got) == sorted({f"r{i}" for i in range(9)}) and len(got) == 9
+    assert box.msgs == 9  # duplicates are not counted
+    assert node.control.ctrl.sent == [
+        {"t": P.ACK, "r": [0, 4]},  # a fresh range: checked and acknowledged as one
+        {"t": P.ACK, "ids": [1, 3, 4, 6]},  # 4 and 6 were duplicates: acknowledged all the same
+        {"t": P.ACK, "r": [8, 1]},
+        {"t": P.ACK, "ids": [7, 5]},
+        {"t": P.ACK, "ids": [0, 2, 4, 6]},  # the resend: nothing new, but the source must forget
+    ]
+    assert node.seen.adds == 9
+
+
+def test_a_transform_keeps_ids_and_acknowledges_what_it_drops() -> None:
+    node = fake_node(stride=1)
+    sock = FakeSock()
+    out = codec.IdOutbox("out", sock, "msgpack", 100, None)
+    node.outboxes.append(out)
+
+    def half(x: int) -> int | None:
+        return x // 2 if x % 2 == 0 else None
+
+    apply_ids = exactly_once.ids_applier(node, half, None, generator=False, tolerant=False)
+    apply_ids(range(10, 14), [10, 11, 12, 13])
+    assert out.ids == [10, 12] and out.pending == [5, 6]
+    assert node.control.ctrl.sent == [{"t": P.ACK, "ids": [11, 13]}]
+
+
+def test_exactly_once_refuses_generators() -> None:
+    node = fake_node()
+    apply_ids = exactly_once.ids_applier(node, None, None, generator=True, tolerant=False)
+    with pytest.raises(NodeFailure, match="not generators"):
+        apply_ids([0], ["x"])
+
+
+# -- Inbox: end of stream ----------------------------------------------------------------------
+def test_end_markers_count_each_sender_once() -> None:
+    node = fake_node()
+    box = inbox(node, type="SUB", end="markers", peer_replicas=2, zflow_peers=True)
+    got: list[Any] = []
+    ingest = runners._ingest
+    ingest(node, box, codec.control_frame("probe", "pub.0"), got.extend, None)
+    ingest(node, box, codec.control_frame("eos", "pub.0"), got.extend, None)
+    ingest(node, box, codec.control_frame("eos", "pub.0"), got.extend, None)  # repeated
+    assert not box.ended
+    ingest(node, box, b"\0" + msgpack.packb([1, 2, 3]), got.extend, None)
+    ingest(node, box, codec.control_frame("eos", "pub.1"), got.extend, None)
+    assert box.ended and got == [1, 2, 3] and box.msgs == 3
+
+
+def test_markers_do_not_end_a_stream_that_ends_otherwise() -> None:
+    node = fake_node()
+    box = inbox(node, end="count", peer_replicas=1)
+    runners._ingest(node, box, codec.control_frame("eos", "a.0"), None, None)
+    assert box.eos == {"a.0"} and not box.ended
+
+
+def test_plain_programs_end_with_an_empty_message_each() -> None:
+    node = fake_node()
+    box = inbox(node, codec="raw", end="markers", peer_replicas=2, zflow_peers=False)
+    got: list[Any] = []
+    marker_like = codec.control_frame("eos", "x")  # raw data from outside zflow: a record
+    for f in (b"a", b"", marker_like):
+        runners._ingest(node, box, f, got.extend, None)
+    assert not box.ended and got == [b"a", marker_like]
+    runners._ingest(node, box, b"", got.extend, None)
+    assert box.ended and box.msgs == 2
+
+
+def test_an_undecodable_frame_fails_or_is_counted() -> None:
+    node = fake_node()
+    box = inbox(node, codec="json")
+    with pytest.raises(NodeFailure) as e:
+        runners._ingest(node, box, b"{not json", None, None)
+    assert e.value.phase == "decode" and e.value.extra == {"socket": "in"}
+    node.spec.on_error = "skip"
+    runners._ingest(node, box, b"{not json", None, None)
+    assert node.errors == 1 and box.msgs == 0
+
+
+# -- on_error ----------------------------------------------------------------------------------
+def test_dead_letter_appends_a_json_line(tmp_path: Path) -> None:
+    path = tmp_path / "dl.jsonl"
+    node = fake_node(on_error="dead-letter", dead_letter=str(path))
+    record_error(node, {"x": 1}, ValueError("bad x"))
+    record_error(node, object(), KeyError("k"))
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert node.errors == 2 and len(lines) == 2
+    assert lines[0]["record"] == {"x": 1} and lines[0]["error"] == "ValueError: bad x"
+    assert lines[0]["node"] == "n" and lines[0]["replica"] == 0
+    assert lines[1]["record"].startswith("<object object")
+    node.spec.on_error = "fail"
+    with pytest.raises(ValueError):
+        record_error(node, 1, ValueError("again"))
+    assert node.errors == 2
+
+
+def test_an_unwritable_dead_letter_file_fails_the_run(tmp_path: Path) -> None:
+    node = fake_node(on_error="dead-letter", dead_letter=str(tmp_path / "no" / "dir" / "dl"))
+    with pytest.raises(NodeFailure, match="cannot write dead letter") as e:
+        record_error(node, 1, ValueError("x"))
+    assert e.value.phase == "run"
+
+
+# -- run: targets ------------------------------------------------------------------------------
+@pytest.fixture
+def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Write a module under a fresh name; returns its name."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(source: str) -> str:
+        name = f"m_{uuid.uuid4().hex}"
+        (tmp_path / f"{name}.py").write_text(source)
+        return name
+
+    return write
+
+
+def test_resolve_target_each_failure_and_its_code(modules: Any) -> None:
+    ok = modules("class A:\n    class B:\n        def f(self): pass\nVALUE = {}\n"
+                 "def g(): pass\n")
+    assert target.resolve_target(f"{ok}:g").__name__ == "g"
+    assert target.resolve_target(f"{ok}:A.B").__name__ == "B"
+    cases = {
+        "nope_" + ok + ":f": (target.NOT_FOUND, "cannot import module 'nope_"),
+        f"{ok}.sub:f": (target.NOT_FOUND, f"cannot import module '{ok}.sub'"),
+        f"{modules('import no_such_dependency_zz')}:f": (target.RAISED, "no_such_dependency_zz"),
+        f"{modules('raise RuntimeError(1 + 1)')}:f": (target.RAISED, "raised RuntimeError: 2"),
+        f"{ok}:A.C": (target.NO_ATTRIBUTE, f"module '{ok}' has no attribute 'A.C'"),
+        f"{ok}:VALUE": (target.NOT_CALLABLE, f"'{ok}:VALUE' is dict, not callable"),
+    }
+    for t, (code, text) in cases.items():
+        with pytest.raises(target.TargetError) as e:
+            target.resolve_target(t)
+        assert e.value.code == code and e.value.phase == "import", t
+        assert text in str(e.value), (t, str(e.value))
+    with pytest.raises(target.TargetError) as e:
+        target.resolve_target(f"{modules('x = 1 / 0')}:f")
+    assert "ZeroDivisionError" in e.value.extra["traceback"]
+
+
+def test_check_targets_reports_sys_exit_at_import(modules: Any) -> None:
+    bye, ok = modules("import sys\nsys.exit(4)\n"), modules("def f(): pass\n")
+    assert target.check_targets([f"{bye}:f", f"{ok}:f", f"{ok}:g"]) == [
+        [target.RAISED, f"importing '{bye}' raised SystemExit: 4"], None,
+        [target.NO_ATTRIBUTE, f"module '{ok}' has no attribute 'g'"]]
+
+
+def test_check_params() -> None:
+    class Window:
+        def __init__(self, size: int, step: int = 1) -> None:
+            pass
+
+    def numbers(count: int) -> list[int]:
+        return list(range(count))
+
+    target.check_params(Window, "transform", {"size": 3})
+    target.check_params(numbers, "source", {"count": 3})
+    target.check_params(numbers, "transform", {"anything": 1})  # functions get records, not params
+    target.check_params(Window, "custom", {"anything": 1})  # custom code gets the context
+    with pytest.raises(NodeFailure) as e:
+        target.check_params(Window, "sink", {"size": 3, "colour": "red"})
+    assert e.value.phase == "import" and "['colour', 'size'] do not fit" in str(e.value)
+    assert e.value.extra["hint"].startswith("params are passed as keyword arguments")
+    with pytest.raises(NodeFailure, match="do not fit"):
+        target.check_params(numbers, "source", {})
+
+
+def test_the_import_check_child_and_the_validator_do_not_import_zmq() -> None:
+    code = ("import sys, zflow.spec.importcheck, zflow.runtime.replica.target\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('zmq', 'msgpack')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]"
