@@ -12,7 +12,8 @@ from typing import Any
 
 from zflow.plan import build_plan
 from zflow.runtime import protocol as P
-from zflow.runtime.coordinator import Coordinator, Options, Spawned, SpawnError
+from zflow.runtime.coordinator import Coordinator, Options
+from zflow.runtime.launchers import Spawned, SpawnError
 from zflow.runtime.spec import ReplicaSpec
 from zflow.spec import load
 from zflow.status.model import StatusModel

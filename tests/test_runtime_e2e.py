@@ -193,7 +193,7 @@ def test_dry_run_prints_plan_and_starts_nothing(tmp_path: Path) -> None:
     real, started = _python_started(tmp_path / "real", "up", topo, "--json",
                                     "--set", f"name={unique()}")
     assert_completed(real, done=500)
-    assert any("zflow.runtime.zygote" in x for x in started), started  # the recorder works
+    assert any("launchers.zygote" in x for x in started), started  # the recorder works
     assert any("upper.py" in x for x in started), started
 
     p, started = _python_started(tmp_path / "dry", "up", "--dry-run", topo,
@@ -359,7 +359,7 @@ def test_fork_server_death_stops_the_run_cleanly() -> None:
     zygotes = [
         int(p) for p in os.listdir("/proc") if p.isdigit()
         and Path(f"/proc/{p}/cmdline").exists()
-        and b"zflow.runtime.zygote" in Path(f"/proc/{p}/cmdline").read_bytes()
+        and b"zflow.runtime.launchers.zygote" in Path(f"/proc/{p}/cmdline").read_bytes()
         and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(proc.pid)
     ]
     assert len(zygotes) == 1
@@ -368,3 +368,21 @@ def test_fork_server_death_stops_the_run_cleanly() -> None:
     assert proc.returncode == 1, err[-2000:]
     assert "fork server exited" in out
     assert _wait_gone(name, 2.0) == []
+
+
+def test_replicas_never_import_from_the_invoking_directory(tmp_path: Path) -> None:
+    """A checkout named zflow/ or a stray zmq.py / fractions.py where zflow is run from must not
+    shadow the real modules in the fork server, the guard or any replica."""
+    (tmp_path / "zflow").mkdir()  # `git clone … zflow` next to where you stand
+    for path in ("zflow/__init__.py", "zmq.py", "fractions.py"):
+        (tmp_path / path).write_text(f"raise SystemExit('{path} was imported')\n")
+    script = Path(sys.executable).with_name("zflow")  # the installed command, as a user runs it
+    name = unique()
+    p = subprocess.run([str(script), "up", str(TOPO / "squares.yaml"), "--json",
+                        "--set", f"name={name}", "--scale", "worker=2",
+                        "--set", "nodes.ventilator.params.count=100"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert "imported" not in p.stdout + p.stderr, (p.stdout + p.stderr)[-2000:]
+    assert assert_completed(p, done=100)["results"]["results"]["sum"] == sum(
+        i * i for i in range(100))
+    assert leftovers(name) == []

@@ -19,14 +19,15 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from zflow import exitcodes
 from zflow.plan import Plan
 from zflow.runtime import protocol as P
+from zflow.runtime.launchers import Launcher, SpawnError
 from zflow.runtime.restarts import RestartPolicy, next_restart
 from zflow.runtime.slots import Slot
-from zflow.runtime.spec import ReplicaSpec, build_replica_spec, dead_letter_path
+from zflow.runtime.spec import build_replica_spec, dead_letter_path
 from zflow.runtime.states import (
     BOUND_OR_LATER,
     READY_OR_LATER,
@@ -51,25 +52,6 @@ class Options:
     drain_timeout: float = 5.0
     start_timeout: float = 30.0
     refresh: float = 0.2
-
-
-class SpawnError(Exception):
-    """The launcher could not start a replica; the message says why, for the user."""
-
-
-@dataclass(frozen=True)
-class Spawned:
-    pid: int
-    #: endpoints the launcher fixed for the replica (a command node's `bind: tcp` port)
-    endpoints: dict[str, str]
-
-
-class Launcher(Protocol):
-    """What the coordinator asks of whoever runs processes (launcher.py on this machine)."""
-
-    def spawn(self, spec: ReplicaSpec) -> Spawned: ...
-
-    def signal(self, replica: str, sig: int) -> None: ...
 
 
 class Coordinator:

@@ -19,8 +19,8 @@ import zmq
 from zflow.plan import Plan
 from zflow.runtime.control import ControlServer
 from zflow.runtime.coordinator import Coordinator, Options
-from zflow.runtime.launcher import LocalLauncher, make_run_dir
-from zflow.runtime.spawn import Zygote
+from zflow.runtime.launchers.forkserver import Zygote
+from zflow.runtime.launchers.local import LocalLauncher, make_run_dir
 
 __all__ = ["Options", "Supervisor"]
 

@@ -21,7 +21,7 @@ def status_for(plan: Plan, mode: str, per_replica: bool, log_dir: str | None) ->
 
 
 def up_command(args: argparse.Namespace) -> int:
-    from zflow.runtime.spawn import Zygote
+    from zflow.runtime.launchers.forkserver import Zygote
 
     # the fork server warms up (imports pyzmq) while we validate and plan
     zygote = None if args.dry_run else Zygote()

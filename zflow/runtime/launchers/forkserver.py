@@ -10,19 +10,20 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from typing import IO
+
+from zflow.runtime.launchers import zflow_python
 
 MAX = 1 << 20
 
 
 class Zygote:
-    """Client side of zflow.runtime.zygote; start it early so its imports overlap ours."""
+    """Client side of zflow.runtime.launchers.zygote; start it early so its imports overlap ours."""
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "zflow.runtime.zygote", str(theirs.fileno())],
+            zflow_python("zflow.runtime.launchers.zygote", str(theirs.fileno())),
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True,
             env={**os.environ, "ZFLOW_PARENT_PID": str(os.getpid())},
         )

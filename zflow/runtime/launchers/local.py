@@ -23,8 +23,8 @@ from typing import Any
 
 from zflow.plan import Plan
 from zflow.runtime import protocol as P
-from zflow.runtime.coordinator import Spawned, SpawnError
-from zflow.runtime.spawn import Zygote
+from zflow.runtime.launchers import Spawned, SpawnError, zflow_python
+from zflow.runtime.launchers.forkserver import Zygote
 from zflow.runtime.spec import ReplicaSpec, command_env
 
 OnLine = Callable[[str, str, str], None]  # (replica id, "stdout" | "stderr", line)
@@ -59,7 +59,7 @@ class LocalLauncher:
         self.procs: dict[str, _Proc] = {}  # replica id → its current process
         self.fd_proc: dict[int, tuple[_Proc, str]] = {}
         self.guard = subprocess.Popen(
-            [sys.executable, "-m", "zflow.runtime.guard"], stdin=subprocess.PIPE,
+            zflow_python("zflow.runtime.launchers.guard"), stdin=subprocess.PIPE,
             start_new_session=True, text=True, bufsize=1,
         )
 
@@ -75,7 +75,7 @@ class LocalLauncher:
                 [spec.base_dir] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
             env[P.ENV_CONTROL] = self.control_endpoint
             env[P.ENV_SPEC] = spec.to_json()
-            argv = [sys.executable, "-m", "zflow.runtime.replica"]
+            argv = zflow_python("zflow.runtime.replica.main")
         else:
             # a command node binds by itself, so zflow must name a tcp port up front
             for s in spec.sockets:

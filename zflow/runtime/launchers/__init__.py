@@ -1,0 +1,51 @@
+"""Launchers: how replicas are started and watched. The coordinator sees only this interface.
+
+Today's launcher is `local.LocalLauncher` (fork server and Popen on this machine). A launcher for
+replicas that an engine starts on other hosts (Kubernetes, Slurm) implements the same two calls:
+`spawn` returns once the replica exists (or raises SpawnError with a message for the user), and
+`signal` reaches its process group wherever it runs. Exits come back to the coordinator as events.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Protocol
+
+from zflow.runtime.spec import ReplicaSpec
+
+
+class SpawnError(Exception):
+    """The launcher could not start a replica; the message says why, for the user."""
+
+
+@dataclass(frozen=True)
+class Spawned:
+    pid: int
+    #: endpoints the launcher fixed for the replica (a command node's `bind: tcp` port)
+    endpoints: dict[str, str]
+
+
+class Launcher(Protocol):
+    def spawn(self, spec: ReplicaSpec) -> Spawned: ...
+
+    def signal(self, replica: str, sig: int) -> None: ...
+
+
+def zflow_python(module: str, *args: str) -> list[str]:
+    """argv running `module`'s main() on this interpreter, never importing from the invoking
+    directory.
+
+    `python -m` would put the current directory first on sys.path: a stray `zmq.py`,
+    `fractions.py` or a checkout named `zflow/` there would shadow the real ones in every replica.
+    With `-c` the current directory is the entry `''`, added after site-packages are set up; the
+    first statement replaces it with zflow's own location. Replicas add the topology's directory
+    (and the user's PYTHONPATH) themselves.
+    """
+    import zflow
+
+    home = os.path.dirname(os.path.dirname(os.path.abspath(zflow.__file__)))
+    boot = ("import sys; p = sys.path; p[:1] = [sys.argv.pop(1)] if p[:1] == [''] else "
+            f"[sys.argv.pop(1), *p[:1]]; from {module} import main; sys.exit(main())")
+    return [sys.executable, "-c", boot, home, *args]
