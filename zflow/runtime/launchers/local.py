@@ -1,6 +1,6 @@
 """The local launcher: how replicas start, are watched and are stopped on this machine.
 
-Python replicas fork from the warm fork server (spawn.py / zygote.py); command nodes are exec'd
+Python replicas fork from the warm fork server (forkserver.py / zygote.py); command nodes are exec'd
 with Popen. Either way each replica leads its own process group, its stdout and stderr come back
 on pipes, and its group is registered with the orphan guard (guard.py), so nothing it started
 outlives the run even if `zflow up` is SIGKILLed. The coordinator only sees `spawn`, `signal`
