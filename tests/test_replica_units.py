@@ -495,3 +495,17 @@ def test_the_import_check_child_and_the_validator_do_not_import_zmq() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('zmq', 'msgpack')))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"
+
+
+def test_fork_server_stays_light() -> None:
+    """Every replica forks from the fork server: what it imports, each start waits for. The
+    validator's and the views' libraries (jsonschema, yaml, rich) must not be among them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, zflow.runtime.launchers.zygote, zflow.runtime.replica.main; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'jsonschema', 'yaml', 'rich'}), sorted(m for m in sys.modules "
+            "if m.startswith(('zflow.spec', 'zflow.plan', 'zflow.status'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[] []"

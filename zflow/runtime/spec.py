@@ -10,10 +10,12 @@ exist.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from zflow.plan import NodePlan, Plan, SocketPlan
+if TYPE_CHECKING:  # a replica imports this module: it must not pay for the spec/plan imports
+    from zflow.plan import NodePlan, Plan, SocketPlan
 
 
 @dataclass
@@ -135,8 +137,6 @@ def socket_spec(plan: Plan, node: NodePlan, s: SocketPlan, bind_endpoint: str | 
 
 
 def dead_letter_path(plan: Plan, node: NodePlan) -> str:
-    import os
-
     return os.path.join(node.cwd, f"{plan.name}.{node.name}.dead-letter.jsonl")
 
 
