@@ -201,7 +201,7 @@ def test_a_stall_ends_the_stream_and_says_what_was_lost(tmp_path) -> None:
     s.say("mid.0", P.COUNT, socket="inp", n=50, idle=True)
     s.say("mid.1", P.COUNT, socket="inp", n=40, idle=True)
     s.tick(3.0)  # 6 s without progress, both idle since
-    assert s.coord.streams.lost == 10
+    assert [d for _, d in s.coord.streams.transit()] == [10]
     assert any("10 of 100 records sent to mid.inp never arrived" in e for e in s.model.errors)
     assert s.sent_kinds(P.INPUT_END) == ["mid.0", "mid.1"]
 
@@ -256,6 +256,94 @@ def test_sink_result_reaches_the_model(tmp_path) -> None:
     s.say("sink.0", P.FINISHED, s={"inp": [5, 0, 50, 0]}, e=0, result={"sum": 42})
     assert s.model.results == {"sink": {"sum": 42}}
     assert s.state("sink.0") == "finished"
+
+
+# -- an honest end ------------------------------------------------------------------------------
+def _lossy_run(tmp_path, sink_got: int) -> Script:
+    """100 sent; mid.0 took 30, passed on 25 and was killed; mid.1 took 60 and passed them on;
+    10 never left the dead one's pipe. The sink receives `sink_got`."""
+    s = running(tmp_path, drain_timeout=1.0)
+    s.say("mid.0", P.STATS, s={"inp": [30, 0, 0, 0], "out": [0, 25, 0, 0]}, e=0)
+    s.exit("mid.0", -9)
+    s.tick()
+    s.tick(0.2)
+    s.say("mid.0", P.BOUND, endpoints={})
+    s.tick()
+    s.say("mid.0", P.READY)
+    s.tick()
+    s.finish("src.0", out=[0, 100, 0, 0])
+    s.tick()
+    s.say("mid.1", P.COUNT, socket="inp", n=60, idle=True)
+    s.say("mid.0", P.COUNT, socket="inp", n=0, idle=True)
+    s.tick(0.5)
+    s.tick(1.0)
+    s.say("mid.0", P.COUNT, socket="inp", n=0, idle=True)
+    s.say("mid.1", P.COUNT, socket="inp", n=60, idle=True)
+    s.tick(1.0)  # stalled at 90 of 100: the inputs end
+    assert s.sent_kinds(P.INPUT_END) == ["mid.0", "mid.1"]
+    s.finish("mid.0", inp=[0, 0, 0, 0], out=[0, 0, 0, 0])
+    s.finish("mid.1", inp=[60, 0, 0, 0], out=[0, 60, 0, 0])
+    s.tick()
+    s.say("sink.0", P.COUNT, socket="inp", n=sink_got)
+    s.tick()
+    s.finish("sink.0", inp=[sink_got, 0, 0, 0])
+    s.tick()
+    return s
+
+
+def test_a_run_that_lost_records_is_incomplete_and_says_where(tmp_path) -> None:
+    s = _lossy_run(tmp_path, sink_got=85)
+    assert s.coord.code == exitcodes.INCOMPLETE
+    assert s.coord.message == (
+        "incomplete: 15 records lost\n"
+        "  10 of 100 records sent to mid.inp never arrived\n"
+        "  5 records were inside mid replicas that died")
+    assert s.model.losses == {"lost": 15, "skipped": 0, "places": [
+        "10 of 100 records sent to mid.inp never arrived",
+        "5 records were inside mid replicas that died"]}
+    assert sorted(s.sent_kinds(P.STOP)) == ["mid.0", "mid.1", "sink.0", "src.0"]
+    for rid in s.python_replicas():
+        s.exit(rid, 0)
+    s.tick()
+    assert s.coord.finish() == exitcodes.INCOMPLETE
+    assert s.model.overall == "incomplete"
+
+
+def test_the_total_lost_is_exact_when_a_killed_replica_reported_late(tmp_path) -> None:
+    """mid.0 had passed on 28 when killed, but its last report said 25: the sink's surplus of 3
+    is subtracted, so the total matches what the sink is missing."""
+    s = _lossy_run(tmp_path, sink_got=88)
+    assert s.coord.code == exitcodes.INCOMPLETE
+    assert s.model.losses["lost"] == 12 == 100 - 88
+    assert "the split above is approximate; the total is exact" in s.coord.message
+
+
+def test_skipped_records_make_a_run_incomplete(tmp_path) -> None:
+    s = running(tmp_path)
+    for rid in ["src.0", "mid.0", "sink.0"]:
+        s.finish(rid)
+    s.say("mid.1", P.FINISHED, s={}, e=3)
+    s.tick()
+    assert s.coord.code == exitcodes.INCOMPLETE
+    assert s.coord.message == ("incomplete: 3 records failed and were skipped or dead-lettered "
+                               "(on_error)")
+
+
+def test_nothing_lost_nothing_skipped_is_completed(tmp_path) -> None:
+    s = running(tmp_path)
+    s.finish("src.0", out=[0, 10, 0, 0])
+    s.say("mid.0", P.COUNT, socket="inp", n=10)
+    s.tick()
+    s.tick()
+    s.finish("mid.0", inp=[10, 0, 0, 0], out=[0, 10, 0, 0])
+    s.finish("mid.1", inp=[0, 0, 0, 0], out=[0, 0, 0, 0])
+    s.tick()
+    s.say("sink.0", P.COUNT, socket="inp", n=10)
+    s.tick()
+    s.finish("sink.0", inp=[10, 0, 0, 0])
+    s.tick()
+    assert s.coord.code == exitcodes.OK and s.coord.message is None
+    assert s.model.losses == {"lost": 0, "places": [], "skipped": 0}
 
 
 # -- late joiners and restarts ----------------------------------------------------------------

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from zflow import exitcodes
+
 ROOT = Path(__file__).resolve().parent.parent
 TOPO = ROOT / "topologies"
 TESTS = Path(__file__).resolve().parent / "topologies"
@@ -86,24 +88,26 @@ LOST = re.compile(r"(\d+) of (\d+) records sent to (\S+) never arrived \((lost w
                   r"died|dropped as undecodable, or lost)\); ending the stream without them")
 
 
-def loss_reported(out: str, res: dict, sent: int, arrived: int) -> int:
+def loss_reported(p: subprocess.CompletedProcess, res: dict, sent: int, arrived: int) -> int:
     """zflow never loses silently: if fewer records reached the sinks than were sent, the run
-    says so, in its output and in the result's errors, with a count and a reason; if none were
-    lost it says nothing of the kind. Either way its progress counts only what arrived.
-    Returns how many records the run says never arrived (the caller compares it with
-    sent - arrived)."""
+    ends with exit 4 (incomplete), says how many were lost and where, in its output and in the
+    result; if none were lost it says nothing of the kind and exits 0. Either way its progress
+    counts only what arrived. Returns how many records the run says were lost (the caller
+    compares it with sent - arrived)."""
     assert 0 <= arrived <= sent
     assert res["progress"]["done"] == arrived, res["progress"]
     said = [e for e in res["errors"] if any(x in e for x in LOSS)]
-    reports = [LOST.fullmatch(e) for e in said]
-    assert all(reports), said  # each in full: how many, of how many, where, why
+    assert all(LOST.fullmatch(e) or e.startswith("incomplete: ") for e in said), said
     if arrived == sent:
-        assert said == [] and not any(x in out for x in LOSS), said
+        assert p.returncode == 0 and res["losses"]["lost"] == 0, res["losses"]
+        assert said == [] and not any(x in p.stdout for x in LOSS), said
         return 0
-    assert said, f"{sent - arrived} of {sent} records were lost without a word: {res['errors']}"
-    for e in said:
-        assert e in out  # also said as it happened, not only in the result
-    return sum(int(m.group(1)) for m in reports if m)
+    assert p.returncode == exitcodes.INCOMPLETE, (p.returncode, res["message"])
+    assert res["overall"] == "incomplete"
+    lost = res["losses"]["lost"]
+    assert res["message"].startswith(f"incomplete: {lost} record"), res["message"]
+    assert res["message"].splitlines()[0] in p.stdout  # said where the user reads, too
+    return lost
 
 
 def test_squares_reference_run() -> None:
@@ -222,12 +226,33 @@ def test_node_failure_exits_1_naming_node_and_stderr() -> None:
     assert leftovers(name) == []
 
 
-def test_skip_policy_counts_errors_and_completes() -> None:
+def test_skip_policy_counts_errors_and_ends_incomplete() -> None:
+    """A skipped record is counted, not lost, but the run is not a success: exit 4."""
     p = zflow("up", str(PIPELINE), "--json", "--set", f"name={unique()}",
               "--set", "nodes.mid.run=faulty:boom", "--set", "nodes.mid.on_error=skip")
-    res = assert_completed(p, done=99)  # the skipped record is an error, not a loss
+    assert p.returncode == exitcodes.INCOMPLETE, p.stdout[-2000:]
+    res = result_of(p)
+    assert res["overall"] == "incomplete" and res["progress"]["done"] == 99
+    assert res["message"] == ("incomplete: 1 record failed and was skipped or dead-lettered "
+                              "(on_error)")
+    assert res["losses"] == {"lost": 0, "places": [], "skipped": 1}
     assert res["results"]["sink"]["n"] == 99
     assert res["nodes"]["mid"]["errors"] == 1
+
+
+def test_a_transform_failing_on_some_records_is_never_a_success() -> None:
+    """The defaults (on_error: fail, restart: on-failure, best-effort): a transform that raises
+    on one record in ten restarts, and what the crashes took with them is reported as lost."""
+    p = zflow("up", str(PIPELINE), "--json", "--set", f"name={unique()}", "--scale", "mid=1",
+              "--set", "nodes.mid.run=edges:fail_every_tenth",
+              "--set", "nodes.mid.max_restarts=100",
+              "--set", "nodes.mid.backoff={initial: 0.01, max: 0.01}")
+    res = result_of(p)
+    arrived = res["results"]["sink"]["n"]
+    assert arrived < 100
+    assert p.returncode in (exitcodes.INCOMPLETE, exitcodes.FAILED), p.stdout[-2000:]
+    if p.returncode == exitcodes.INCOMPLETE:
+        assert loss_reported(p, res, sent=100, arrived=arrived) == 100 - arrived
 
 
 def test_crash_loop_is_reported_not_retried_forever() -> None:
@@ -249,13 +274,12 @@ def test_restart_after_crash_then_complete(tmp_path: Path) -> None:
               "--set", f"nodes.mid.params.marker={marker}",
               "--set", "nodes.src.params.n=20")
     assert marker.exists()
-    assert p.returncode == 0, p.stderr[-2000:]
     res = result_of(p)
     assert res["nodes"]["mid"]["restarts"] == 1
     # the crashed replica may take records with it (best-effort); if it did, the run says how
     # many, and still ends; it need not lose any
     arrived = res["results"]["sink"]["n"]
-    assert loss_reported(p.stdout, res, sent=20, arrived=arrived) == 20 - arrived
+    assert loss_reported(p, res, sent=20, arrived=arrived) == 20 - arrived
 
 
 def test_port_in_use_is_a_start_failure() -> None:

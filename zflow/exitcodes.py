@@ -11,6 +11,10 @@ USAGE = 2
 #: missing, run directory not writable). One located error; nothing is left running.
 #: tests/runtime_corpus/ holds one topology per case.
 START_FAILED = 3
+#: `up`: the topology ran to its end, but not every record made it: records were lost (in the
+#: pipes of, or inside, replicas that died), or skipped or dead-lettered by `on_error`. The
+#: summary says how many and where. Never reported as success.
+INCOMPLETE = 4
 #: `up`: stopped by Ctrl-C or SIGTERM (128 + SIGINT).
 INTERRUPTED = 130
 
@@ -19,5 +23,6 @@ TABLE = [
     (FAILED, "invalid topology, or a node failed beyond its restart policy"),
     (USAGE, "usage error, or an input file that cannot be read"),
     (START_FAILED, "topology could not start (endpoint in use, import error, command not found)"),
+    (INCOMPLETE, "topology ended, but records were lost, skipped or dead-lettered"),
     (INTERRUPTED, "interrupted by Ctrl-C or SIGTERM"),
 ]

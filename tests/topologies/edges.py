@@ -54,3 +54,10 @@ def fail_at_end() -> None:
 
 if __name__ == "__main__":
     fail_at_end()
+
+
+def fail_every_tenth(x: int) -> int:
+    """Raises on one record in ten (7, 17, 27, …): the issue's 'transform that raises'."""
+    if x % 10 == 7:
+        raise ValueError(f"cannot take {x}")
+    return x

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zflow import exitcodes
-from zflow.plan import Plan
+from zflow.plan import END_COUNT, Plan
 from zflow.runtime import protocol as P
 from zflow.runtime.launchers import Launcher, SpawnError
 from zflow.runtime.restarts import RestartPolicy, next_restart
@@ -74,6 +74,15 @@ class Coordinator:
         self.stop_sent_at: float | None = None
         self.term_sent_at: float | None = None
         self.deaths = 0  # replicas that died mid-run: only then can best-effort lose records
+        #: records inside replicas of each node when they died (taken from a count-group input,
+        #: not yet sent on): lost with them
+        self.held: dict[str, int] = {}
+        #: per node: its count-group inputs and outputs (loss accounting)
+        self.count_in = {n: [s for s in nd.sockets.values() if s.end == END_COUNT]
+                         for n, nd in plan.nodes.items()}
+        senders = {sid for s, _ in plan.count_groups for sid in s}
+        self.count_out = {n: [s for s in nd.sockets.values() if f"{n}.{s.name}" in senders]
+                          for n, nd in plan.nodes.items()}
         self.policies = {n.name: RestartPolicy.of(n) for n in plan.nodes.values()}
         self.eo = plan.delivery == "exactly-once"
         #: exactly-once: source replicas in id order (id % len(sources) is the source's index)
@@ -200,16 +209,19 @@ class Coordinator:
             return
         slot.exit_pending = None
         slot.exit_code = code
+        cur = slot.counters.cur
+        in_hand = (sum(cur.get(s.name, (0,))[0] for s in self.count_in[slot.node])
+                   - sum(cur.get(s.name, (0, 0))[1] for s in self.count_out[slot.node]))
         slot.counters.fold()
         self.model.replica_exit(slot.node, slot.index, code)
-        self._on_exit(slot, code, now)
+        self._on_exit(slot, code, now, in_hand)
 
-    def _on_exit(self, slot: Slot, code: int, now: float) -> None:
+    def _on_exit(self, slot: Slot, code: int, now: float, in_hand: int = 0) -> None:
         n = self.plan.nodes[slot.node]
         if self.phase in (RunPhase.STOPPING, RunPhase.DONE):
             ours = code in _STOPPED_BY_US
             self._set(slot, S.STOPPED if ours else S.FAILED, f"exit {code}")
-            if not ours and self.code == exitcodes.OK:
+            if not ours and self.code in (exitcodes.OK, exitcodes.INCOMPLETE):
                 self.code, self.outcome = exitcodes.FAILED, Outcome.FAILED
                 self.message = self._with_tail(slot, f"{slot.id} exited with code {code} at "
                                                      "the end")
@@ -227,6 +239,8 @@ class Coordinator:
             self._fail_start(slot)
             return
         self.deaths += 1
+        if self.count_in[n.name]:
+            self.held[n.name] = self.held.get(n.name, 0) + in_hand
         if self.eo and n.shape == "sink":
             self._fail_run(slot, f"{slot.id} died: with the sink's state lost, exactly-once "
                                  "delivery cannot be kept (zflow does not restart sinks)")
@@ -436,9 +450,40 @@ class Coordinator:
         if self.phase is RunPhase.RUNNING:
             self.streams.advance(now, self.deaths)
             if all(s.finished for s in self.slots.values()):
-                self._begin_stop(exitcodes.OK, None, Outcome.COMPLETED)
+                self._complete()
         if self.phase is RunPhase.STOPPING:
             self._advance_stop(now)
+
+    # -- the end of a run that ran to its end ----------------------------------------------------
+    def _complete(self) -> None:
+        """Every replica finished: completed, unless records were lost, skipped or
+        dead-lettered on the way (then exit 4, and the summary says how many and where)."""
+        transit = self.streams.transit()
+        lost = max(0, sum(d for _, d in transit) + sum(self.held.values())) if not self.eo else 0
+        skipped = sum(s.counters.all_errors for s in self.slots.values())
+        places = [f"{d} of {g.expected} records sent to {', '.join(g.receivers)} never arrived"
+                  for g, d in transit if d > 0 and not self.eo]
+        places += [f"{h} records were inside {node} replicas that died"
+                   for node, h in self.held.items() if h > 0 and not self.eo]
+        self.model.losses = {"lost": lost, "places": places, "skipped": skipped}
+        if not lost and not skipped:
+            self._begin_stop(exitcodes.OK, None, Outcome.COMPLETED)
+            return
+        parts = []
+        if lost:
+            parts.append(f"{lost} record{'s' if lost != 1 else ''} lost")
+        if skipped:
+            one = skipped == 1
+            parts.append(f"{skipped} record{'' if one else 's'} failed and "
+                         f"{'was' if one else 'were'} skipped or dead-lettered (on_error)")
+        message = "incomplete: " + "; ".join(parts)
+        if lost:
+            message += "".join(f"\n  {p}" for p in places)
+            if sum(max(0, d) for _, d in transit) + sum(max(0, h) for h in self.held.values()) \
+                    != lost:
+                message += ("\n  (counts of killed replicas lag by up to one report, so the "
+                            "split above is approximate; the total is exact)")
+        self._begin_stop(exitcodes.INCOMPLETE, message, Outcome.INCOMPLETE)
 
     # -- stopping ------------------------------------------------------------------------------
     def _with_tail(self, slot: Slot, message: str) -> str:
@@ -470,7 +515,8 @@ class Coordinator:
         self.phase = RunPhase.STOPPING
         self.model.set_overall("stopping")
         self.stop_sent_at = None
-        self.abandon = self.abandon or code != exitcodes.OK  # nothing in flight worth waiting for
+        graceful = code in (exitcodes.OK, exitcodes.INCOMPLETE)
+        self.abandon = self.abandon or not graceful  # nothing in flight is worth waiting for
         for s in self.slots.values():
             if s.state is S.RESTARTING:  # its next incarnation will not come
                 s.restart_at = None
@@ -478,7 +524,7 @@ class Coordinator:
             self._send(s, P.STOP, abandon=self.abandon)
             # command nodes hear no STOP: on completion they get the drain period to exit by
             # themselves, otherwise SIGTERM now
-            if code != exitcodes.OK and s.kind == "command" and s.alive and s.pid is not None:
+            if not graceful and s.kind == "command" and s.alive and s.pid is not None:
                 self.launcher.signal(s.id, signal.SIGTERM)
 
     def _live(self) -> list[Slot]:

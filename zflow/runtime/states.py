@@ -98,6 +98,8 @@ class Outcome(str, Enum):
     """How a run ended, as the status shows it; the exit code goes with it (exitcodes.py)."""
 
     COMPLETED = "completed"
+    #: ran to its end, but records were lost, skipped or dead-lettered (exit code 4)
+    INCOMPLETE = "incomplete"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
 

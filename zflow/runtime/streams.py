@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from zflow.plan import END_COUNT, END_MARKERS, END_PEERS, NodePlan, Plan
 from zflow.runtime import protocol as P
@@ -45,6 +44,8 @@ class CountGroup:
     #: what the senders sent in all, known once every sender node finished
     expected: int | None = None
     ended: bool = False
+    #: what the receivers had received when the group ended
+    got: int | None = None
     #: the receivers' last total, and when it last changed (stall detection)
     progress: tuple[int, float] = (0, 0.0)
 
@@ -65,8 +66,6 @@ class EndOfStream:
         self.groups = [CountGroup(list(s), list(r)) for s, r in plan.count_groups]
         #: inputs ("node.socket") already told `input_end`
         self.ended_inputs: set[str] = set()
-        #: records a count group ended without (lost); reported in the summary
-        self.lost = 0
 
     # -- facts ---------------------------------------------------------------------------------
     def replicas(self, sid: str) -> list[Slot]:
@@ -147,9 +146,9 @@ class EndOfStream:
             not r.alive or r.idle_at > since for r in receivers)
         if got < g.expected and not stalled:
             return
+        g.got = got
         if got < g.expected:
             missing = g.expected - got
-            self.lost += missing
             why = "lost with a replica that died" if deaths else "dropped as undecodable, or lost"
             self.report(f"{missing} of {g.expected} records sent to {', '.join(g.receivers)} "
                         f"never arrived ({why}); ending the stream without them")
@@ -175,5 +174,8 @@ class EndOfStream:
                             self.send(slot, P.STOP)  # ctx.stopping() turns true
                             slot.stop_sent = True
 
-    def summary(self) -> dict[str, Any]:
-        return {"lost": self.lost, "ended_inputs": sorted(self.ended_inputs)}
+    def transit(self) -> list[tuple[CountGroup, int]]:
+        """Each ended count group with `expected - got`: records sent that never arrived. It can
+        be negative: a sender killed mid-run had sent more than its last report said."""
+        return [(g, g.expected - g.got) for g in self.groups
+                if g.expected is not None and g.got is not None]

@@ -27,7 +27,8 @@ from typing import Any
 from zflow.runtime.states import STATES, UP  # the one vocabulary of replica states
 
 OVERALL_STATES = (
-    "starting", "running", "draining", "stopping", "completed", "failed", "interrupted",
+    "starting", "running", "draining", "stopping", "completed", "incomplete", "failed",
+    "interrupted",
 )
 
 #: replica states that count as "up" in the ready/total column
@@ -288,6 +289,8 @@ class StatusModel:
         self.results: dict[str, dict[str, Any]] = {}
         #: on_error: dead-letter nodes that wrote records: node → {"path", "records"}
         self.dead_letters: dict[str, dict[str, Any]] = {}
+        #: what did not make it: {"lost": N, "places": [text, ...], "skipped": N} (runtime-filled)
+        self.losses: dict[str, Any] = {"lost": 0, "places": [], "skipped": 0}
         self.logs: deque[LogLine] = deque(maxlen=LOG_LINES)
         #: every error message reported during the run, in order
         self.errors: list[str] = []
@@ -674,6 +677,7 @@ class StatusModel:
             },
             "results": jsonable(self.results),
             "dead_letters": dict(self.dead_letters),
+            "losses": dict(self.losses),
         }
         if logs:
             snap["logs"] = [

@@ -45,6 +45,7 @@ STATE_STYLE = {
     "restarting": "magenta",
     "stopping": "blue",
     "completed": "bold green",
+    "incomplete": "bold yellow",
     "interrupted": "bold yellow",
 }
 
@@ -342,7 +343,8 @@ def render_summary(model: StatusModel, errors: Iterable[str] = ()) -> Group:
     parts: list[RenderableType] = [summary_table(model), result_line(model)]
     parts.extend(result_lines(model))
     if model.message:
-        parts.append(Text(model.message, style="bold red" if model.overall == "failed" else ""))
+        style = {"failed": "bold red", "incomplete": "bold yellow"}.get(model.overall, "")
+        parts.append(Text(model.message, style=style))
     # the supervisor's messages often quote the same failure: say each thing once
     errs = [e for e in errors if e != model.message]
     if errs:

@@ -218,12 +218,16 @@ def run_stream(node: Node, fn: Any, end: Any, generator: bool) -> Any:
                     ctl.check_stop_on()
                 continue
             recv = sock.recv
+            tick = ctl.tick
             for _ in range(256):
                 try:
                     frame = recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 ingest(node, box, frame, apply, apply_ids)
+                # a replica busy with a backlog still reports: what a replica that is killed
+                # had moved must be known to within one report interval (loss accounting)
+                tick()
         for o in outs:
             o.flush()
         ctl.tick()
