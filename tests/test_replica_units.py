@@ -76,8 +76,9 @@ def socket_spec(**kw: Any) -> SocketSpec:
     return SocketSpec(**base)
 
 
-def fake_node(stride: int = 1, on_error: str = "fail", dead_letter: str = "") -> Any:
-    node = SimpleNamespace(
+def fake_node(stride: int = 1, on_error: str = "fail", dead_letter: str = "",
+              eo: bool = False) -> Any:
+    node = SimpleNamespace(eo=eo,
         id="n.0", spec=SimpleNamespace(telemetry=True, stats_interval=0.25, on_error=on_error,
                                        dead_letter=dead_letter, node="n", replica=0),
         inboxes={}, inboxes_by_sock={}, sockets={}, outboxes=[], custom_counts={}, errors=0,
@@ -307,14 +308,14 @@ def test_id_frames_from_two_interleaved_sources() -> None:
 
 
 def sink_node(stride: int) -> tuple[Any, list[Any], Any, Inbox]:
-    node = fake_node(stride=stride)
+    node = fake_node(stride=stride, eo=True)
     got: list[Any] = []
 
     def apply(recs: list[Any]) -> None:
         got.extend(recs)
 
     apply_ids = exactly_once.ids_applier(node, None, apply, generator=False, tolerant=False)
-    return node, got, apply_ids, inbox(node)
+    return node, got, apply_ids, inbox(node, end="count")
 
 
 def test_a_sink_applies_each_id_once_and_acknowledges_every_frame() -> None:
@@ -391,15 +392,50 @@ def test_plain_programs_end_with_an_empty_message_each() -> None:
     assert box.ended and box.msgs == 2
 
 
-def test_an_undecodable_frame_fails_or_is_counted() -> None:
-    node = fake_node()
+def test_an_undecodable_frame_is_counted_never_fatal(capsys: pytest.CaptureFixture) -> None:
+    """Whatever on_error says: a frame anyone could have sent must not restart the node."""
+    node = fake_node(on_error="fail")
     box = inbox(node, codec="json")
-    with pytest.raises(NodeFailure) as e:
+    for _ in range(5):
         runners._ingest(node, box, b"{not json", None, None)
-    assert e.value.phase == "decode" and e.value.extra == {"socket": "in"}
-    node.spec.on_error = "skip"
-    runners._ingest(node, box, b"{not json", None, None)
-    assert node.errors == 1 and box.msgs == 0
+    assert node.errors == 5 and box.msgs == 0
+    assert capsys.readouterr().err.count("cannot decode a 9-byte frame on socket 'in'") == 3
+
+
+def test_an_undecodable_frame_is_dead_lettered(tmp_path: Path) -> None:
+    path = tmp_path / "dl.jsonl"
+    node = fake_node(on_error="dead-letter", dead_letter=str(path))
+    runners._ingest(node, inbox(node), b"\0\xc1", None, None)  # 0xc1: never valid msgpack
+    line = json.loads(path.read_text())
+    assert line["record"] == repr(b"\0\xc1") and "cannot decode a 2-byte frame" in line["error"]
+
+
+HOSTILE = {
+    "a range claiming 10**12 records": codec.IDR + msgpack.packb([0, 10**12, []]),
+    "ids and records that differ": codec.IDS + msgpack.packb([[1, 2, 3], ["a"]]),
+    "ids that are not numbers": codec.IDS + msgpack.packb([["x"], ["a"]]),
+    "a plain frame": b"\0" + msgpack.packb(["a", "b"]),
+    "garbage": b"\x02garbage",
+    "nothing": b"",
+}
+
+
+@pytest.mark.parametrize("what", list(HOSTILE))
+def test_an_exactly_once_sink_takes_only_honest_id_frames(what: str) -> None:
+    node, got, apply_ids, box = sink_node(stride=1)
+    runners._ingest(node, box, HOSTILE[what], None, apply_ids)
+    assert got == [] and box.msgs == 0 and node.seen.adds == 0 and node.errors == 1
+    assert node.control.ctrl.sent == []  # nothing acknowledged
+
+
+@pytest.mark.parametrize("kind", [codec.IDR, codec.IDS])
+def test_a_best_effort_sink_refuses_id_frames(kind: bytes) -> None:
+    node = fake_node()
+    box = inbox(node, end="count")
+    got: list[Any] = []
+    frame = kind + msgpack.packb([0, 1, ["a"]] if kind == codec.IDR else [[0], ["a"]])
+    runners._ingest(node, box, frame, got.extend, None)
+    assert got == [] and box.msgs == 0 and node.errors == 1
 
 
 # -- on_error ----------------------------------------------------------------------------------

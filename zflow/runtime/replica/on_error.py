@@ -1,12 +1,16 @@
 """`on_error`: what happens to a record (or a frame) that cannot be processed.
 
-fail stops the replica (phase "run", or "decode" for a frame); skip counts it; dead-letter counts
-it and appends it, with the error, as a JSON line to the node's dead-letter file.
+fail stops the replica (phase "run"); skip counts it; dead-letter counts it and appends it, with
+the error, as a JSON line to the node's dead-letter file. A frame that cannot be decoded is never
+fatal, whatever the policy: it may come from anyone who can reach the socket, and failing would
+restart the node and lose what it holds. It is counted (and dead-lettered with `dead-letter`), and
+the run ends incomplete.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +22,15 @@ if TYPE_CHECKING:
 
 
 def undecodable(node: Node, box: Inbox, frame: bytes, exc: Exception) -> None:
-    """A frame that cannot be decoded: handled per on_error, like a record that fails."""
+    """A frame that cannot be decoded: counted, dead-lettered if asked, never fatal."""
     why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     err = DecodeError(f"cannot decode a {len(frame)}-byte frame on socket {box.name!r} "
                       f"({box.codec}): {why}")
-    if node.spec.on_error == "fail":
-        raise NodeFailure("decode", str(err), socket=box.name) from None
-    record_error(node, frame, err)
+    node.errors += 1
+    if node.spec.on_error == "dead-letter":
+        _dead_letter(node, frame[:4096], err)
+    if node.errors <= 3:  # said, but a flood of garbage does not flood the output
+        print(f"zflow: {err}; skipped", file=sys.stderr, flush=True)
 
 
 def record_error(node: Node, record: Any, exc: BaseException) -> None:
@@ -34,7 +40,13 @@ def record_error(node: Node, record: Any, exc: BaseException) -> None:
     if policy == "fail":
         raise exc
     node.errors += 1
-    if policy == "dead-letter" and spec.dead_letter:
+    if policy == "dead-letter":
+        _dead_letter(node, record, exc)
+
+
+def _dead_letter(node: Node, record: Any, exc: BaseException) -> None:
+    spec = node.spec
+    if spec.dead_letter:
         line = {
             "node": spec.node, "replica": spec.replica,
             "record": record if isinstance(record, (str, int, float, list, dict, bool))

@@ -118,11 +118,24 @@ def _ingest(node: Node, box: Inbox, frame: bytes, apply: Any, apply_ids: Any) ->
                     box.ended = True
             return
         if box.codec == "msgpack":
-            if frame[:1] == codec.IDR:
-                first, n, recs = codec._unpackb(frame[1:])
-                ids = range(first, first + n * node.seen.stride, node.seen.stride)
-            elif frame[:1] == codec.IDS:
-                ids, recs = codec._unpackb(frame[1:])
+            # a frame says how many records it holds only through its own list: a peer (or a
+            # stranger on a tcp socket) cannot claim a count or ids it did not send
+            kind = frame[:1]
+            if kind in (codec.IDR, codec.IDS):
+                if not (node.eo and box.end == "count"):
+                    raise ValueError("an exactly-once frame on a socket without exactly-once")
+                if kind == codec.IDR:
+                    first, n, recs = codec._unpackb(frame[1:])
+                    if type(first) is not int or type(n) is not int or n != len(recs):
+                        raise ValueError("id range does not match its records")
+                    ids = range(first, first + n * node.seen.stride, node.seen.stride)
+                else:
+                    ids, recs = codec._unpackb(frame[1:])
+                    if (not isinstance(ids, list) or not isinstance(recs, list)
+                            or len(ids) != len(recs) or any(type(i) is not int for i in ids)):
+                        raise ValueError("ids do not match their records")
+            elif node.eo and box.end == "count":
+                raise ValueError("a frame without ids on an exactly-once socket")
             else:
                 recs = codec.decode_batch(frame)
             if not isinstance(recs, list):
