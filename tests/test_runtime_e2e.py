@@ -366,15 +366,51 @@ def test_interrupt_exits_130_and_stops_everything() -> None:
     assert leftovers(name) == []
 
 
-def test_sigkill_of_zflow_leaves_no_orphans() -> None:
+@pytest.mark.parametrize("gap", [0.0, 0.05, 0.1, 0.2])
+def test_a_second_ctrl_c_still_exits_130(gap: float) -> None:
+    """Two Ctrl-C in quick succession: the second kills the replicas at once, and whenever it
+    lands (while stopping, or after the outcome is decided) zflow exits 130, not by SIGINT."""
+    name = unique()
+    proc = _start_forever(name)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(gap)  # the gap between two key presses, not synchronisation
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err[-2000:]
+    assert leftovers(name) == []
+
+
+def _run_dir_of(pid: int) -> Path:
+    """The run directory of the zflow process `pid`: where its control socket is bound (its
+    socket fds' inodes, looked up in /proc/net/unix)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 8 and parts[6] in inodes and parts[7].endswith("/control"):
+            return Path(parts[7]).parent
+    raise AssertionError(f"zflow {pid} has no control socket")
+
+
+def test_sigkill_of_zflow_leaves_no_orphans_and_no_run_directory() -> None:
     name = unique()
     proc = _start_forever(name)
     assert leftovers(name)
+    run_dir = _run_dir_of(proc.pid)
+    assert run_dir.name.startswith("zflow-") and (run_dir / "control").exists()
     proc.kill()
     proc.wait()
     proc.stdout.close()  # type: ignore[union-attr]
     proc.stderr.close()  # type: ignore[union-attr]
     assert _wait_gone(name, 2.0) == []
+    deadline = time.monotonic() + 2.0
+    while run_dir.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not run_dir.exists()
 
 
 def test_fork_server_death_stops_the_run_cleanly() -> None:

@@ -46,7 +46,8 @@ class Supervisor:
         signal.set_wakeup_fd(wake_w)
         self.launcher: LocalLauncher | None = None
         try:
-            self.launcher = LocalLauncher(self.control.endpoint, self.zygote)
+            self.launcher = LocalLauncher(self.control.endpoint, self.zygote,
+                                          run_dir=self.plan.run_dir)
             self.coord = Coordinator(self.plan, self.model, self.launcher, self.opts)
             self.launcher.on_line = self.coord.output
             return self._loop(wake_r)

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
+import os
 import sys
+from typing import Any
 
 from zflow import exitcodes
 from zflow.plan import Plan, build_plan, format_plan
+
+
+def _color(stream: Any) -> bool:
+    """Colour on a terminal unless NO_COLOR is set (as `zflow validate` does)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return hasattr(stream, "isatty") and stream.isatty()
 
 
 def status_for(plan: Plan, mode: str, per_replica: bool, log_dir: str | None) -> tuple:
@@ -32,26 +45,74 @@ def up_command(args: argparse.Namespace) -> int:
             zygote.close()
 
 
-def _up(args: argparse.Namespace, zygote: object) -> int:
+#: what --dry-run prints instead of an env value (unless --show-secrets)
+MASK = "***"
+
+
+def relabel(result: Any, path: str, label: str) -> Any:
+    """A LoadResult of `path` (a temporary copy of stdin) whose diagnostics name `label`."""
+    result.path = label
+    result.diagnostics = [dataclasses.replace(d, file=label) if d.file == path else d
+                          for d in result.diagnostics]
+    result.sources = {label if k == path else k: v for k, v in result.sources.items()}
+    return result
+
+
+def load_topology(args: argparse.Namespace) -> tuple[Any, str]:
+    """Load and validate FILE with --set/--scale, reporting problems on stderr (or as JSON on
+    stdout with --json). Returns the LoadResult and the file name to plan with (the topology's
+    directory is the base of relative paths; stdin's is the current directory)."""
     from zflow.spec import load
     from zflow.spec.diagnostics import render
 
+    label = getattr(args, "file_label", None)
     result = load(args.file, overrides=args.set, scale=args.scale)
-    if result.diagnostics:
-        sources = getattr(result, "sources", None)
-        render(result.diagnostics, "human", sys.stderr, color=sys.stderr.isatty(),
-               sources=sources)
-    if getattr(result, "unreadable", False):
-        return exitcodes.USAGE
-    if not result.ok or result.topology is None:
-        return exitcodes.FAILED
-    plan = build_plan(result.topology, args.file)
+    if label:
+        result = relabel(result, args.file, label)
+    as_json = getattr(args, "json", False)
+    if as_json and (result.topology is None):  # the shape of `validate --format json`, one line
+        sys.stdout.write(json.dumps([d.to_dict() for d in result.diagnostics],
+                                    ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    elif result.diagnostics:
+        render(result.diagnostics, "human", sys.stderr, color=_color(sys.stderr),
+               sources=result.sources)
+    plan_file = os.path.join(os.getcwd(), label) if label else args.file
+    return result, plan_file
+
+
+def masked(plan: Plan) -> Plan:
+    """A copy of the plan whose env values read `***`: --dry-run output gets pasted and logged."""
+    plan = copy.deepcopy(plan)
+    for node in plan.nodes.values():
+        node.env = {k: MASK for k in node.env}
+    return plan
+
+
+def _env_text(plan: Plan, shown: bool) -> str:
+    nodes = [n for n in plan.nodes.values() if n.env]
+    if not nodes:
+        return ""
+    head = "environment:" if shown else "environment (values masked; --show-secrets shows them):"
+    lines = ["", head]
+    for n in nodes:
+        lines.extend(f"  {n.name}  {k}={v}" for k, v in n.env.items())
+    return "\n".join(lines) + "\n"
+
+
+def _up(args: argparse.Namespace, zygote: object) -> int:
+    result, plan_file = load_topology(args)
+    if result.topology is None:
+        return exitcodes.USAGE if result.unreadable else exitcodes.FAILED
+    plan = build_plan(result.topology, plan_file)
     if args.dry_run:
+        shown = getattr(args, "show_secrets", False)
+        printed = plan if shown else masked(plan)
         if args.json:  # the whole plan, for scripts
-            json.dump(plan.to_dict(), sys.stdout, indent=2)
+            json.dump(printed.to_dict(), sys.stdout, indent=2)
             sys.stdout.write("\n")
         else:
-            sys.stdout.write(format_plan(plan))
+            sys.stdout.write(format_plan(printed) + _env_text(printed, shown))
         return exitcodes.OK
 
     from zflow.runtime.supervisor import Options, Supervisor
@@ -67,4 +128,10 @@ def _up(args: argparse.Namespace, zygote: object) -> int:
     model, view = status_for(plan, mode, args.replicas, args.log_dir)
     opts = Options(verbose=args.verbose, telemetry=not args.no_telemetry, grace=args.grace,
                    drain_timeout=args.drain_timeout)
-    return Supervisor(plan, model, view, opts, zygote=zygote).run()  # type: ignore[arg-type]
+    code = Supervisor(plan, model, view, opts, zygote=zygote).run()  # type: ignore[arg-type]
+    # the run is over and its outcome decided: a Ctrl-C now (a second one, pressed while the
+    # first was stopping the run) must not turn exit 130 into death by SIGINT
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code

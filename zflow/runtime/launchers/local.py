@@ -51,7 +51,8 @@ class _Proc:
 class LocalLauncher:
     """Starts replicas on this machine and watches their pipes and exits."""
 
-    def __init__(self, control_endpoint: str, zygote: Zygote | None = None) -> None:
+    def __init__(self, control_endpoint: str, zygote: Zygote | None = None,
+                 run_dir: str | None = None) -> None:
         self.control_endpoint = control_endpoint
         #: where captured output lines go (the coordinator's `output`)
         self.on_line: OnLine = lambda replica, stream, line: None
@@ -62,6 +63,8 @@ class LocalLauncher:
             zflow_python("zflow.runtime.launchers.guard"), stdin=subprocess.PIPE,
             start_new_session=True, text=True, bufsize=1,
         )
+        if run_dir:  # removed by the guard even if this process is SIGKILLed
+            self._guard(f"={run_dir}")
 
     # -- starting --------------------------------------------------------------------------
     def spawn(self, spec: ReplicaSpec) -> Spawned:
