@@ -4,8 +4,8 @@ The supervisor starts it with a pipe on stdin and writes `+PGID` / `-PGID` as re
 and `=PATH` for the run directory. When the pipe closes — the supervisor exited, crashed or was
 SIGKILLed — every process group still listed gets SIGTERM, then SIGKILL 0.5 s later, so no replica
 (nor anything a command node started) outlives zflow; then the run directory (ipc endpoints, the
-control socket) is removed. Python replicas also ask the kernel for SIGKILL on parent death; this covers command
-nodes and their children too.
+control socket) is removed. Python replicas also ask the kernel for SIGKILL on parent death;
+this covers command nodes and their children too.
 """
 
 from __future__ import annotations
