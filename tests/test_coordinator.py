@@ -583,8 +583,9 @@ def test_low_water_mark_goes_to_the_sinks(tmp_path) -> None:
 
 # -- stopping ---------------------------------------------------------------------------------
 def test_stop_escalates_to_sigterm_then_sigkill(tmp_path) -> None:
-    s = running(tmp_path, grace=3.0)
+    s = running(tmp_path, grace=3.0, drain_timeout=1.0)
     s.coord.interrupt(s.now)
+    s.tick(1.0)  # nothing drains: the drain timeout stops the run
     assert s.coord.code == exitcodes.INTERRUPTED
     s.tick()
     s.tick(1.0)
@@ -603,9 +604,55 @@ def test_a_replica_waiting_to_restart_is_not_restarted_after_a_stop(tmp_path) ->
     s.exit("mid.0", -9)
     s.tick()
     assert s.state("mid.0") == "restarting"
-    s.coord.interrupt(s.now)
+    s.coord.launcher_failed("no more processes")
     assert s.state("mid.0") == "stopped"
     s.tick(1.0)
+    assert len([x for x in s.launcher.specs if x.id == "mid.0"]) == 1
+
+
+def test_an_interrupt_stops_the_sources_and_lets_the_rest_drain(tmp_path) -> None:
+    s = running(tmp_path)
+    s.coord.interrupt(s.now)
+    sent = s.sent()
+    assert sorted(r for r, k, _ in sent if k == P.INTERRUPT) == sorted(s.python_replicas())
+    assert [r for r, k, _ in sent if k == P.STOP] == ["src.0"]  # only the source stops
+    assert s.coord.code is None and s.model.overall == "draining"
+    s.finish("src.0", out=[0, 7, 0, 0])
+    s.exit("src.0", 0)
+    s.tick()
+    assert s.state("src.0") == "stopped"
+    s.say("mid.0", P.COUNT, socket="inp", n=7)
+    s.tick()
+    assert s.sent_kinds(P.INPUT_END) == ["mid.0", "mid.1"]  # the stream ends as usual
+    s.finish("mid.0", inp=[7, 0, 0, 0], out=[0, 7, 0, 0])
+    s.finish("mid.1")
+    s.tick()
+    s.say("sink.0", P.COUNT, socket="inp", n=7)
+    s.tick()
+    s.say("sink.0", P.FINISHED, s={"inp": [7, 0, 0, 0]}, e=0, result={"n": 7})
+    s.tick()
+    assert s.coord.code == exitcodes.INTERRUPTED and s.coord.message == "interrupted"
+    assert s.model.results == {"sink": {"n": 7}}  # the sink's end() ran: its result is kept
+
+
+def test_an_interrupt_drain_is_bounded_and_names_who_did_not_finish(tmp_path) -> None:
+    s = running(tmp_path, drain_timeout=2.0)
+    s.coord.interrupt(s.now)
+    s.finish("src.0", out=[0, 7, 0, 0])
+    s.tick(1.0)
+    assert s.coord.code is None
+    s.tick(1.0)
+    assert s.coord.code == exitcodes.INTERRUPTED
+    assert s.coord.message == "interrupted; mid.0, mid.1, sink.0 did not finish within 2s of " \
+                              "the interrupt"
+
+
+def test_no_restarts_while_an_interrupt_drains(tmp_path) -> None:
+    s = running(tmp_path)
+    s.coord.interrupt(s.now)
+    s.exit("mid.0", -9)
+    s.tick(1.0)
+    assert s.state("mid.0") == "failed"
     assert len([x for x in s.launcher.specs if x.id == "mid.0"]) == 1
 
 

@@ -331,12 +331,12 @@ def test_command_not_found_is_a_start_failure() -> None:
     assert leftovers(name) == []
 
 
-def _start_forever(name: str, *extra: str) -> subprocess.Popen:
+def _start_forever(name: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
     """An endless pipeline, returned once the barrier has opened (the run is fully up)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "zflow", "up", str(PIPELINE), "--json", "--set", f"name={name}",
          "--set", "nodes.src.run=faulty:forever", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     assert proc.stdout is not None
     for line in proc.stdout:  # wait for the barrier to open: the run is then fully up
@@ -363,6 +363,23 @@ def test_interrupt_exits_130_and_stops_everything() -> None:
     assert proc.returncode == 130, err[-2000:]
     res = result_of(subprocess.CompletedProcess(proc.args, 130, out, err))
     assert (res["overall"], res["exit_code"], res["message"]) == ("interrupted", 130, "interrupted")
+    assert leftovers(name) == []
+
+
+def test_interrupt_keeps_the_result_of_an_endless_pipeline() -> None:
+    """Ctrl-C on a source that never ends: the source stops, what is in flight drains, and the
+    sink's end() runs: its result is shown, marked interrupted."""
+    name = unique()
+    proc = _start_forever(name, "--set", "nodes.sink.run=edges:Tally",
+                          env={**os.environ, "PYTHONPATH": str(TESTS)})
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err[-2000:]
+    res = result_of(subprocess.CompletedProcess(proc.args, 130, out, err))
+    assert res["overall"] == "interrupted" and res["message"] == "interrupted"
+    result = res["results"]["sink"]
+    assert result["interrupted"] is True and result["n"] == result["received"] > 0
+    assert res["progress"]["done"] == result["n"]
     assert leftovers(name) == []
 
 

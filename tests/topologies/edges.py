@@ -61,3 +61,16 @@ def fail_every_tenth(x: int) -> int:
     if x % 10 == 7:
         raise ValueError(f"cannot take {x}")
     return x
+
+
+class Tally:
+    """A sink that says in its result whether the run was interrupted (Totals.interrupted)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, x: object) -> None:
+        self.n += 1
+
+    def end(self, totals: zflow.Totals) -> dict:
+        return {"n": self.n, "received": totals.received, "interrupted": totals.interrupted}

@@ -23,6 +23,9 @@ class Totals:
     errors: int = 0
     #: seconds from start (the barrier) to end of stream
     elapsed: float = 0.0
+    #: the run was interrupted (Ctrl-C, SIGTERM): the sources stopped early, and this is what
+    #: arrived before they did
+    interrupted: bool = False
 
 
 @dataclass

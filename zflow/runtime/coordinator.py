@@ -73,6 +73,7 @@ class Coordinator:
         self.t0 = 0.0
         self.stop_sent_at: float | None = None
         self.term_sent_at: float | None = None
+        self.drain_until = 0.0
         self.deaths = 0  # replicas that died mid-run: only then can best-effort lose records
         #: records inside replicas of each node when they died (taken from a count-group input,
         #: not yet sent on): lost with them
@@ -200,7 +201,7 @@ class Coordinator:
         assert slot.exit_pending is not None
         code, seen = slot.exit_pending
         waiting = (code in (0, 1, 3) and slot.fatal is None and not slot.finished
-                   and self.phase in (RunPhase.STARTING, RunPhase.RUNNING)
+                   and self.phase in (RunPhase.STARTING, RunPhase.RUNNING, RunPhase.DRAINING)
                    and slot.kind == "python")
         if waiting and now - seen < EXIT_GRACE:
             # a replica sends FINISHED or FATAL just before it exits, but the exit can be seen
@@ -218,6 +219,9 @@ class Coordinator:
 
     def _on_exit(self, slot: Slot, code: int, now: float, in_hand: int = 0) -> None:
         n = self.plan.nodes[slot.node]
+        if self.phase is RunPhase.DRAINING and not (code == 0 and slot.finished):
+            self._set(slot, S.FAILED, f"exit {code}")  # no restarts while interrupted
+            return
         if self.phase in (RunPhase.STOPPING, RunPhase.DONE):
             ours = code in _STOPPED_BY_US
             self._set(slot, S.STOPPED if ours else S.FAILED, f"exit {code}")
@@ -283,9 +287,19 @@ class Coordinator:
         self._begin_stop(code, message, Outcome.FAILED)
 
     def interrupt(self, now: float) -> None:
-        """Ctrl-C or SIGTERM; a second one kills at once."""
+        """Ctrl-C or SIGTERM. The first, while running, stops the sources and lets what is in
+        flight drain, so sinks' `end()` runs and the result is kept; a second kills at once."""
         self.interrupts += 1
         self.model.announce("overall", state="interrupted")
+        if self.phase is RunPhase.RUNNING and self.interrupts == 1:
+            self.phase = RunPhase.DRAINING
+            self.model.set_overall("draining")
+            self.drain_until = now + self.opts.drain_timeout
+            for slot in self.slots.values():
+                self._send(slot, P.INTERRUPT)
+                if not self.streams.inputs(self.plan.nodes[slot.node]):
+                    self._send(slot, P.STOP)  # a source (or an input-less custom node)
+            return
         self._begin_stop(exitcodes.INTERRUPTED, "interrupted", Outcome.INTERRUPTED)
         if self.interrupts >= 2:
             self._advance_stop(now)
@@ -451,6 +465,17 @@ class Coordinator:
             self.streams.advance(now, self.deaths)
             if all(s.finished for s in self.slots.values()):
                 self._complete()
+        elif self.phase is RunPhase.DRAINING:
+            self.streams.advance(now, self.deaths)
+            left = [s.id for s in self.slots.values()
+                    if s.kind == "python" and s.alive and not s.finished]
+            if not left:
+                self._begin_stop(exitcodes.INTERRUPTED, "interrupted", Outcome.INTERRUPTED)
+            elif now >= self.drain_until:
+                self._begin_stop(exitcodes.INTERRUPTED,
+                                 f"interrupted; {', '.join(left)} did not finish within "
+                                 f"{self.opts.drain_timeout:g}s of the interrupt",
+                                 Outcome.INTERRUPTED)
         if self.phase is RunPhase.STOPPING:
             self._advance_stop(now)
 

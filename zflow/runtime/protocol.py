@@ -11,7 +11,8 @@ replica → supervisor                         supervisor → replica
   ready                                        start
   total {n}          (source knows its length) drain {socket}        (report counts as they move)
   stats {s: {socket: [in, out, bin, bout]}, e} input_end {socket, expected}
-  count {socket, n}                            stop
+  count {socket, n}                            stop {abandon}
+                                               interrupt  (Ctrl-C: sources stop, the rest drain)
   finished {s, e, result}
   stopping {reason}
   fatal {phase, message, socket?, endpoint?}
@@ -31,8 +32,8 @@ HELLO, BOUND, READY, TOTAL, STATS, COUNT, FINISHED, STOPPING, FATAL = (
     "hello", "bound", "ready", "total", "stats", "count", "finished", "stopping", "fatal",
 )
 # supervisor → replica
-CONNECT, PROBE, START, DRAIN, INPUT_END, STOP = (
-    "connect", "probe", "start", "drain", "input_end", "stop",
+CONNECT, PROBE, START, DRAIN, INPUT_END, STOP, INTERRUPT = (
+    "connect", "probe", "start", "drain", "input_end", "stop", "interrupt",
 )
 # exactly-once, both ways
 ACK, RESEND, LOW = "ack", "resend", "low"

@@ -87,6 +87,9 @@ class RunPhase(str, Enum):
 
     STARTING = "starting"  # spawning, the barrier not yet open
     RUNNING = "running"  # the barrier opened; streams flow and end
+    #: interrupted: the sources were stopped and what is in flight drains, so sinks' `end()`
+    #: runs and the result is kept (bounded by the drain timeout)
+    DRAINING = "draining"
     STOPPING = "stopping"  # every replica was asked to stop; escalating to signals
     DONE = "done"  # nothing is left running
 

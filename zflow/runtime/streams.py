@@ -76,6 +76,10 @@ class EndOfStream:
         return all(self.slots[f"{name}.{i}"].finished
                    for i in range(self.plan.nodes[name].replicas))
 
+    def inputs(self, node: NodePlan) -> list[str]:
+        """The node's data inputs: sockets whose stream ends (a source has none)."""
+        return [s.name for s in node.sockets.values() if s.receives and s.role == "data"]
+
     def inputs_done(self, node: NodePlan) -> bool:
         """Every data input of `node` was told its stream ended (true for a node without any)."""
         return all(f"{node.name}.{s.name}" in self.ended_inputs

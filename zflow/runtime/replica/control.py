@@ -47,6 +47,7 @@ class Control:
         self.stop_requested = False
         self.stop_reason = ""
         self.abandon = False  # interrupted or failed run: close without lingering
+        self.interrupted = False  # the run was interrupted: Totals says so
         self.expected: dict[str, int | None] = {}  # input socket → records its senders sent
         self.resend = False  # exactly-once source: resend what is unacknowledged
         self.finished_sent = False
@@ -71,6 +72,7 @@ class Control:
             P.ACK: self.on_ack,
             P.RESEND: self.on_resend,
             P.LOW: self.on_low,
+            P.INTERRUPT: self.on_interrupt,
         }
 
     def send(self, kind: str, **fields: Any) -> None:
@@ -86,6 +88,9 @@ class Control:
         self.stop_requested = True
         self.abandon = self.abandon or bool(msg.get("abandon"))
         self.stop_reason = self.stop_reason or "stopped by zflow"
+
+    def on_interrupt(self, msg: dict[str, Any]) -> None:
+        self.interrupted = True
 
     def on_start(self, msg: dict[str, Any]) -> None:
         self.started = True

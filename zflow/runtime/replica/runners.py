@@ -262,6 +262,7 @@ def finish_stream(node: Node, end: Any) -> None:
             sent=sum(o.msgs for o in node.outboxes),
             errors=node.errors,
             elapsed=time.monotonic() - node.t_start,
+            interrupted=ctl.interrupted,
         )
         value = end(totals)
         if node.outboxes and value is not None and not isinstance(value, dict):
