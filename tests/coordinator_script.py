@@ -33,8 +33,8 @@ class FakeLauncher:
         self.pid += 1
         return Spawned(self.pid, {})
 
-    def signal(self, replica: str, sig: int) -> None:
-        self.signals.append((replica, sig))
+    def signal(self, replica: str, sig: int, group: bool = True) -> None:
+        self.signals.append((replica, sig) if group else (replica, sig, "process"))
 
 
 class Script:

@@ -74,3 +74,13 @@ class Tally:
 
     def end(self, totals: zflow.Totals) -> dict:
         return {"n": self.n, "received": totals.received, "interrupted": totals.interrupted}
+
+
+class HangAtEnd(Tally):
+    """A sink whose end() never returns (the watchdog's case)."""
+
+    def end(self, totals: zflow.Totals) -> dict:
+        import time
+
+        while True:
+            time.sleep(0.1)

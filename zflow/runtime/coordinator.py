@@ -52,6 +52,8 @@ class Options:
     drain_timeout: float = 5.0
     start_timeout: float = 30.0
     refresh: float = 0.2
+    #: a running replica that sends no report for this long is named (and asked for its stack)
+    quiet_after: float = 10.0
 
 
 class Coordinator:
@@ -74,6 +76,8 @@ class Coordinator:
         self.stop_sent_at: float | None = None
         self.term_sent_at: float | None = None
         self.drain_until = 0.0
+        #: the time of the latest input (the coordinator has no clock of its own)
+        self.now = 0.0
         self.deaths = 0  # replicas that died mid-run: only then can best-effort lose records
         #: records inside replicas of each node when they died (taken from a count-group input,
         #: not yet sent on): lost with them
@@ -309,6 +313,10 @@ class Coordinator:
         slot = self.by_identity.get(identity)
         if slot is None or slot.identity != identity or not slot.alive:
             return  # not one of ours, or a previous incarnation's last words
+        self.now = slot.last_heard = now
+        if slot.quiet_said:
+            slot.quiet_said = False
+            self._log(slot, "reporting again")
         try:
             msg = P.unpack(data)
             handler = self.handlers.get(msg["t"])
@@ -316,6 +324,20 @@ class Coordinator:
                 handler(slot, msg, now)
         except (ValueError, TypeError, KeyError, IndexError):
             return  # a malformed message changes nothing
+
+    def _watch(self, now: float) -> None:
+        """A running replica reports four times a second even when idle; one that has said
+        nothing for `quiet_after` is stuck in user code (an endless loop, a hung `end()`): name
+        it, and ask it for its stack, which arrives on its stderr."""
+        if not self.opts.telemetry:
+            return
+        for s in self.slots.values():
+            if (s.kind == "python" and s.state is S.RUNNING and not s.quiet_said
+                    and now - s.last_heard > self.opts.quiet_after):
+                s.quiet_said = True
+                self._error(f"{s.id} has sent no report for {now - s.last_heard:.0f}s: stuck "
+                            "in user code? (its stack follows on its stderr)")
+                self.launcher.signal(s.id, signal.SIGUSR1, group=False)
 
     def _on_hello(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
         # a STOP sent before this replica's control socket connected was dropped by the ROUTER
@@ -348,7 +370,9 @@ class Coordinator:
 
     def _on_count(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
         c = slot.counters.cur.setdefault(msg["socket"], [0, 0, 0, 0])
-        c[0] = max(c[0], msg["n"])
+        if msg["n"] > c[0]:
+            c[0] = msg["n"]
+            self._push_counters(slot)  # what the status shows moves with the drain
         if msg.get("idle"):
             slot.idle_at = now
 
@@ -434,6 +458,7 @@ class Coordinator:
             return
         self._send(slot, P.START)
         self._set(slot, S.RUNNING)
+        slot.last_heard = self.now  # it reports from now on (it waited in silence until now)
         self.streams.joined(slot)
 
     def _reprobe(self, slot: Slot) -> None:
@@ -446,6 +471,7 @@ class Coordinator:
 
     # -- time ----------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
+        self.now = now
         for slot in self.slots.values():
             if slot.exit_pending is not None:
                 self._settle_exit(slot, now)
@@ -461,6 +487,8 @@ class Coordinator:
                 if s.restart_at is not None and now >= s.restart_at:
                     self._spawn(s)
                     self._reprobe(s)
+        if self.phase in (RunPhase.RUNNING, RunPhase.DRAINING):
+            self._watch(now)
         if self.phase is RunPhase.RUNNING:
             self.streams.advance(now, self.deaths)
             if all(s.finished for s in self.slots.values()):

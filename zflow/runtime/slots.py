@@ -81,6 +81,10 @@ class Slot:
     idle_at: float = 0.0
     #: a custom node was told to stop once its inputs ended
     stop_sent: bool = False
+    #: when the current incarnation last said anything (the watchdog), and whether the
+    #: watchdog already said it went quiet
+    last_heard: float = 0.0
+    quiet_said: bool = False
 
     @property
     def id(self) -> str:
@@ -110,6 +114,7 @@ class Slot:
         self.fatal = None
         self.restart_at = None
         self.stop_sent = False
+        self.quiet_said = False
         self.pid = None
         self.counters.cur = {}
         self.counters.errors = 0

@@ -264,6 +264,10 @@ class LiveView(_Base):
         self.console.print(render_summary(self.model, self.errors), crop=False)
 
 
+#: replica states the plain view does not print a line for (--json still has them)
+QUIET_STATES = frozenset({"bound", "connecting"})
+
+
 class PlainView(_Base):
     """No redraw, no control codes: a line per event, a one-line summary every ~2 s, the table."""
 
@@ -305,6 +309,8 @@ class PlainView(_Base):
 
     def event(self, kind: str, **fields: Any) -> None:
         super().event(kind, **fields)
+        if kind == "state" and fields.get("state") in QUIET_STATES:
+            return  # the barrier's inner steps: a line each per replica is noise here
         self._write(f"{self._t()} {event_text(self.model, kind, fields)}")
 
     def log(self, node: str, replica: int, stream: str, line: str) -> None:

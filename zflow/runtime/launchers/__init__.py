@@ -30,7 +30,8 @@ class Spawned:
 class Launcher(Protocol):
     def spawn(self, spec: ReplicaSpec) -> Spawned: ...
 
-    def signal(self, replica: str, sig: int) -> None: ...
+    def signal(self, replica: str, sig: int, group: bool = True) -> None:
+        """Signal the replica's process group (or, with group=False, its main process only)."""
 
 
 def zflow_python(module: str, *args: str) -> list[str]:

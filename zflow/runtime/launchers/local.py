@@ -116,10 +116,17 @@ class LocalLauncher:
             proc.files[fd] = pipe
         return Spawned(proc.pid, endpoints)
 
-    def signal(self, replica: str, sig: int) -> None:
+    def signal(self, replica: str, sig: int, group: bool = True) -> None:
         proc = self.procs.get(replica)
-        if proc is not None:
+        if proc is None:
+            return
+        if group:
             _killpg(proc.pid, sig)
+            return
+        try:
+            os.kill(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     # -- watching ----------------------------------------------------------------------------
     def fds(self) -> list[int]:

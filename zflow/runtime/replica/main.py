@@ -9,6 +9,7 @@ can still reach it. Whatever goes wrong is reported as `fatal` before the proces
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import os
 import signal
 import sys
@@ -48,6 +49,8 @@ def main() -> int:
     except ImportError:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    # a replica that stops reporting is asked for its stack (coordinator.py, the watchdog)
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
 
     def on_term(signum: int, frame: Any) -> None:
         raise Stop()
