@@ -1,55 +1,209 @@
-"""The `zflow` command: parses arguments and hands over to spec, plan, runtime and status."""
+"""The `zflow` command: arguments, help and shell completion; the work is done elsewhere."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
-from collections.abc import Sequence
+import tempfile
+import textwrap
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from zflow import __version__, exitcodes
 
-EPILOG = "exit codes: " + "; ".join(f"{code} {text}" for code, text in exitcodes.TABLE)
+DESCRIPTION = "Run ZeroMQ pipelines described in YAML: validate, draw, run and watch them."
+
+#: (name, one line): the order `zflow --help` lists them in
+COMMANDS = [
+    ("validate", "check topology files against the schema and ZeroMQ's rules"),
+    ("up", "run a topology until it completes or is interrupted"),
+    ("graph", "draw a topology: text in the terminal, Mermaid or Graphviz dot"),
+    ("schema", "print the topology JSON Schema"),
+    ("completion", "print a shell completion script (bash, zsh or fish)"),
+]
+
+#: how the command line names the standard input, and how diagnostics name it
+STDIN, STDIN_LABEL = "-", "<stdin>"
+#: hidden helper for completion scripts: the node names of a topology file, one a line
+COMPLETE_NODES = "__complete-nodes"
+
+#: zflow.graph.FORMATS (not imported here: `zflow --help` should not load the validator)
+GRAPH_FORMATS = ("text", "mermaid", "dot")
+
+FILE_HELP = "a topology file (YAML); - reads it from standard input"
+
+
+def _exit_codes(*rows: tuple[int, str]) -> str:
+    return "exit codes:\n" + "\n".join(
+        textwrap.fill(text, 96, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7)
+        for code, text in rows)
+
+
+USAGE_ROW = (exitcodes.USAGE, "usage error, or a file that cannot be read (missing, binary, "
+                              "not UTF-8, over 2 MiB)")
+
+MAIN_EPILOG = """\
+examples:
+  zflow validate topologies/*.yaml                   check files, compiler-style errors
+  zflow up topologies/squares.yaml                   run the squares pipeline
+  zflow up --scale worker=4 topologies/squares.yaml  four worker replicas
+  zflow graph topologies/squares.yaml                draw it in the terminal
+  zflow graph --format mermaid topologies/squares.yaml > squares.mmd
+  zflow completion bash > ~/.local/share/bash-completion/completions/zflow
+
+Run 'zflow COMMAND --help' for a command's options, examples and exit codes."""
+
+VALIDATE_EPILOG = """\
+examples:
+  zflow validate topologies/*.yaml                     every problem in every file, at once
+  zflow validate --format github topologies/*.yaml     GitHub Actions annotations
+  zflow validate --format json topologies/*.yaml       a JSON list of problems, for scripts
+  zflow validate --import-check topologies/squares.yaml  also import each run: target
+  zflow validate --set nodes.worker.replicas=0 topologies/squares.yaml
+  envsubst < template.yaml | zflow validate -          the topology from standard input
+
+""" + _exit_codes(
+    (exitcodes.OK, "every file is valid (warnings allowed unless --strict)"),
+    (exitcodes.FAILED, "a file has errors"),
+    USAGE_ROW,
+)
+
+UP_EPILOG = """\
+examples:
+  zflow up topologies/squares.yaml          live screen on a terminal, plain lines otherwise
+  zflow up --scale worker=4 --set nodes.ventilator.params.count=1000000 topologies/squares.yaml
+  zflow up -v topologies/squares.yaml       nodes print per-record detail
+  zflow up --json topologies/squares.yaml   JSON lines: states, stats each second, the result
+  zflow up --quiet --log-dir logs/ topologies/squares.yaml   errors and the result only
+  zflow up --dry-run topologies/squares.yaml   the plan (replicas, endpoints); starts nothing
+  cat squares.yaml | zflow up -             the topology from standard input
+
+--set and --scale are applied before validation: an override is checked like the file itself.
+With --json, a topology that is not valid is reported on stdout as a JSON list of problems (the
+shape of 'zflow validate --format json').
+
+""" + _exit_codes(
+    (exitcodes.OK, "the run completed: every node finished its stream"),
+    (exitcodes.FAILED, "the topology is invalid, or a node failed beyond its restart policy "
+                       "(the message names the replica)"),
+    USAGE_ROW,
+    (exitcodes.START_FAILED, "the run could not start (endpoint in use, run: target missing or "
+                             "failing at import, command not found); nothing is left running"),
+    (exitcodes.INCOMPLETE, "the run ended, but records were lost, skipped or dead-lettered "
+                           "(the summary says how many and where)"),
+    (exitcodes.INTERRUPTED, "the run was interrupted (Ctrl-C or SIGTERM)"),
+)
+
+GRAPH_EPILOG = """\
+examples:
+  zflow graph topologies/squares.yaml                    a drawing in the terminal
+  zflow graph --format mermaid topologies/squares.yaml   paste into Markdown (renders on GitHub)
+  zflow graph --format dot topologies/squares.yaml | dot -Tsvg > squares.svg
+  zflow graph --scale worker=4 topologies/squares.yaml   as it would run with 4 workers
+
+Nodes show their replica count, shape and sockets; edges their pattern (fan-out, fan-in,
+pub/sub, request/reply); the control channel (stop_on / send_on_end) is drawn dotted.
+
+""" + _exit_codes(
+    (exitcodes.OK, "drawn"),
+    (exitcodes.FAILED, "the topology is invalid (problems on stderr, as 'zflow validate' says)"),
+    USAGE_ROW,
+)
+
+SCHEMA_EPILOG = """\
+examples:
+  zflow schema > topology.schema.json
+  # then start topology files with: # yaml-language-server: $schema=topology.schema.json
+
+""" + _exit_codes((exitcodes.OK, "printed"))
+
+COMPLETION_EPILOG = """\
+examples:
+  zflow completion bash > ~/.local/share/bash-completion/completions/zflow
+  echo 'source <(zflow completion bash)' >> ~/.bashrc
+  zflow completion zsh > "${fpath[1]}/_zflow"      # then restart zsh
+  zflow completion fish > ~/.config/fish/completions/zflow.fish
+
+Completes commands, options, file names for FILE, --format values, and node names for --scale
+once a topology file is on the command line.
+
+""" + _exit_codes((exitcodes.OK, "printed"), (exitcodes.USAGE, "usage error"))
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # argparse exits 2 too; keep the message short
         self.print_usage(sys.stderr)
-        print(f"zflow: error: {message}", file=sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        if self.prog == "zflow":
+            names = [n for n, _ in COMMANDS]
+            cmd = next((a for a in getattr(self, "argv", []) if a in names), None)
+            print(f"Run 'zflow {cmd} --help' for its options." if cmd
+                  else "Run 'zflow --help' for the commands.", file=sys.stderr)
         raise SystemExit(exitcodes.USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="zflow", description=__doc__, epilog=EPILOG)
-    p.add_argument("--version", action="version", version=f"zflow {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _commands_block() -> str:
+    width = max(len(name) for name, _ in COMMANDS) + 2
+    return "commands:\n" + "\n".join(f"  {name:<{width}}{text}" for name, text in COMMANDS)
 
-    v = sub.add_parser("validate", help="check topology files against the schema and ZeroMQ rules",
-                       epilog=EPILOG)
-    v.add_argument("files", nargs="*", metavar="FILE")
-    v.add_argument("--format", choices=["human", "json", "github"], default="human")
+
+def _add_overrides(p: argparse.ArgumentParser, example: str) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help=f"override a value before validating, e.g. {example} (repeatable)")
+    p.add_argument("--scale", action="append", default=[], metavar="NODE=N",
+                   help="run N replicas of NODE, e.g. worker=4 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="zflow", usage="zflow [-h] [--version] COMMAND [ARGS...]",
+                description=DESCRIPTION + "\n\n" + _commands_block(), epilog=MAIN_EPILOG)
+    p.add_argument("--version", action="version", version=f"zflow {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", help=argparse.SUPPRESS, prog="zflow",
+                           parser_class=_Parser)
+    helps = dict(COMMANDS)
+
+    v = sub.add_parser("validate", help=helps["validate"], epilog=VALIDATE_EPILOG,
+                       description="Check topology files against the JSON Schema and ZeroMQ's "
+                                   "rules; report every problem\nin every file with its line and "
+                                   "column. Never runs your code (unless --import-check).")
+    v.add_argument("files", nargs="*", metavar="FILE", help=FILE_HELP + " (one or more)")
+    v.add_argument("--format", choices=["human", "json", "github"], default="human",
+                   help="human: compiler-style, quoting the line (default); json: a list of "
+                        "problems; github: Actions annotations")
     v.add_argument("--strict", action="store_true", help="treat warnings as errors")
     v.add_argument("--import-check", action="store_true",
-                   help="also import every run: target and check it is callable")
+                   help="also import every run: target and check it is callable (runs user "
+                        "code; with -, targets are looked up in the current directory)")
     v.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="override a value before validating, e.g. nodes.worker.replicas=4")
     v.add_argument("--list-codes", action="store_true", help="print every diagnostic code")
 
-    sub.add_parser("schema", help="print the topology JSON Schema")
+    sub.add_parser("schema", help=helps["schema"], epilog=SCHEMA_EPILOG,
+                   description="Print the JSON Schema (draft 2020-12) of topology files, for "
+                               "editors and other tools.")
 
-    u = sub.add_parser("up", help="run a topology until it completes or is interrupted",
-                       epilog=EPILOG)
-    u.add_argument("file", metavar="FILE")
+    u = sub.add_parser("up", help=helps["up"], epilog=UP_EPILOG,
+                       description="Validate and plan a topology, start every replica behind a "
+                                   "readiness barrier, wire them,\nsupervise and restart them, "
+                                   "and show the flow until the stream ends or Ctrl-C.")
+    u.add_argument("file", metavar="FILE", help=FILE_HELP)
     u.add_argument("--dry-run", action="store_true", help="print the plan and start nothing")
-    u.add_argument("--scale", action="append", default=[], metavar="NODE=N",
-                   help="run N replicas of NODE")
-    u.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                   help="override a value, e.g. nodes.ventilator.params.count=100000")
+    u.add_argument("--show-secrets", action="store_true",
+                   help="with --dry-run: print env values as written (masked as *** otherwise)")
+    _add_overrides(u, "nodes.ventilator.params.count=100000")
     u.add_argument("-v", "--verbose", action="store_true",
                    help="nodes print per-record detail (e.g. 'Worker 3 answered: 81')")
     out = u.add_mutually_exclusive_group()
     out.add_argument("-q", "--quiet", action="store_true",
                      help="print only errors and the final result")
-    out.add_argument("--json", action="store_true", help="JSON lines on stdout, for scripts")
+    out.add_argument("--json", action="store_true",
+                     help="JSON lines on stdout, for scripts (problems with the file too)")
     out.add_argument("--plain", action="store_true",
                      help="plain lines even on a terminal (no live screen)")
     u.add_argument("--replicas", action="store_true", help="one status row per replica")
@@ -61,23 +215,367 @@ def build_parser() -> argparse.ArgumentParser:
                         "lost with a dead replica in best-effort delivery); default 5")
     u.add_argument("--no-telemetry", action="store_true",
                    help="no periodic counters from nodes (benchmarks measure its cost)")
+
+    g = sub.add_parser("graph", help=helps["graph"], epilog=GRAPH_EPILOG,
+                       description="Draw a topology as it would run: nodes, sockets and edges, "
+                                   "from the same plan 'zflow up' runs.")
+    g.add_argument("file", metavar="FILE", help=FILE_HELP)
+    g.add_argument("--format", choices=GRAPH_FORMATS, default="text",
+                   help="text: a drawing for the terminal (default); mermaid: a Mermaid "
+                        "flowchart; dot: Graphviz")
+    _add_overrides(g, "nodes.worker.replicas=4")
+
+    c = sub.add_parser("completion", help=helps["completion"], epilog=COMPLETION_EPILOG,
+                       description="Print a completion script for your shell.")
+    c.add_argument("shell", choices=["bash", "zsh", "fish"], metavar="SHELL",
+                   help="bash, zsh or fish")
     return p
 
 
+# ---------------------------------------------------------------------------------------------
+# standard input
+
+
+@contextlib.contextmanager
+def stdin_file(in_cwd: bool = False) -> Iterator[str]:
+    """The standard input written to a temporary file: the loader reads files.
+
+    Its diagnostics are relabelled `<stdin>` (see `zflow.runtime.up.relabel`). `in_cwd`: put the
+    file in the current directory (for --import-check, whose run: targets are looked up next to
+    the file), falling back to the temporary directory.
+    """
+    from zflow.spec.load import MAX_BYTES
+
+    data = sys.stdin.buffer.read(MAX_BYTES + 1) if sys.stdin is not None else b""
+    where = os.getcwd() if in_cwd and os.access(os.getcwd(), os.W_OK) else None
+    fd, path = tempfile.mkstemp(prefix=".zflow-stdin-", suffix=".yaml", dir=where)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from zflow.spec import command
+
+    if STDIN not in args.files:
+        return command.validate_command(args)
+    from zflow.runtime.up import relabel
+
+    with stdin_file(in_cwd=args.import_check) as path:
+        args.files = [path if f == STDIN else f for f in args.files]
+        real_load = command.load
+
+        def load(file: str, *a: Any, **kw: Any) -> Any:
+            res = real_load(file, *a, **kw)
+            return relabel(res, path, STDIN_LABEL) if file == path else res
+
+        command.load = load
+        try:
+            return command.validate_command(args)
+        finally:
+            command.load = real_load
+
+
+def _with_stdin(args: argparse.Namespace, run: Any) -> int:
+    """Run `run(args)` with FILE `-` replaced by a temporary copy of the standard input."""
+    if args.file != STDIN:
+        return run(args)
+    with stdin_file() as path:
+        args.file, args.file_label = path, STDIN_LABEL
+        return run(args)
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from zflow.graph import build_graph, render_graph
+    from zflow.plan import build_plan
+    from zflow.runtime.up import load_topology
+
+    result, plan_file = load_topology(args)
+    if result.topology is None:
+        return exitcodes.USAGE if result.unreadable else exitcodes.FAILED
+    graph = build_graph(build_plan(result.topology, plan_file))
+    sys.stdout.write(render_graph(graph, args.format))
+    return exitcodes.OK
+
+
+def complete_nodes(path: str) -> list[str]:
+    """Node names in a topology file, for completion: never fails, never validates."""
+    try:
+        import yaml
+
+        with open(path, "rb") as f:
+            raw = f.read(2 * 1024 * 1024)
+        doc = yaml.safe_load(raw)
+        nodes = doc.get("nodes") if isinstance(doc, dict) else None
+        return [str(k) for k in nodes if not str(k).startswith("x-")] \
+            if isinstance(nodes, dict) else []
+    except Exception:
+        return []
+
+
+# ---------------------------------------------------------------------------------------------
+# shell completion, generated from the parser so it never lags behind an option
+
+
+def _commands_spec(parser: argparse.ArgumentParser) -> dict[str, dict[str, Any]]:
+    """command -> options, options taking a value, choices per option, what positionals are."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    spec: dict[str, dict[str, Any]] = {}
+    for name, _ in COMMANDS:
+        p = sub.choices[name]
+        opts: list[tuple[str, str]] = []  # (option, help)
+        takes: list[str] = []
+        choices: dict[str, list[str]] = {}
+        positional = ""
+        for a in p._actions:
+            if a.option_strings:
+                for o in a.option_strings:
+                    opts.append((o, (a.help or "").split(" (")[0].split(";")[0]))
+                if a.nargs != 0:
+                    takes.extend(a.option_strings)
+                if a.choices:
+                    for o in a.option_strings:
+                        choices[o] = [str(c) for c in a.choices]
+            elif a.metavar == "FILE":
+                positional = "file"
+            elif a.choices:
+                positional = " ".join(str(c) for c in a.choices)
+        spec[name] = {"opts": opts, "takes": takes, "choices": choices, "positional": positional}
+    return spec
+
+
+def _sh_quote(s: str) -> str:
+    return "'" + s.replace("'", "'\\''") + "'"
+
+
+def _bash(parser: argparse.ArgumentParser) -> str:
+    spec = _commands_spec(parser)
+    cases = []
+    for name, c in spec.items():
+        opts = " ".join(o for o, _ in c["opts"])
+        choice_cases = "".join(
+            f"            {o}) COMPREPLY=($(compgen -W {_sh_quote(' '.join(v))} -- \"$cur\"));"
+            " return;;\n" for o, v in c["choices"].items())
+        takes = "|".join(c["takes"]) or "--no-such-option"
+        if c["positional"] == "file":
+            pos = ('COMPREPLY=($(compgen -f -X \'!*.@(yaml|yml)\' -- "$cur") '
+                   '$(compgen -d -- "$cur")); [[ "-" == "$cur"* ]] && COMPREPLY+=(-)')
+        elif c["positional"]:
+            pos = f'COMPREPLY=($(compgen -W {_sh_quote(c["positional"])} -- "$cur"))'
+        else:
+            pos = "COMPREPLY=()"
+        cases.append(f"""\
+        {name})
+            case "$prev" in
+{choice_cases}            --scale) _zflow_scale; return;;
+            {takes}) [[ "$prev" == --log-dir ]] && COMPREPLY=($(compgen -d -- "$cur")); return;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W {_sh_quote(opts)} -- "$cur"))
+            else
+                {pos}
+            fi
+            ;;""")
+    commands = " ".join(name for name, _ in COMMANDS)
+    return f"""\
+# bash completion for zflow: source <(zflow completion bash)
+_zflow_file() {{
+    # the topology file already on the command line: the first word that names a YAML file
+    local w
+    for w in "${{COMP_WORDS[@]:2}}"; do
+        case "$w" in *.yaml|*.yml) [[ -f "$w" ]] && {{ printf '%s\\n' "$w"; return; }};; esac
+    done
+}}
+_zflow_scale() {{
+    local file nodes
+    file="$(_zflow_file)"
+    [[ -n "$file" ]] || return
+    nodes="$(zflow {COMPLETE_NODES} "$file" 2>/dev/null)"
+    compopt -o nospace 2>/dev/null
+    COMPREPLY=($(compgen -W "$nodes" -S = -- "$cur"))
+}}
+_zflow() {{
+    local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}"
+    shopt -s extglob
+    if (( COMP_CWORD == 1 )); then
+        COMPREPLY=($(compgen -W {_sh_quote(commands + " --help --version")} -- "$cur"))
+        return
+    fi
+    case "${{COMP_WORDS[1]}}" in
+{chr(10).join(cases)}
+    esac
+}}
+complete -o filenames -F _zflow zflow
+"""
+
+
+def _zsh(parser: argparse.ArgumentParser) -> str:
+    spec = _commands_spec(parser)
+
+    def zq(s: str) -> str:  # inside a single-quoted _arguments spec
+        return s.replace("'", "'\\''").replace("[", "\\[").replace("]", "\\]").replace(":", "\\:")
+
+    bodies = []
+    for name, c in spec.items():
+        lines = []
+        for o, h in c["opts"]:
+            if o in c["choices"]:
+                act = f":{o.lstrip('-')}:({' '.join(c['choices'][o])})"
+            elif o == "--scale":
+                act = ":NODE=N:_zflow_nodes"
+            elif o == "--log-dir":
+                act = ":directory:_files -/"
+            elif o in c["takes"]:
+                act = ":value: "
+            else:
+                act = ""
+            lines.append(f"'{o}[{zq(h)}]{act}'")
+        if c["positional"] == "file":
+            rest = "'*:topology file:_zflow_files'"
+        elif c["positional"]:
+            rest = f"':shell:({c['positional']})'"
+        else:
+            rest = ""
+        args = " \\\n                ".join(lines + ([rest] if rest else []))
+        bodies.append(f"""\
+        ({name})
+            _arguments -s \\
+                {args}
+            ;;""")
+    descs = " ".join(_sh_quote(f"{n}:{h}") for n, h in COMMANDS)
+    return f"""\
+#compdef zflow
+# zsh completion for zflow: zflow completion zsh > "${{fpath[1]}}/_zflow"
+_zflow_files() {{
+    _alternative 'files:topology file:_files -g "*.(yaml|yml)(-.)"' 'stdin:standard input:(-)'
+}}
+_zflow_nodes() {{
+    local file w
+    for w in "${{words[@]}}"; do
+        [[ "$w" == *.(yaml|yml) && -f "$w" ]] && {{ file="$w"; break; }}
+    done
+    [[ -n "$file" ]] || return 1
+    local -a nodes
+    nodes=(${{(f)"$(zflow {COMPLETE_NODES} "$file" 2>/dev/null)"}})
+    compadd -S = -- $nodes
+}}
+_zflow() {{
+    local -a commands
+    commands=({descs})
+    if (( CURRENT == 2 )); then
+        _describe -t commands 'zflow command' commands
+        _arguments '--help[show help]' '--version[show the version]'
+        return
+    fi
+    local cmd="${{words[2]}}"
+    shift words
+    (( CURRENT-- ))
+    case "$cmd" in
+{chr(10).join(bodies)}
+    esac
+}}
+if [[ "$funcstack[1]" == _zflow ]]; then _zflow "$@"; else compdef _zflow zflow; fi
+"""
+
+
+def _fish(parser: argparse.ArgumentParser) -> str:
+    spec = _commands_spec(parser)
+    names = " ".join(name for name, _ in COMMANDS)
+    out = [
+        "# fish completion for zflow: zflow completion fish > "
+        "~/.config/fish/completions/zflow.fish",
+        "function __zflow_file",
+        "    for w in (commandline -opc)[3..-1]",
+        "        if string match -qr '\\.(yaml|yml)$' -- $w; and test -f $w",
+        "            echo $w; return",
+        "        end",
+        "    end",
+        "end",
+        "function __zflow_nodes",
+        "    set -l file (__zflow_file)",
+        "    test -n \"$file\"; or return",
+        f"    zflow {COMPLETE_NODES} $file 2>/dev/null | string replace -r '$' '='",
+        "end",
+        "function __zflow_files",
+        "    for f in (commandline -ct)*",
+        "        if test -d $f",
+        "            echo $f/",
+        "        else if string match -qr '\\.ya?ml$' -- $f",
+        "            echo $f",
+        "        end",
+        "    end",
+        "    echo -",
+        "end",
+        "complete -c zflow -f",
+        f"complete -c zflow -n 'not __fish_seen_subcommand_from {names}' -l help -d 'show help'",
+        f"complete -c zflow -n 'not __fish_seen_subcommand_from {names}' -l version "
+        "-d 'show the version'",
+    ]
+    for name, text in COMMANDS:
+        out.append(f"complete -c zflow -n 'not __fish_seen_subcommand_from {names}' "
+                   f"-a {name} -d {_sh_quote(text)}")
+    for name, c in spec.items():
+        cond = f"-n '__fish_seen_subcommand_from {name}'"
+        for o, h in c["opts"]:
+            flag = f"-l {o[2:]}" if o.startswith("--") else f"-s {o[1:]}"
+            extra = ""
+            if o in c["choices"]:
+                extra = f" -x -a {_sh_quote(' '.join(c['choices'][o]))}"
+            elif o == "--scale":
+                extra = " -x -a '(__zflow_nodes)'"
+            elif o == "--log-dir":
+                extra = " -x -a '(__fish_complete_directories)'"
+            elif o in c["takes"]:
+                extra = " -x"
+            out.append(f"complete -c zflow {cond} {flag}{extra} -d {_sh_quote(h)}")
+        if c["positional"] == "file":
+            out.append(f"complete -c zflow {cond} -k -a '(__zflow_files)'")
+        elif c["positional"]:
+            out.append(f"complete -c zflow {cond} -a {_sh_quote(c['positional'])}")
+    return "\n".join(out) + "\n"
+
+
+def completion_script(shell: str, parser: argparse.ArgumentParser | None = None) -> str:
+    """The completion script for bash, zsh or fish."""
+    parser = parser or build_parser()
+    return {"bash": _bash, "zsh": _zsh, "fish": _fish}[shell](parser)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [COMPLETE_NODES]:
+        for name in complete_nodes(argv[1]) if len(argv) > 1 else []:
+            print(name)
+        return exitcodes.OK
+    parser = build_parser()
+    if not argv:  # bare `zflow`: what it is and what it can do
+        sys.stderr.write(parser.format_usage() + "\n" + DESCRIPTION + "\n\n" + _commands_block()
+                         + "\n\nRun 'zflow COMMAND --help' for a command's options and "
+                           "examples, 'zflow --help' for more.\n")
+        return exitcodes.USAGE
+    parser.argv = argv  # type: ignore[attr-defined]  # for error(): which command's help
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error("a command is needed: " + ", ".join(name for name, _ in COMMANDS))
     if args.command == "schema":
         from zflow.spec import schema_text
 
         sys.stdout.write(schema_text())
         return exitcodes.OK
     if args.command == "validate":
-        from zflow.spec.command import validate_command
-
-        return validate_command(args)
+        return _validate(args)
+    if args.command == "graph":
+        return _with_stdin(args, _graph)
+    if args.command == "completion":
+        sys.stdout.write(completion_script(args.shell, parser))
+        return exitcodes.OK
     from zflow.runtime.up import up_command
 
-    return up_command(args)
+    return _with_stdin(args, up_command)
 
 
 def entry() -> None:
