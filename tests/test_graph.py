@@ -109,6 +109,7 @@ def test_external_endpoints_become_nodes_and_literal_endpoints_link(tmp_path: Pa
     assert {("shout.out", "collect.tcp_in"), ("shout.out", "collect.ipc_in"),
             ("collect.status", "watcher.status"), ("feed.out", "shout.inp")} <= keys
     assert not any(n.external for n in feat.nodes)
+    assert len(keys) == len(feat.edges)  # once each, whether or not the plan links them itself
 
 
 def test_layers_put_every_node_below_its_feeders_and_survive_cycles(tmp_path: Path) -> None:

@@ -217,6 +217,8 @@ def build_graph(plan: Plan) -> Graph:
         return outside[endpoint]
 
     def add(src: tuple[str, str], dst: tuple[str, str], pattern: str | None = None) -> None:
+        if any((e.src, e.src_socket, e.dst, e.dst_socket) == (*src, *dst) for e in edges):
+            return  # the plan links this concrete endpoint already
         a = plan.nodes[src[0]].sockets[src[1]] if src[0] in plan.nodes else None
         b = plan.nodes[dst[0]].sockets[dst[1]] if dst[0] in plan.nodes else None
         ours = a or b
