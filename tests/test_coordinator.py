@@ -109,6 +109,23 @@ def test_start_timeout_names_who_is_not_ready(tmp_path) -> None:
     assert "sink.0" in s.coord.message and "src.0" in s.coord.message
 
 
+def test_only_publishers_are_asked_to_probe(tmp_path) -> None:
+    """Probing makes a replica poll fast: asking 500 workers to would burn both cores."""
+    s = Script(tmp_path, PUBSUB).start()
+    for rid in s.python_replicas():
+        s.say(rid, P.BOUND, endpoints={})
+    s.tick()
+    assert s.sent_kinds(P.PROBE) == ["pub.0"]
+
+
+def test_the_start_timeout_names_at_most_ten_replicas(tmp_path) -> None:
+    s = Script(tmp_path, PIPELINE.replace("replicas: 2", "replicas: 40"), start_timeout=1.0)
+    s.start()
+    s.tick(2.0)
+    assert s.coord.message.startswith("not ready after 1s: src.0, mid.0, mid.1,")
+    assert s.coord.message.endswith(" and 32 more")
+
+
 def test_spawn_failure_is_a_start_failure_and_spawns_no_more(tmp_path) -> None:
     s = Script(tmp_path, PIPELINE)
     s.launcher.fail["mid.0"] = "cannot run 'x': No such file or directory"

@@ -110,6 +110,9 @@ def test_every_supervisor_message_has_a_handler() -> None:
 def test_stop_start_probe_resend() -> None:
     ctl = fake_node().control
     ctl.handle({"t": P.PROBE, "on": True})
+    assert not ctl.probing  # nothing to probe with: it would only poll fast for nothing
+    ctl.probe_socks.append(FakeSock(zmq.PUB))
+    ctl.handle({"t": P.PROBE, "on": True})
     assert ctl.probing
     ctl.handle({"t": P.START})
     assert ctl.started and not ctl.probing  # start ends probing

@@ -90,6 +90,9 @@ class Coordinator:
                           for n, nd in plan.nodes.items()}
         self.policies = {n.name: RestartPolicy.of(n) for n in plan.nodes.values()}
         self.eo = plan.delivery == "exactly-once"
+        #: nodes with PUB sockets that probe their zflow subscribers at start
+        self.probers = {n.name for n in plan.nodes.values() if n.kind == "python" and any(
+            s.type in ("PUB", "XPUB") and s.zflow_peers for s in n.sockets.values())}
         #: exactly-once: source replicas in id order (id % len(sources) is the source's index)
         self.sources = self._shaped("source")
         self.sinks = self._shaped("sink")
@@ -361,7 +364,8 @@ class Coordinator:
             self._start_slot(slot)
             if all(s.state in READY_OR_LATER for s in self.slots.values() if s.alive):
                 for s in self.slots.values():
-                    self._send(s, P.PROBE, on=False)
+                    if s.node in self.probers:
+                        self._send(s, P.PROBE, on=False)
 
     def _on_stats(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
         slot.counters.cur = msg["s"]
@@ -437,7 +441,8 @@ class Coordinator:
         eps = {k: self._connect_endpoints(slot.node, k) for k, v in n.sockets.items()
                if v.mode == "connect"}
         self._send(slot, P.CONNECT, endpoints=eps)
-        self._send(slot, P.PROBE, on=True)
+        if slot.node in self.probers:
+            self._send(slot, P.PROBE, on=True)
         self._set(slot, S.CONNECTING)
 
     def _advance_start(self) -> None:
@@ -479,9 +484,10 @@ class Coordinator:
             self._advance_start()
             if self.phase is RunPhase.STARTING and now - self.t0 > self.opts.start_timeout:
                 waiting = [s.id for s in self.slots.values() if s.state not in READY_OR_LATER]
+                more = f" and {len(waiting) - 10} more" if len(waiting) > 10 else ""
                 self._begin_stop(exitcodes.START_FAILED,
                                  f"not ready after {self.opts.start_timeout:g}s: "
-                                 + ", ".join(waiting), Outcome.FAILED)
+                                 + ", ".join(waiting[:10]) + more, Outcome.FAILED)
         if self.phase in (RunPhase.STARTING, RunPhase.RUNNING):
             for s in self.slots.values():
                 if s.restart_at is not None and now >= s.restart_at:

@@ -97,7 +97,8 @@ class Control:
         self.probing = False
 
     def on_probe(self, msg: dict[str, Any]) -> None:
-        self.probing = bool(msg.get("on"))
+        # only a replica with probing PUB sockets has anything to do (and polls fast for it)
+        self.probing = bool(msg.get("on")) and bool(self.probe_socks)
 
     def on_drain(self, msg: dict[str, Any]) -> None:
         box = self.node.inboxes.get(msg["socket"])

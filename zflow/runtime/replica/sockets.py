@@ -63,6 +63,11 @@ def build(node: Node) -> dict[str, str]:
                 ctl.probe_waits[sock] = (set(s.probes_from), set())
         node.sockets[s.name] = sock
         if s.mode == "bind":
+            # every peer replica connects at once when the barrier says so: ZeroMQ's default
+            # listen backlog (100) refuses the rest, which then retry every 100 ms — hundreds of
+            # replicas took seconds to connect. Room for all of them at once (the kernel caps it
+            # at net.core.somaxconn).
+            sock.setsockopt(zmq.BACKLOG, max(100, s.peer_replicas + 16))
             ep = s.bind_endpoint
             try:
                 sock.bind(ep)
