@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Literal, TextIO
@@ -47,7 +48,8 @@ class Diagnostic:
 # code -> (default severity, one-line summary). Stable: never renumber, only add.
 CODES: dict[str, tuple[Severity, str]] = {
     # reading and YAML
-    "ZF001": ("error", "file cannot be read (missing, a directory, no permission)"),
+    "ZF001": ("error", "file cannot be read (missing, a directory or another file that is not "
+                       "regular, no permission)"),
     "ZF002": ("error", "file is not UTF-8 text (binary, NUL bytes or invalid encoding)"),
     "ZF003": ("error", "file is too large for a topology"),
     "ZF004": ("error", "file is empty (no YAML document)"),
@@ -70,7 +72,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ZF028": ("error", "node needs exactly one of run / command"),
     "ZF029": ("error", "socket needs exactly one of bind / connect"),
     "ZF030": ("error", "run target is not `package.module:callable`"),
-    "ZF031": ("error", "empty list or mapping where at least one item is needed"),
+    "ZF031": ("error", "empty string, list or mapping where a value is needed"),
     "ZF039": ("error", "other schema violation"),
     # substitution and command line
     "ZF040": ("error", "environment variable unset and no default given"),
@@ -101,6 +103,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ZF071": ("error", "codec differs between the two ends of a connection"),
     "ZF072": ("error", "topic on a socket that does not publish (PUB / XPUB)"),
     "ZF073": ("error", "exactly-once delivery needs a PUSH/PULL pipeline with one sink replica"),
+    "ZF074": ("error", "too many replicas over all nodes"),
     # --import-check
     "ZF080": ("error", "run target module cannot be found"),
     "ZF081": ("error", "run target module raised while importing"),
@@ -110,11 +113,31 @@ CODES: dict[str, tuple[Severity, str]] = {
 }
 
 
+#: Longest message or hint: a value quoted from the file (a 100 KB endpoint string, say) is cut
+#: in the middle, so no diagnostic grows with the input.
+MAX_TEXT = 500
+#: Widest source excerpt quoted under a human diagnostic: a longer line is shown as a window of
+#: this many characters around the column, with `…` where it was cut.
+QUOTE_WIDTH = 200
+#: human and github output show this many diagnostics of one code per file, then one
+#: "… and N more" line (json lists every one).
+REPEAT_LIMIT = 20
+
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    """`text`, or its start and end joined by `…` when it is longer than `limit`."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) * 2 // 3
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head):]
+
+
 def make(code: str, message: str, *, path: str = "", file: str = "", line: int = 0, col: int = 0,
          hint: str | None = None, severity: Severity | None = None) -> Diagnostic:
     """Build a diagnostic with the code's default severity (keeps severities in one table)."""
     sev = severity or CODES.get(code, ("error", ""))[0]
-    return Diagnostic(sev, code, message, path, file, line, col, hint)
+    return Diagnostic(sev, code, clip(message), clip(path, 2 * MAX_TEXT), file, line, col,
+                      None if hint is None else clip(hint))
 
 
 def codes_table() -> str:
@@ -146,7 +169,19 @@ def _token_len(text: str, col0: int, cmdline: bool = False) -> int:
     return max(1, len(m.group(0).rstrip())) if m else 1
 
 
-def _human(d: Diagnostic, sources: Mapping[str, str] | None, color: bool) -> str:
+def window(src: str, col0: int, width: int = QUOTE_WIDTH) -> tuple[str, int]:
+    """At most `width` characters of `src` around column `col0` (0-based), `…` marking a cut,
+    and where `col0` lands in that excerpt."""
+    if len(src) <= width:
+        return src, col0
+    start = max(0, min(col0 - width // 3, len(src) - width))
+    end = start + width
+    pre = "…" if start else ""
+    post = "…" if end < len(src) else ""
+    return pre + src[start:end] + post, col0 - start + len(pre)
+
+
+def _human(d: Diagnostic, lines: list[str] | None, color: bool) -> str:
     def c(name: str, s: str) -> str:
         return f"{_ANSI[name]}{s}{_ANSI['reset']}" if color else s
 
@@ -157,18 +192,18 @@ def _human(d: Diagnostic, sources: Mapping[str, str] | None, color: bool) -> str
     if d.path:
         head += c("cyan", f"  ({d.path})")
     out = [head]
-    text = (sources or {}).get(d.file)
-    if text is not None and d.line > 0:
-        lines = text.splitlines()
-        if d.line <= len(lines):
-            src = lines[d.line - 1].replace("\t", " ")
-            num = str(d.line)
-            pad = " " * len(num)
-            out.append(c("blue", f" {num} | ") + src)
-            if d.col > 0:
-                col0 = min(d.col - 1, len(src))
-                caret = "^" * _token_len(src, col0, d.file == COMMAND_LINE)
-                out.append(c("blue", f" {pad} | ") + " " * col0 + c(d.severity, caret))
+    if lines is not None and 0 < d.line <= len(lines):
+        line = lines[d.line - 1].replace("\t", " ")
+        src, col0 = window(line, min(max(d.col - 1, 0), len(line)))
+        num = str(d.line)
+        pad = " " * len(num)
+        out.append(c("blue", f" {num} | ") + src)
+        if d.col > 0:
+            post = 1 if src.endswith("…") and len(line) > QUOTE_WIDTH else 0
+            caret = "^" * max(1, min(_token_len(src[: len(src) - post], col0,
+                                                d.file == COMMAND_LINE),
+                                     len(src) - post - col0))
+            out.append(c("blue", f" {pad} | ") + " " * col0 + c(d.severity, caret))
     if d.hint:
         out.append(f"  {c('bold', 'hint')}: {d.hint}")
     return "\n".join(out) + "\n"
@@ -192,18 +227,43 @@ def _github(d: Diagnostic) -> str:
     return f"::{d.severity} {','.join(props)}::{_gh_escape(msg)}\n"
 
 
+def _more(file: str, code: str, severity: str, n: int, fmt: str) -> str:
+    text = f"… and {n} more {code} like this (--format json lists every one)"
+    if fmt == "github":
+        return (f"::{severity} file={_gh_escape(file, True)},title={_gh_escape(code, True)}::"
+                f"{_gh_escape(text)}\n")
+    return f"{file or '<input>'}: {text}\n"
+
+
 def render(diags: Iterable[Diagnostic], fmt: str, stream: TextIO, color: bool = False,
            sources: Mapping[str, str] | None = None) -> None:
-    """Write diagnostics as `human` (compiler style, quoting the source), `json` or `github`."""
+    """Write diagnostics as `human` (compiler style, quoting the source), `json` or `github`.
+
+    `human` and `github` show the first REPEAT_LIMIT diagnostics of each code in each file and
+    then one "… and N more" line per code; `json` lists every diagnostic.
+    """
     diags = list(diags)
     if fmt == "json":
         json.dump([d.to_dict() for d in diags], stream, indent=2, ensure_ascii=False)
         stream.write("\n")
-    elif fmt == "github":
-        for d in diags:
-            stream.write(_github(d))
-    elif fmt == "human":
-        for d in diags:
-            stream.write(_human(d, sources, color))
-    else:
+        return
+    if fmt not in ("human", "github"):
         raise ValueError(f"unknown diagnostics format {fmt!r}")
+    seen: Counter[tuple[str, str]] = Counter()
+    hidden: dict[tuple[str, str], list] = {}
+    split: dict[str, list[str] | None] = {}
+    for d in diags:
+        key = (d.file, d.code)
+        seen[key] += 1
+        if seen[key] > REPEAT_LIMIT:
+            hidden.setdefault(key, [d.severity, 0])[1] += 1
+            continue
+        if fmt == "github":
+            stream.write(_github(d))
+            continue
+        if d.file not in split:  # split each source once, not once per diagnostic
+            text = (sources or {}).get(d.file)
+            split[d.file] = None if text is None else text.splitlines()
+        stream.write(_human(d, split[d.file], color))
+    for (file, code), (severity, n) in hidden.items():
+        stream.write(_more(file, code, severity, n, fmt))

@@ -8,6 +8,7 @@ Validation therefore judges exactly the document that would run.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,10 +53,37 @@ def _pos_of(text: str, index: int) -> tuple[int, int]:
     return line, index - (text.rfind("\n", 0, index) + 1) + 1
 
 
+_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(path: str, mode: int) -> Diagnostic | None:
+    """ZF001 for anything but a regular file: a FIFO would block the open (or the read) until a
+    writer comes, a device like /dev/zero never ends."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return make("ZF001", "is a directory, not a file", file=path)
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "a special file")
+    return make("ZF001", f"not a regular file ({kind})", file=path,
+                hint="zflow reads topologies from regular files; for a pipe, give `-` and "
+                     "redirect the pipe to standard input")
+
+
 def read_text(path: str) -> tuple[str | None, Diagnostic | None]:
     """The file as text, or a diagnostic saying why it cannot be a topology file."""
     try:
-        with open(path, "rb") as f:
+        # stat before open: opening a FIFO blocks until a writer comes
+        problem = _not_regular(path, os.stat(path).st_mode)
+        if problem is not None:
+            return None, problem
+        # ... and the file may have been replaced since: open without blocking, look again
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            problem = _not_regular(path, os.fstat(fd).st_mode)
+            if problem is not None:
+                return None, problem
+            os.set_blocking(fd, True)
             raw = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         return None, make("ZF001", "no such file", file=path)

@@ -8,7 +8,9 @@ raise on odd input, so every problem in a file is reported in one pass.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +41,11 @@ SENDING = frozenset({"PUSH", "PUB", "XPUB", "REQ", "REP", "DEALER", "ROUTER", "P
 AUTO_BINDS = frozenset({"auto", "ipc", "tcp"})
 CODECS = frozenset({"msgpack", "json", "raw"})
 IPC_MAX = 107
+#: Most replicas of one topology, all nodes together (the schema caps each node at the same):
+#: every replica is a process on this machine (docs/format.md, "Limits").
+MAX_REPLICAS = 10_000
+_NODE_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+_SOCKET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::", "[::]", ""})
 _REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -125,6 +132,22 @@ class Endpoint:
         if self.transport == "tcp":
             return f"tcp://{self.host}:{'*' if self.port is None else self.port}"
         return f"{self.transport}://{self.path}"
+
+
+def reaches(bound: Endpoint, target: Endpoint) -> bool:
+    """Whether connecting to `target` reaches a socket bound at the concrete `bound`."""
+    if bound.transport != target.transport:
+        return False
+    if bound.transport == "ipc":
+        return bound.path == target.path
+    return bound.port is not None and bound.port == target.port and (
+        bound.norm_host() == target.norm_host() or (bound.wildcard_host and target.loopback))
+
+
+def run_dir_template() -> str:
+    """The run directory `zflow up` makes for ipc endpoints (`tempfile.mkdtemp(prefix="zflow-")`
+    in runtime/launchers/local.py), with its 8 random characters as X."""
+    return os.path.join(tempfile.gettempdir(), "zflow-XXXXXXXX")
 
 
 class EndpointError(ValueError):
@@ -316,6 +339,9 @@ def check(data: Any, loc: Locator) -> list[Diagnostic]:
                                 ("nodes", s.node, "replicas"),
                                 hint="use replicas: 1, or PUSH/PULL or DEALER/ROUTER for many"))
 
+    out.extend(_auto_ipc_paths(socks, loc))
+    out.extend(_total_replicas(nodes, loc))
+
     # -- binds
     bound: list[tuple[Sock, Endpoint]] = []
     for s in socks.values():
@@ -365,20 +391,25 @@ def check(data: Any, loc: Locator) -> list[Diagnostic]:
                 break
 
     def binder_for(ep: Endpoint) -> Sock | None:
-        for s, b in bound:
-            if b.transport != ep.transport:
-                continue
-            if ep.transport == "ipc" and b.path == ep.path:
-                return s
-            if ep.transport == "tcp" and b.port == ep.port and (
-                    b.norm_host() == ep.norm_host() or (b.wildcard_host and ep.loopback)):
-                return s
-        return None
+        return next((s for s, b in bound if reaches(b, ep)), None)
 
     # -- connects: resolve references, check peers
     edges: list[tuple[Sock, Sock, Path]] = []
     for s in socks.values():
         seen_targets: set[str] = set()
+        linked: dict[str, str] = {}  # binder label -> how this socket named it first
+
+        def twice(b: Sock, target: str, cp: Path, s: Sock = s,
+                  linked: dict[str, str] = linked) -> bool:
+            """A second way of naming a binder already connected (`b.s` and its endpoint)."""
+            first = linked.setdefault(b.label, target)
+            if first == target:
+                return False
+            out.append(loc.diag("ZF070", f"'{s.label}' connects to '{b.label}' twice: as "
+                                         f"{first} and as {target}", cp,
+                                hint="remove one of them"))
+            return True
+
         for cp, target in s.connects:
             tnorm = target.strip()
             if tnorm in seen_targets:
@@ -393,8 +424,10 @@ def check(data: Any, loc: Locator) -> list[Diagnostic]:
                 except EndpointError as e:
                     out.append(loc.diag(e.code, e.message, cp, hint=e.hint))
                     continue
-                s.peers += 1
                 b = binder_for(ep)
+                if b is not None and twice(b, tnorm, cp):
+                    continue
+                s.peers += 1
                 if b is not None:
                     edges.append((s, b, cp))
                 continue
@@ -427,6 +460,8 @@ def check(data: Any, loc: Locator) -> list[Diagnostic]:
                                                  "connects too: one side must bind", cp,
                                         hint=f"give '{b.label}' `bind: auto` instead of "
                                              "connect"))
+                continue
+            if twice(b, tnorm, cp):
                 continue
             s.peers += 1
             if b.bind_ep is not None and b.bind_ep.wildcard_host:
@@ -496,6 +531,52 @@ def check(data: Any, loc: Locator) -> list[Diagnostic]:
                                      "use `shape: custom` to drive the sockets yourself"))
     out.extend(_exactly_once(data, nodes, socks, loc))
     return out
+
+
+def _auto_ipc_paths(socks: dict[tuple[str, str], Sock], loc: Locator) -> list[Diagnostic]:
+    """`bind: auto` / `ipc` becomes ipc://<run dir>/<node>.<replica>.<socket>: it must fit the
+    107 bytes of a Unix socket path, or the replica fails at start ("File name too long")."""
+    out = []
+    run_dir = run_dir_template()
+    for s in socks.values():
+        if s.bind not in ("auto", "ipc"):
+            continue
+        if not _NODE_NAME.match(s.node) or not _SOCKET_NAME.match(s.name):
+            continue  # the name is reported already
+        last = min(s.replicas, MAX_REPLICAS) - 1
+        path = f"{run_dir}/{s.node}.{last}.{s.name}"
+        n = len(path.encode())
+        if n > IPC_MAX:
+            out.append(loc.diag("ZF057", f"socket '{s.label}' would bind the ipc path {path}, "
+                                         f"{n} characters; Linux allows at most {IPC_MAX}",
+                                s.path + ("bind",),
+                                hint=f"use a node and socket name {n - IPC_MAX} characters "
+                                     "shorter, `bind: tcp`, or a shorter TMPDIR (the run "
+                                     f"directory is made in {tempfile.gettempdir()})"))
+    return out
+
+
+def _total_replicas(nodes: dict, loc: Locator) -> list[Diagnostic]:
+    """Each node is capped by the schema; all of them together are capped here."""
+    counts: list[tuple[str, int]] = []
+    for name, node in nodes.items():
+        if str(name).startswith("x-") or not isinstance(node, dict):
+            continue
+        r = node.get("replicas", 1)
+        if isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= MAX_REPLICAS:
+            counts.append((str(name), r))  # out-of-range values: the schema says so
+    total = 0
+    for name, r in counts:
+        total += r
+        if total > MAX_REPLICAS:
+            total = sum(c for _n, c in counts)
+            big = sorted(counts, key=lambda x: -x[1])[:5]
+            at = ("nodes", name, "replicas") if "replicas" in nodes[name] else ("nodes", name)
+            return [loc.diag("ZF074", f"{total} replicas in total over all nodes; at most "
+                                      f"{MAX_REPLICAS} (every replica is a process on this "
+                                      "machine)", at, at="value" if len(at) == 3 else "key",
+                             hint="largest nodes: " + ", ".join(f"{n}: {c}" for n, c in big))]
+    return []
 
 
 def _exactly_once(data: dict, nodes: dict, socks: dict[tuple[str, str], Sock],

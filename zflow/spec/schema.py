@@ -118,10 +118,61 @@ def _is_name_map(path: Path) -> str | None:
 
 
 _NAME_RULES = {
-    "node": "node names use letters, digits, '_' and '-', start with a letter or '_', and do not "
-            "start with 'x-'",
+    "node": "a node name is a DNS label, so that it can become a host name when nodes run on "
+            "other machines: at most 63 characters, lower-case letters, digits and '-', starting "
+            "with a letter and not ending with '-' (names starting with 'x-' are extensions)",
     "socket": "socket names use letters, digits and '_' and start with a letter or '_' (they "
               "become environment variable names)",
+}
+NODE_NAME_MAX = 63
+
+
+def node_name_for(name: str) -> str | None:
+    """A valid node name close to `name` (`My_Node` -> `my-node`), or None."""
+    s = re.sub(r"[^a-z0-9-]+", "-", name.lower())
+    s = re.sub(r"^[^a-z]+", "", s)[:NODE_NAME_MAX].rstrip("-")
+    return s if s and s != name and not s.startswith("x-") else None
+
+
+def _shown(name: str) -> str:
+    """A name quoted for a message, shortened past 40 characters."""
+    return describe(name).removeprefix("the string ")
+
+
+def _bad_node_name(name: str, path: Path, loc: Locator, names: Any) -> Diagnostic:
+    if len(name) > NODE_NAME_MAX:
+        msg = (f"node name {_shown(name)} is {len(name)} "
+               f"characters long; at most {NODE_NAME_MAX}")
+    else:
+        msg = f"invalid node name {name!r}"
+    hint = _NAME_RULES["node"]
+    fix = node_name_for(name)
+    if fix and fix not in names:
+        hint += f"; e.g. '{fix}'"
+    return loc.diag("ZF027", msg, path, at="key", hint=hint)
+
+
+#: Why a number has the maximum it has (docs/format.md, "Limits").
+_MAX_HINTS = {
+    "replicas": "every replica is a process on this machine: at most 10000 per node and 10000 "
+                "over all nodes",
+    "hwm": "hwm counts messages queued per pipe (a msgpack message is a frame of up to `batch` "
+           "records); the default is 1000, or 100 on msgpack sockets that block",
+    "batch": "batch is the most records held in one msgpack frame; the default is 1000",
+    "linger": "linger is in milliseconds (default 1000); a replica is killed `grace` seconds "
+              "after SIGTERM anyway",
+    "max_restarts": "restarts allowed inside restart_window (default 5); more failures than "
+                    "that is a crash loop",
+    "restart_window": "seconds (default 60)",
+    "grace": "seconds between SIGTERM and SIGKILL (default 5)",
+    "initial": "seconds before the first restart (default 0.1)",
+    "max": "longest delay between restarts, in seconds (default 5)",
+}
+_EMPTY_HINTS = {
+    "stop_on": "stop_on is the message that stops the node, e.g. `stop_on: FINISHED`; an empty "
+               "message is what an empty record looks like on the wire",
+    "send_on_end": "send_on_end is the message sent when the stream ends, e.g. `send_on_end: "
+                   "FINISHED`; an empty message is what an empty record looks like on the wire",
 }
 
 
@@ -138,9 +189,12 @@ def _unknown_keys(err: ValidationError, loc: Locator) -> list[Diagnostic]:
         if k in props or any(p.search(k) for p in pats):
             continue
         path = base + (k,)
+        if kind == "node":
+            out.append(_bad_node_name(str(k), path, loc, inst))
+            continue
         if kind:
-            out.append(loc.diag("ZF027", f"invalid {kind} name '{k}'", path, at="key",
-                                hint=_NAME_RULES[kind]))
+            out.append(loc.diag("ZF027", f"invalid {kind} name {_shown(str(k))}", path,
+                                at="key", hint=_NAME_RULES[kind]))
             continue
         guess = did_you_mean(k, props) or _ALIASES.get(str(k).lower())
         if guess:
@@ -253,8 +307,9 @@ def _translate(err: ValidationError, loc: Locator) -> list[Diagnostic]:
     if v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         op = {"minimum": "≥", "exclusiveMinimum": ">", "maximum": "≤",
               "exclusiveMaximum": "<"}[v]
+        hint = _MAX_HINTS.get(str(key)) if v in ("maximum", "exclusiveMaximum") else None
         return [loc.diag("ZF026", f"{where(path)} must be {op} {err.validator_value}, got {inst}",
-                         path)]
+                         path, hint=hint)]
     if v in ("minItems", "minProperties", "minLength"):
         what = {"minItems": "list", "minProperties": "mapping", "minLength": "string"}[v]
         hint = None
@@ -262,6 +317,8 @@ def _translate(err: ValidationError, loc: Locator) -> list[Diagnostic]:
             hint = "add at least one node"
         elif key == "command":
             hint = "give the program and its arguments, e.g. `command: [python3, tool.py]`"
+        elif v == "minLength":
+            hint = _EMPTY_HINTS.get(str(key))
         return [loc.diag("ZF031", f"{where(path)} must not be an empty {what}", path, hint=hint)]
     return [loc.diag("ZF039", f"{where(path)}: {err.message}", path)]
 
