@@ -100,3 +100,133 @@ def test_dry_run_json_is_the_plan() -> None:
     assert plan["nodes"]["worker"]["replicas"] == 10
     assert plan["nodes"]["worker"]["sockets"]["work"]["end"] == END_COUNT
     assert {"src": "ventilator.work", "dst": "worker.work"} in plan["edges"]
+
+
+# -- the plan does not depend on the order of nodes in the file ----------------------------------
+
+CONCRETE = """\
+version: 1
+name: concrete
+nodes:
+  results:
+    run: squares:ResultsManager
+    sockets:
+      answers: {type: PULL, bind: "tcp://127.0.0.1:5601"}
+      tally: {type: PULL, bind: "ipc:///tmp/zflow-test-tally"}
+      control: {type: PUB, bind: auto, send_on_end: FINISHED}
+  ventilator:
+    run: squares:numbers
+    sockets:
+      work: {type: PUSH, bind: auto}
+  worker:
+    run: squares:square
+    replicas: 3
+    sockets:
+      work: {type: PULL, connect: ventilator.work}
+      results: {type: PUSH, connect: "tcp://127.0.0.1:5601"}
+      tally: {type: PUSH, connect: results.tally}
+      control: {type: SUB, connect: results.control, subscribe: "", stop_on: FINISHED}
+"""
+
+
+def _signature(plan) -> dict:
+    socks = {
+        f"{n.name}.{s.name}": (s.end, frozenset(s.peers), s.senders, s.external, s.zflow_peers,
+                               s.role)
+        for n in plan.nodes.values() for s in n.sockets.values()
+    }
+    return {
+        "sockets": socks,
+        "links": {(lk.connector, lk.binder) for lk in plan.links},
+        "edges": {(e.src, e.dst) for e in plan.edges},
+        "groups": {(frozenset(s), frozenset(r)) for s, r in plan.count_groups},
+        "shapes": {n.name: n.shape for n in plan.nodes.values()},
+    }
+
+
+def _permuted_plans(topology: dict, file: str):
+    import itertools
+
+    names = list(topology["nodes"])
+    orders = list(itertools.permutations(names)) if len(names) <= 4 else [
+        names, names[::-1], names[1:] + names[:1], names[-1:] + names[:-1]]
+    for order in orders:
+        topo = {**topology, "nodes": {k: topology["nodes"][k] for k in order}}
+        yield order, build_plan(topo, file, run_dir="/tmp/zflow-test")
+
+
+@pytest.mark.parametrize("name", ["squares.yaml", "pubsub.yaml", "rpc.yaml", "broker.yaml",
+                                  "polyglot.yaml", "<concrete>"])
+def test_plan_does_not_depend_on_node_order(name: str, tmp_path: Path) -> None:
+    if name == "<concrete>":
+        path = tmp_path / "concrete.yaml"
+        path.write_text(CONCRETE)
+    else:
+        path = TOPO / name
+    res = load(str(path), env={})
+    assert res.ok, res.diagnostics
+    first = None
+    for order, plan in _permuted_plans(res.topology, str(path)):
+        sig = _signature(plan)
+        if first is None:
+            first = sig
+        assert sig == first, order
+
+
+def test_a_concrete_endpoint_connected_inside_the_topology_is_a_link(tmp_path: Path) -> None:
+    path = tmp_path / "concrete.yaml"
+    path.write_text(CONCRETE)
+    res = load(str(path), env={})
+    assert res.ok, res.diagnostics
+    plan = build_plan(res.topology, str(path), run_dir="/tmp/zflow-test")
+    answers = plan.nodes["results"].sockets["answers"]
+    results = plan.nodes["worker"].sockets["results"]
+    tally = plan.nodes["results"].sockets["tally"]
+    # connected by the literal endpoint: a link, not an outside program
+    assert not results.external and results.peers == [("results", "answers")]
+    assert not answers.external and answers.peers == [("worker", "results")]
+    assert answers.end == END_COUNT and answers.senders == 3 and answers.zflow_peers
+    # connected by reference to a concrete bind listed earlier in the file
+    assert not tally.external and tally.end == END_COUNT and tally.senders == 3
+    assert {(e.src, e.dst) for e in plan.edges} >= {("worker.results", "results.answers"),
+                                                    ("worker.tally", "results.tally")}
+    assert (["worker.results"], ["results.answers"]) in plan.count_groups
+    assert (["worker.tally"], ["results.tally"]) in plan.count_groups
+    # an endpoint nobody in the topology binds stays external
+    ext = CONCRETE.replace('connect: "tcp://127.0.0.1:5601"', 'connect: "tcp://127.0.0.1:5609"')
+    path.write_text(ext)
+    res = load(str(path), env={})
+    plan = build_plan(res.topology, str(path), run_dir="/tmp/zflow-test")
+    assert plan.nodes["worker"].sockets["results"].external
+    assert plan.nodes["results"].sockets["answers"].external
+    assert plan.nodes["results"].sockets["answers"].end == END_NEVER
+
+
+def test_dry_run_shows_the_concrete_link(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "concrete.yaml"
+    path.write_text(CONCRETE)
+    p = subprocess.run([sys.executable, "-m", "zflow", "up", "--dry-run", str(path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    answers = next(x for x in p.stdout.splitlines() if x.strip().startswith("answers"))
+    assert "end of stream by count" in answers
+    assert "  worker.results → results.answers" in p.stdout.splitlines()
+    assert "  worker.tally → results.tally" in p.stdout.splitlines()
+
+
+def test_one_binder_named_twice_is_one_link_and_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text(CONCRETE.replace('connect: "tcp://127.0.0.1:5601"',
+                                     'connect: [results.answers, "tcp://localhost:5601"]'))
+    res = load(str(path), env={})
+    assert res.ok
+    (w,) = res.warnings
+    assert w.code == "ZF070" and w.path == "nodes.worker.sockets.results.connect[1]"
+    assert w.message == ("'worker.results' connects to 'results.answers' twice: as "
+                         "results.answers and as tcp://localhost:5601")
+    plan = build_plan(res.topology, str(path), run_dir="/tmp/zflow-test")
+    assert plan.nodes["results"].sockets["answers"].peers == [("worker", "results")]
+    assert plan.nodes["results"].sockets["answers"].senders == 3

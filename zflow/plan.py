@@ -13,7 +13,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from zflow.spec import infer_shape, split_ref
+from zflow.spec import Endpoint, infer_shape, parse_endpoint, split_ref
+from zflow.spec.rules import AUTO_BINDS, EndpointError, reaches
 
 #: Socket types whose messages flow *into* the node; the rest send, or do both (REQ/REP family).
 RECEIVING = frozenset({"PULL", "SUB", "XSUB"})
@@ -101,7 +102,8 @@ class NodePlan:
 
 @dataclass
 class Link:
-    """A `connect: node.socket` reference, resolved."""
+    """A connection inside the topology: a `connect: node.socket` reference, or a concrete
+    endpoint that a socket of the topology binds."""
 
     connector: tuple[str, str]
     binder: tuple[str, str]
@@ -209,20 +211,7 @@ def build_plan(
             sockets=sockets,
         )
 
-    links: list[Link] = []
-    for n in nodes.values():
-        for s in n.sockets.values():
-            for target in s.connect:
-                ref = split_ref(target)
-                if ref is None:
-                    s.external = True
-                    continue
-                links.append(Link((n.name, s.name), ref))
-            if s.mode == "bind" and s.bind not in ("auto", "ipc", "tcp"):
-                # a fixed endpoint may also be reached by programs outside the topology
-                s.external = s.external or not any(
-                    lk.binder == (n.name, s.name) for lk in links
-                )
+    links = _links(nodes)
     for lk in links:
         a = nodes[lk.connector[0]].sockets[lk.connector[1]]
         b = nodes[lk.binder[0]].sockets[lk.binder[1]]
@@ -252,6 +241,51 @@ def build_plan(
         count_groups=_count_groups(nodes),
         delivery=str(topology.get("delivery", "best-effort")),
     )
+
+
+def _endpoint(value: str, *, binding: bool) -> Endpoint | None:
+    try:
+        return parse_endpoint(value, binding=binding)
+    except EndpointError:
+        return None
+
+
+def _links(nodes: dict[str, NodePlan]) -> list[Link]:
+    """Every connection inside the topology, and which sockets also face the outside.
+
+    All binders are known before any connector is looked at, so the result does not depend on
+    the order of nodes in the file. A connector reaches a binder by reference (`node.socket`) or
+    by a concrete endpoint that the binder binds (the same rule the validator uses); any other
+    endpoint is outside the topology (`external`), and so is a fixed bind nobody here connects
+    to.
+    """
+    fixed: list[tuple[Endpoint, tuple[str, str]]] = []
+    for n in nodes.values():
+        for s in n.sockets.values():
+            if s.mode == "bind" and s.bind not in AUTO_BINDS and s.bind:
+                ep = _endpoint(s.bind, binding=True)
+                if ep is not None:
+                    fixed.append((ep, (n.name, s.name)))
+    links: list[Link] = []
+    for n in nodes.values():
+        for s in n.sockets.values():
+            reached: list[tuple[str, str]] = []
+            for target in s.connect:
+                ref = split_ref(target)
+                if ref is None:
+                    ep = _endpoint(target.strip(), binding=False)
+                    ref = next((b for bep, b in fixed if ep is not None and reaches(bep, ep)),
+                               None)
+                if ref is None:
+                    s.external = True
+                elif ref not in reached:  # one link per binder (ZF070 warns of a second)
+                    reached.append(ref)
+                    links.append(Link((n.name, s.name), ref))
+    linked = {lk.binder for lk in links}
+    for _ep, (node, sock) in fixed:
+        # a fixed endpoint nobody here connects to is there for programs outside the topology
+        nodes[node].sockets[sock].external = (node, sock) not in linked
+    return links
 
 
 def _assign_end_modes(nodes: dict[str, NodePlan]) -> None:
