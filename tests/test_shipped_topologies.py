@@ -33,8 +33,9 @@ SHIPPED = [
      {"received": 3000, "paris": 750, "rome": 750, "madrid": 750, "oslo": 750}, 6750),
     ("rpc.yaml", "client", {"replies": 300, "servers": 3, "sum": sum(i * i for i in range(300))},
      300),
-    ("broker.yaml", "client.1",
-     {"replies": 200, "servers": 3, "sum": sum(i * i for i in range(200))}, 400),
+    # how many of the 3 servers answer one client is up to the broker's DEALER and timing (under
+    # load one server may take them all): `servers` is checked as a range below
+    ("broker.yaml", "client.1", {"replies": 200, "sum": sum(i * i for i in range(200))}, 400),
     ("polyglot.yaml", "collect", {"received": 500, "uppercased": 500}, 500),
 ]
 
@@ -45,7 +46,10 @@ def test_shipped_topology_runs(zflow_run, topology: str, sink: str, expected: di
     name = "t" + uuid.uuid4().hex[:10]
     run = zflow_run(f"topologies/{topology}", overrides={"name": name})
     assert run.ok, run.report()
-    assert run.results[sink] == expected
+    got = dict(run.results[sink])
+    if topology == "broker.yaml":
+        assert 1 <= got.pop("servers") <= 3
+    assert got == expected
     assert run.progress["done"] == done
     data = [e for e in run.edges.values() if not e.control]
     assert data and all(e.sent or e.received for e in data), data  # records on every edge
