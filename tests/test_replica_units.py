@@ -522,7 +522,16 @@ def test_check_params() -> None:
     target.check_params(Window, "transform", {"size": 3})
     target.check_params(numbers, "source", {"count": 3})
     target.check_params(numbers, "transform", {"anything": 1})  # functions get records, not params
-    target.check_params(Window, "custom", {"anything": 1})  # custom code gets the context
+    def client(ctx: object) -> None:
+        pass
+
+    def client_n(ctx: object, n: int = 100) -> None:
+        pass
+
+    target.check_params(client, "custom", {"anything": 1})  # ctx only: params in ctx.params
+    target.check_params(client_n, "custom", {"n": 5})  # params as keyword arguments
+    with pytest.raises(NodeFailure, match=r"\[.count.\] do not fit .*client_n"):
+        target.check_params(client_n, "custom", {"count": 5})  # a typo is not ignored
     with pytest.raises(NodeFailure) as e:
         target.check_params(Window, "sink", {"size": 3, "colour": "red"})
     assert e.value.phase == "import" and "['colour', 'size'] do not fit" in str(e.value)

@@ -6,7 +6,9 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
+from pathlib import Path
 
 from test_runtime_e2e import (
     TESTS,
@@ -40,6 +42,72 @@ def test_custom_sender_feeds_a_zflow_sink() -> None:
     res = assert_completed(p, done=100)
     assert res["results"]["sink"] == {"n": 100, "first": 0}
     assert res["nodes"]["src"]["msgs_out"] == 100
+
+
+def test_custom_nodes_take_params_as_keyword_arguments() -> None:
+    p = run("custom_sender.yaml", "--set", "nodes.src.run=edges:client_with_params",
+            "--set", "nodes.src.params={n: 200, word: w}")
+    res = assert_completed(p, done=200)
+    assert res["results"]["src"] == {"sent": 200, "word": "w"}
+    assert res["results"]["sink"] == {"n": 200, "first": "w0"}
+
+
+def test_params_that_do_not_fit_a_custom_node_fail_at_start() -> None:
+    p = run("custom_sender.yaml", "--set", "nodes.src.run=edges:client_with_params",
+            "--set", "nodes.src.params={count: 3}")
+    assert p.returncode == 3, p.stdout[-2000:]
+    assert "params ['count'] do not fit client_with_params" in result_of(p)["message"]
+
+
+def test_raw_refuses_records_that_are_not_bytes_or_text() -> None:
+    """`codec: raw` used to send repr() of a dict: now it says what is wrong."""
+    p = run("pipeline.yaml", "--set", "nodes.src.run=edges:dict_records",
+            "--set", "nodes.src.params={}", "--set", "nodes.src.sockets.out.codec=raw",
+            "--set", "nodes.mid.sockets.inp.codec=raw")
+    assert p.returncode == 1, p.stdout[-2000:]
+    msg = result_of(p)["message"]
+    assert "a dict record cannot be sent on a `codec: raw` socket" in msg, msg
+    assert "Traceback" not in p.stdout + p.stderr
+
+
+PARTIAL = """
+version: 1
+name: partial
+nodes:
+  talker:
+    command:
+      - python3
+      - -c
+      - |
+        import os, sys, time
+        sys.stdout.write("halfway"); sys.stdout.flush()
+        deadline = time.monotonic() + 10  # a bound, so a regression fails instead of hanging
+        while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print(" done")
+      - MARKER
+"""
+
+
+def test_output_without_a_newline_is_shown_before_the_process_exits(tmp_path: Path) -> None:
+    """Progress dots or a prompt: shown after a moment, not only when the process exits. The
+    node waits for a file the test creates only once it has seen its partial line."""
+    topo = tmp_path / "partial.yaml"
+    marker = tmp_path / "seen"
+    topo.write_text(PARTIAL.replace("MARKER", str(marker)))
+    proc = subprocess.Popen([sys.executable, "-m", "zflow", "up", str(topo), "--json",
+                             "--set", f"name={unique()}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if '"line": "halfway"' in line:
+            marker.touch()
+    proc.wait()
+    assert marker.exists(), "".join(lines)[-2000:]
+    assert proc.returncode == 0
+    assert any('"line": " done"' in x for x in lines)
 
 
 def test_command_failing_after_its_input_ended_fails_the_run() -> None:

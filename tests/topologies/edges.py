@@ -84,3 +84,14 @@ class HangAtEnd(Tally):
 
         while True:
             time.sleep(0.1)
+
+
+def client_with_params(ctx: zflow.NodeContext, n: int = 100, word: str = "x") -> dict:
+    """A custom node that takes its params as keyword arguments, like the other shapes."""
+    for i in range(n):
+        ctx.send("out", f"{word}{i}")
+    return {"sent": n, "word": word}
+
+
+def dict_records(n: int = 5) -> list[dict]:
+    return [{"i": i} for i in range(n)]

@@ -190,8 +190,22 @@ def encode_one(codec: str) -> Callable[[Any], bytes]:
     if codec == "json":
         return lambda rec: json.dumps(rec, separators=(",", ":")).encode()
     if codec == "raw":
-        return lambda rec: rec if isinstance(rec, bytes) else str(rec).encode()
+        return _raw
     return _packb
+
+
+def _raw(rec: Any) -> bytes:
+    """`codec: raw` carries bytes, or text as UTF-8; anything else is a mistake to say plainly
+    (it used to send `repr()` of a dict)."""
+    if isinstance(rec, bytes):
+        return rec
+    if isinstance(rec, str):
+        return rec.encode()
+    if isinstance(rec, (bytearray, memoryview)):
+        return bytes(rec)
+    raise EncodeError(f"a {type(rec).__name__} record cannot be sent on a `codec: raw` socket: "
+                      "raw sockets carry bytes or str (use codec: json or msgpack for "
+                      "structured records)")
 
 
 def decode_one(codec: str) -> Callable[[bytes], Any]:

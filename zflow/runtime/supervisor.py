@@ -117,6 +117,7 @@ class Supervisor:
             for rid, endpoints in coord.awaiting_endpoints():
                 if launcher.endpoints_accept(endpoints):
                     coord.endpoints_ready(rid)
+            launcher.flush_partial(now)
             coord.tick(now)
             self._flush()
             for fd in list(watched):

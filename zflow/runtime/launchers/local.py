@@ -17,6 +17,7 @@ import socket as pysocket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ from zflow.runtime.launchers.forkserver import Zygote
 from zflow.runtime.spec import ReplicaSpec, command_env
 
 OnLine = Callable[[str, str, str], None]  # (replica id, "stdout" | "stderr", line)
+#: seconds an unfinished output line waits for its newline before it is shown anyway
+PARTIAL_AFTER = 0.25
 
 
 def make_run_dir(plan: Plan) -> str:
@@ -45,6 +48,8 @@ class _Proc:
     pid: int
     bufs: dict[int, bytes] = field(default_factory=dict)
     files: dict[int, Any] = field(default_factory=dict)
+    #: fd → when its unfinished last line started waiting for a newline
+    partial_since: dict[int, float] = field(default_factory=dict)
     cpu_prev: tuple[float, float] | None = None
 
 
@@ -153,7 +158,21 @@ class LocalLauncher:
         *lines, proc.bufs[fd] = buf.split(b"\n")
         for line in lines:
             self._line(proc, stream, line)
+        if not proc.bufs[fd]:
+            proc.partial_since.pop(fd, None)
+        elif lines or fd not in proc.partial_since:
+            proc.partial_since[fd] = time.monotonic()
         return True
+
+    def flush_partial(self, now: float, after: float = PARTIAL_AFTER) -> None:
+        """Output without a newline (progress dots, a prompt) is shown once it has waited
+        `after` seconds, instead of only when the process exits."""
+        for fd, (proc, stream) in list(self.fd_proc.items()):
+            since = proc.partial_since.get(fd)
+            if since is not None and now - since >= after and proc.bufs.get(fd):
+                rest, proc.bufs[fd] = proc.bufs[fd], b""
+                del proc.partial_since[fd]
+                self._line(proc, stream, rest)
 
     def _line(self, proc: _Proc, stream: str, raw: bytes) -> None:
         self.on_line(proc.replica, stream, raw.decode("utf-8", errors="replace").rstrip("\r"))

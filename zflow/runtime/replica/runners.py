@@ -25,6 +25,7 @@ from zflow.runtime.replica import exactly_once
 from zflow.runtime.replica.errors import NodeFailure, Stop
 from zflow.runtime.replica.on_error import record_error, undecodable
 from zflow.runtime.replica.socketio import SocketIO
+from zflow.runtime.replica.target import takes_only_context
 
 if TYPE_CHECKING:
     from zflow.runtime.replica.core import Node
@@ -42,7 +43,10 @@ def run(node: Node, target: Any) -> Any:
         return run_source(node, target(**params))
     if shape == "custom":
         node.context._io = SocketIO(node)
-        value = target(node.context)
+        if takes_only_context(target):  # params are in ctx.params
+            value = target(node.context)
+        else:
+            value = target(node.context, **params)
         custom_end_markers(node)
         return value
     obj = target(**params) if is_class else target
@@ -315,7 +319,8 @@ def run_service(node: Node, fn: Any) -> Any:
                     reply = encode(fn(box.decode(body)))
                 except Exception as e:  # noqa: BLE001 - report, and answer so REQ can go on
                     record_error(node, body, e)
-                    reply = encode({"error": f"{type(e).__name__}: {e}"})
+                    why = f"{type(e).__name__}: {e}"
+                    reply = why.encode() if box.codec == "raw" else encode({"error": why})
                 sock.send_multipart([*envelope, reply])
                 out_counts[box.name][0] += 1
                 out_counts[box.name][1] += len(reply)

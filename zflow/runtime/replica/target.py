@@ -59,21 +59,52 @@ def resolve_target(target: str) -> Any:
     return obj
 
 
+def accepts(target: Any, *args: Any, **kwargs: Any) -> bool:
+    """Whether `target(*args, **kwargs)` fits its signature (True when it cannot be known)."""
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return True
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True
+
+
+def takes_only_context(target: Any) -> bool:
+    """`def client(ctx)`: a custom node that reads its params from `ctx.params`."""
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    return len(params) == 1 and params[0].kind in (
+        inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
 def check_params(target: Any, shape: str, params: dict[str, Any]) -> None:
-    """Sources and classes receive `params` as keyword arguments: check they fit before start."""
-    if not (shape == "source" or (inspect.isclass(target) and shape != "custom")):
+    """Sources, classes and custom nodes receive `params` as keyword arguments (a custom node
+    that takes only its context reads them from `ctx.params`): check they fit before start."""
+    if shape == "custom":
+        if takes_only_context(target) or accepts(target, None, **params):
+            return
+        args: tuple[Any, ...] = (None,)
+    elif shape == "source" or inspect.isclass(target):
+        args = ()
+    else:
         return
     try:
         sig = inspect.signature(target)
     except (TypeError, ValueError):
         return
     try:
-        sig.bind(**params)
+        sig.bind(*args, **params)
     except TypeError as e:
         name = getattr(target, "__qualname__", repr(target))
         raise NodeFailure(
             "import", f"params {sorted(params)} do not fit {name}{sig}: {e}",
-            hint="params are passed as keyword arguments to sources and classes",
+            hint="params are passed as keyword arguments to sources, classes and custom nodes "
+                 "(after the context)",
         ) from None
 
 
