@@ -255,3 +255,22 @@ def test_from_plan_flags_control_and_fanout() -> None:
         (False, "PUSH"), (False, "PUSH"), (True, "PUB")]
     assert m.control_sockets("worker") == {"control"}
     assert m.sinks == ["results"]
+
+
+def test_a_command_node_is_unknown_not_zero() -> None:
+    """zflow cannot count what a command node moves: its totals and its side of an edge are
+    None (shown as "-"), not 0."""
+    m = StatusModel("t", [NodeInfo("src", 1, "source", "python"),
+                          NodeInfo("cmd", 1, "transform", "command"),
+                          NodeInfo("snk", 1, "sink", "python")],
+                    [EdgeInfo("src.out", "cmd.inp", src_type="PUSH"),
+                     EdgeInfo("cmd.out", "snk.inp", src_type="PUSH")])
+    m.replica_counters("src", 0, {"out": (0, 10, 0, 100)})
+    m.replica_counters("snk", 0, {"inp": (10, 0, 100, 0)})
+    t = m.node_totals("cmd")
+    assert (t.msgs_in, t.msgs_out, t.rate) == (None, None, None)
+    assert m.node_totals("src").msgs_out == 10
+    first, second = m.all_edge_totals()
+    assert (first.sent, first.received, first.in_flight) == (10, None, None)
+    assert (second.sent, second.received, second.in_flight) == (None, 10, None)
+    assert m.snapshot()["nodes"]["cmd"]["rate"] is None

@@ -206,11 +206,12 @@ class NodeTotals:
     replicas: int
     ready: int
     state: str
-    msgs_in: int
-    msgs_out: int
-    bytes_in: int
-    bytes_out: int
-    rate: float
+    #: None where zflow cannot count (a command node moves records zflow does not see)
+    msgs_in: int | None
+    msgs_out: int | None
+    bytes_in: int | None
+    bytes_out: int | None
+    rate: float | None
     errors: int
     restarts: int
     cpu: float | None
@@ -526,16 +527,17 @@ class StatusModel:
         window = (max(ends) - min(starts)) if starts and ends else 0.0
         if window <= 0:
             window = self.duration
+        blind = self.nodes[node].kind == "command"  # no telemetry: unknown, not zero
         return NodeTotals(
             name=node,
             replicas=len(reps),
             ready=sum(r.state in LIVE_STATES for r in reps),
             state=node_state(r.state for r in reps),
-            msgs_in=sum(r.msgs("in", exclude=ctl) for r in reps),
-            msgs_out=sum(r.msgs("out", exclude=ctl) for r in reps),
-            bytes_in=sum(r.bytes("in", exclude=ctl) for r in reps),
-            bytes_out=sum(r.bytes("out", exclude=ctl) for r in reps),
-            rate=sum(r.rate(now, d, socks) for r in reps),
+            msgs_in=None if blind else sum(r.msgs("in", exclude=ctl) for r in reps),
+            msgs_out=None if blind else sum(r.msgs("out", exclude=ctl) for r in reps),
+            bytes_in=None if blind else sum(r.bytes("in", exclude=ctl) for r in reps),
+            bytes_out=None if blind else sum(r.bytes("out", exclude=ctl) for r in reps),
+            rate=None if blind else sum(r.rate(now, d, socks) for r in reps),
             errors=sum(r.errors for r in reps),
             restarts=sum(r.restarts for r in reps),
             cpu=sum(cpus) if cpus else None,
@@ -563,8 +565,10 @@ class StatusModel:
         because the two counts come from different processes' reports taken at different times.
         """
         fanout = (edge.src_type or "").upper() in FANOUT_TYPES
-        sole_out = self._out_count[edge.src] == 1
-        sole_in = self._in_count[edge.dst] == 1
+        # a command node's side of an edge is not counted: unknown, not zero
+        sole_out = self._out_count[edge.src] == 1 and not self._blind(edge.src_node)
+        sole_in = self._in_count[edge.dst] == 1 and not self._blind(edge.dst_node)
+        fanout = fanout and not self._blind(edge.src_node)
         sent = self._socket_sum(edge.src_node, edge.src_socket, "out") if (
             sole_out or fanout) else None
         received = self._socket_sum(edge.dst_node, edge.dst_socket, "in") if sole_in else None
@@ -578,6 +582,10 @@ class StatusModel:
         else:
             rate = None
         return EdgeTotals(edge.src, edge.dst, sent, received, in_flight, rate, edge.control)
+
+    def _blind(self, node: str) -> bool:
+        info = self.nodes.get(node)
+        return info is not None and info.kind == "command"
 
     def all_edge_totals(self) -> list[EdgeTotals]:
         return [self.edge_totals(e) for e in self.edges]
@@ -621,7 +629,7 @@ class StatusModel:
                 "msgs_out": t.msgs_out,
                 "bytes_in": t.bytes_in,
                 "bytes_out": t.bytes_out,
-                "rate": round(t.rate, 3),
+                "rate": None if t.rate is None else round(t.rate, 3),
                 "mean_rate": round(t.mean_rate, 3),
                 "errors": t.errors,
                 "restarts": t.restarts,

@@ -152,9 +152,10 @@ def _replica_row(model: StatusModel, r: Replica) -> list[RenderableType]:
         Text(f"  .{r.index}", style="dim"),
         state,
         "1/1" if r.state in LIVE_STATES else "0/1",
-        fmt_count(r.msgs("in", exclude=model.control_sockets(r.node))),
-        fmt_count(r.msgs("out", exclude=model.control_sockets(r.node))),
-        fmt_rate(model.replica_rate(r)),
+        *((fmt_count(None), fmt_count(None), fmt_rate(None)) if model.nodes[r.node].kind ==
+          "command" else (fmt_count(r.msgs("in", exclude=model.control_sockets(r.node))),
+                          fmt_count(r.msgs("out", exclude=model.control_sockets(r.node))),
+                          fmt_rate(model.replica_rate(r)))),
         Text(str(r.errors), style="red" if r.errors else ""),
         str(r.restarts),
         fmt_cpu(r.cpu),
