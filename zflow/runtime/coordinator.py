@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from zflow import exitcodes
-from zflow.plan import END_COUNT, Plan
+from zflow.plan import Plan
 from zflow.runtime import protocol as P
 from zflow.runtime.launchers import Launcher, SpawnError
+from zflow.runtime.losses import Losses
 from zflow.runtime.restarts import RestartPolicy, next_restart
 from zflow.runtime.slots import Slot
 from zflow.runtime.spec import build_replica_spec, dead_letter_path
@@ -79,15 +80,7 @@ class Coordinator:
         #: the time of the latest input (the coordinator has no clock of its own)
         self.now = 0.0
         self.deaths = 0  # replicas that died mid-run: only then can best-effort lose records
-        #: records inside replicas of each node when they died (taken from a count-group input,
-        #: not yet sent on): lost with them
-        self.held: dict[str, int] = {}
-        #: per node: its count-group inputs and outputs (loss accounting)
-        self.count_in = {n: [s for s in nd.sockets.values() if s.end == END_COUNT]
-                         for n, nd in plan.nodes.items()}
-        senders = {sid for s, _ in plan.count_groups for sid in s}
-        self.count_out = {n: [s for s in nd.sockets.values() if f"{n}.{s.name}" in senders]
-                          for n, nd in plan.nodes.items()}
+        self.losses = Losses(plan)
         self.policies = {n.name: RestartPolicy.of(n) for n in plan.nodes.values()}
         self.eo = plan.delivery == "exactly-once"
         #: nodes with PUB sockets that probe their zflow subscribers at start
@@ -217,9 +210,7 @@ class Coordinator:
             return
         slot.exit_pending = None
         slot.exit_code = code
-        cur = slot.counters.cur
-        in_hand = (sum(cur.get(s.name, (0,))[0] for s in self.count_in[slot.node])
-                   - sum(cur.get(s.name, (0, 0))[1] for s in self.count_out[slot.node]))
+        in_hand = self.losses.in_hand(slot)
         slot.counters.fold()
         self.model.replica_exit(slot.node, slot.index, code)
         self._on_exit(slot, code, now, in_hand)
@@ -250,8 +241,7 @@ class Coordinator:
             self._fail_start(slot)
             return
         self.deaths += 1
-        if self.count_in[n.name]:
-            self.held[n.name] = self.held.get(n.name, 0) + in_hand
+        self.losses.died(n.name, in_hand)
         if self.eo and n.shape == "sink":
             self._fail_run(slot, f"{slot.id} died: with the sink's state lost, exactly-once "
                                  "delivery cannot be kept (zflow does not restart sinks)")
@@ -517,32 +507,15 @@ class Coordinator:
     def _complete(self) -> None:
         """Every replica finished: completed, unless records were lost, skipped or
         dead-lettered on the way (then exit 4, and the summary says how many and where)."""
-        transit = self.streams.transit()
-        lost = max(0, sum(d for _, d in transit) + sum(self.held.values())) if not self.eo else 0
-        skipped = sum(s.counters.all_errors for s in self.slots.values())
-        places = [f"{d} of {g.expected} records sent to {', '.join(g.receivers)} never arrived"
-                  for g, d in transit if d > 0 and not self.eo]
-        places += [f"{h} records were inside {node} replicas that died"
-                   for node, h in self.held.items() if h > 0 and not self.eo]
-        self.model.losses = {"lost": lost, "places": places, "skipped": skipped}
-        if not lost and not skipped:
+        verdict = self.losses.verdict(
+            self.streams.transit(), sum(s.counters.all_errors for s in self.slots.values()),
+            self.eo)
+        self.model.losses = verdict.as_dict()
+        message = verdict.message()
+        if message is None:
             self._begin_stop(exitcodes.OK, None, Outcome.COMPLETED)
-            return
-        parts = []
-        if lost:
-            parts.append(f"{lost} record{'s' if lost != 1 else ''} lost")
-        if skipped:
-            one = skipped == 1
-            parts.append(f"{skipped} record{'' if one else 's'} failed and "
-                         f"{'was' if one else 'were'} skipped or dead-lettered (on_error)")
-        message = "incomplete: " + "; ".join(parts)
-        if lost:
-            message += "".join(f"\n  {p}" for p in places)
-            if sum(max(0, d) for _, d in transit) + sum(max(0, h) for h in self.held.values()) \
-                    != lost:
-                message += ("\n  (counts of killed replicas lag by up to one report, so the "
-                            "split above is approximate; the total is exact)")
-        self._begin_stop(exitcodes.INCOMPLETE, message, Outcome.INCOMPLETE)
+        else:
+            self._begin_stop(exitcodes.INCOMPLETE, message, Outcome.INCOMPLETE)
 
     # -- stopping ------------------------------------------------------------------------------
     def _with_tail(self, slot: Slot, message: str) -> str:
