@@ -54,6 +54,10 @@ def test_nobody_connects_until_everyone_has_bound(tmp_path) -> None:
     assert set(connects) == {"src.0", "mid.0", "mid.1", "sink.0"}
     # the endpoint the sink reported is where the transforms connect
     assert connects["mid.0"]["out"] == ["ipc:///x/sink.0.inp"]
+    # and each transform waits for its two connections (one binder each) to be handshaken
+    waits = {rid: f.get("wait") for rid, k, f in sent if k == P.CONNECT}
+    assert waits == {"src.0": {}, "mid.0": {"inp": 1, "out": 1}, "mid.1": {"inp": 1, "out": 1},
+                     "sink.0": {}}
     assert s.state("mid.0") == "connecting"
 
 
@@ -409,8 +413,8 @@ def test_late_subscriber_is_told_its_publishers_already_ended(tmp_path) -> None:
     s.tick(0.2)
     s.say("sub.1", P.BOUND, endpoints={})
     s.tick()
-    assert ("sub.1", P.CONNECT, {"endpoints": {"inp": [s.plan.bind_endpoint("pub", 0, "out")]}}
-            ) in s.sent()
+    assert ("sub.1", P.CONNECT, {"endpoints": {"inp": [s.plan.bind_endpoint("pub", 0, "out")]},
+                                 "wait": {"inp": 1}}) in s.sent()
     s.say("sub.1", P.READY)
     s.tick()
     sent = s.sent()

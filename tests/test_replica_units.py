@@ -107,6 +107,30 @@ def test_every_supervisor_message_has_a_handler() -> None:
     assert ctl.interrupted and not ctl.stop_requested
 
 
+def test_ready_waits_for_every_connection_to_be_handshaken() -> None:
+    """A replica is not ready before its connections to the topology's binders are up."""
+    ctx = zmq.Context()
+    node = fake_node()
+    ctl = node.control
+    binder = ctx.socket(zmq.PULL)
+    node.sockets["out"] = ctx.socket(zmq.PUSH)
+    try:
+        port = binder.bind_to_random_port("tcp://127.0.0.1")
+        ctl.handle({"t": P.CONNECT, "endpoints": {"out": [f"tcp://127.0.0.1:{port}"]},
+                    "wait": {"out": 1}})
+        (mon,) = ctl.handshakes
+        assert ctl.connected and ctl.handshakes[mon][0] == 1  # connect() returned: not up yet
+        assert not ctl.subscribed()
+        assert mon.poll(10_000)  # the handshake event (a hang is a failure, not a wait)
+        ctl.take_handshakes(mon)
+        assert ctl.subscribed()
+    finally:
+        ctl.stop_watching_connections()
+        for s in (node.sockets["out"], binder):
+            s.close(linger=0)
+        ctx.term()
+
+
 def test_stop_start_probe_resend() -> None:
     ctl = fake_node().control
     ctl.handle({"t": P.PROBE, "on": True})

@@ -430,7 +430,14 @@ class Coordinator:
         n = self.plan.nodes[slot.node]
         eps = {k: self._connect_endpoints(slot.node, k) for k, v in n.sockets.items()
                if v.mode == "connect"}
-        self._send(slot, P.CONNECT, endpoints=eps)
+        # connections to the topology's own binders must be up (handshaken) before the replica
+        # says ready: a PUSH would otherwise give its first burst to whoever connected first,
+        # and a DEALER its requests to the servers that happened to be there
+        wait = {k: sum(self.plan.nodes[b].replicas for c, (b, _) in
+                       ((lk.connector, lk.binder) for lk in self.plan.links)
+                       if c == (slot.node, k))
+                for k in eps}
+        self._send(slot, P.CONNECT, endpoints=eps, wait={k: w for k, w in wait.items() if w})
         if slot.node in self.probers:
             self._send(slot, P.PROBE, on=True)
         self._set(slot, S.CONNECTING)

@@ -56,6 +56,8 @@ class Control:
         self.probe_socks: list[zmq.Socket] = []
         #: SUB sockets → (publisher replica ids whose probe must arrive, ids seen so far)
         self.probe_waits: dict[zmq.Socket, tuple[set[str], set[str]]] = {}
+        #: monitors of connecting sockets → [handshakes still awaited, socket name]
+        self.handshakes: dict[zmq.Socket, list[Any]] = {}
         self.eos_socks: list[zmq.Socket] = []  # PUB sockets whose end marker is repeated
         self.next_eos = 0.0
         # telemetry
@@ -113,8 +115,26 @@ class Control:
             box.ended = True
 
     def on_connect(self, msg: dict[str, Any]) -> None:
+        for name, n in (msg.get("wait") or {}).items():
+            # watched before connecting, so no handshake is missed
+            mon = self.node.sockets[name].get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            self.handshakes[mon] = [int(n), name]
         connect(self.node.sockets, msg["endpoints"])
         self.connected = True
+
+    def take_handshakes(self, mon: zmq.Socket) -> None:
+        while True:
+            try:
+                mon.recv_multipart(zmq.NOBLOCK)  # one event: [event id + value, endpoint]
+            except zmq.Again:
+                return
+            self.handshakes[mon][0] -= 1
+
+    def stop_watching_connections(self) -> None:
+        for mon, (_, name) in self.handshakes.items():
+            self.node.sockets[name].disable_monitor()
+            mon.close(linger=0)
+        self.handshakes.clear()
 
     def on_ack(self, msg: dict[str, Any]) -> None:
         acknowledge(self.node.unacked, self.node.seen.stride, msg)
@@ -152,7 +172,7 @@ class Control:
         """Serve the control plane (and probes) until `until()` is true."""
         poller = zmq.Poller()
         poller.register(self.ctrl, zmq.POLLIN)
-        for s in {*self.control_in, *self.probe_waits}:
+        for s in {*self.control_in, *self.probe_waits, *self.handshakes}:
             poller.register(s, zmq.POLLIN)
         while not until():
             if self.stop_requested:
@@ -162,6 +182,8 @@ class Control:
                     self.drain()
                 elif ev_sock in self.probe_waits:
                     self.take_probes(ev_sock)
+                elif ev_sock in self.handshakes:
+                    self.take_handshakes(ev_sock)
                 else:
                     self.check_stop_on()
             self.probe_tick()
@@ -219,7 +241,10 @@ class Control:
                 box.held.append(frame)
 
     def subscribed(self) -> bool:
-        """Every SUB has seen a probe from each zflow publisher: its subscription is live."""
+        """Every connection to the topology's binders is up (handshaken), and every SUB has seen
+        a probe from each zflow publisher: its subscription is live."""
+        if any(left > 0 for left, _ in self.handshakes.values()):
+            return False
         return all(expected <= seen for expected, seen in self.probe_waits.values())
 
     # -- telemetry -----------------------------------------------------------------------------

@@ -66,6 +66,7 @@ def main() -> int:
         ctl.send(P.BOUND, endpoints=sockets.build(node))
         ctl.wait(lambda: ctl.connected)
         ctl.wait(ctl.subscribed)
+        ctl.stop_watching_connections()  # after the wait: its poller held the monitors
         ctl.send(P.READY)
         ctl.wait(lambda: ctl.started)
         value = runners.run(node, target)
