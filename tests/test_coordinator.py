@@ -130,6 +130,54 @@ def test_the_start_timeout_names_at_most_ten_replicas(tmp_path) -> None:
     assert s.coord.message.endswith(" and 32 more")
 
 
+COMMAND_WORKERS = """
+    version: 1
+    name: cw
+    nodes:
+      src:
+        run: m:numbers
+        sockets:
+          out: {type: PUSH, bind: tcp, codec: json}
+      work:
+        command: [./worker]
+        replicas: 2
+        sockets:
+          inp: {type: PULL, connect: src.out, codec: json}
+"""
+
+
+def test_a_command_node_is_spawned_once_what_it_connects_to_has_bound(tmp_path) -> None:
+    """Its endpoints go into its environment once: a `bind: tcp` port is known only after the
+    binder bound (it used to get `tcp://127.0.0.1:*` and fail)."""
+    s = Script(tmp_path, COMMAND_WORKERS).start()
+    assert [x.id for x in s.launcher.specs] == ["src.0"]
+    s.say("src.0", P.BOUND, endpoints={"out": "tcp://127.0.0.1:41234"})
+    s.tick()
+    specs = {x.id: x for x in s.launcher.specs}
+    assert set(specs) == {"src.0", "work.0", "work.1"}
+    assert specs["work.1"].connect_endpoints == {"inp": ["tcp://127.0.0.1:41234"]}
+    for rid in ("work.0", "work.1"):
+        s.coord.endpoints_ready(rid)  # command connectors: ready once spawned
+    s.tick()
+    s.say("src.0", P.READY)
+    s.tick()
+    assert s.model.overall == "running"
+
+
+def test_a_command_node_done_before_the_barrier_opens_does_not_hold_it(tmp_path) -> None:
+    """A Guide-style program may do its work and exit 0 within milliseconds."""
+    text = COMMAND_WORKERS.replace("replicas: 2", "replicas: 1")
+    s = Script(tmp_path, text).start()
+    s.say("src.0", P.BOUND, endpoints={"out": "tcp://127.0.0.1:41234"})
+    s.tick()
+    s.exit("work.0", 0)
+    s.tick()
+    assert s.state("work.0") == "stopped" and s.coord.slots["work.0"].finished
+    s.say("src.0", P.READY)
+    s.tick()
+    assert s.model.overall == "running"
+
+
 def test_spawn_failure_is_a_start_failure_and_spawns_no_more(tmp_path) -> None:
     s = Script(tmp_path, PIPELINE)
     s.launcher.fail["mid.0"] = "cannot run 'x': No such file or directory"

@@ -132,8 +132,19 @@ class Coordinator:
         self.t0 = now
         self.model.set_overall("starting")
         for slot in self.slots.values():
-            if self.phase is RunPhase.STARTING:
+            if self.phase is RunPhase.STARTING and not self._binders_pending(slot):
                 self._spawn(slot)
+
+    def _binders_pending(self, slot: Slot) -> list[str]:
+        """A command node gets its connect endpoints once, in its environment: it is spawned
+        only when every replica it connects to has bound (a `bind: tcp` port is known only
+        then, and an ipc path exists only then)."""
+        if slot.kind != "command":
+            return []
+        return [b.id for lk in self.plan.links if lk.connector[0] == slot.node
+                for b in (self.slots[f"{lk.binder[0]}.{i}"]
+                          for i in range(self.plan.nodes[lk.binder[0]].replicas))
+                if b.state not in BOUND_OR_LATER and not b.finished]
 
     def _spawn(self, slot: Slot) -> None:
         n = self.plan.nodes[slot.node]
@@ -444,11 +455,17 @@ class Coordinator:
 
     def _advance_start(self) -> None:
         slots = list(self.slots.values())
-        if not all(s.state in BOUND_OR_LATER for s in slots):
+        for s in slots:  # command nodes waiting for what they connect to
+            if self.phase is RunPhase.STARTING and s.kind == "command" and s.pid is None \
+                    and s.state is S.STARTING and s.incarnation == 0 \
+                    and not self._binders_pending(s):
+                self._spawn(s)
+        # a command node that already did its work and exited 0 is past the barrier too
+        if not all(s.state in BOUND_OR_LATER or s.finished for s in slots):
             return
         for s in slots:
             self._send_connect(s)
-        if all(s.state in READY_OR_LATER for s in slots):
+        if all(s.state in READY_OR_LATER or s.finished for s in slots):
             self.phase = RunPhase.RUNNING
             self.model.set_overall("running")
             self.model.announce("overall", state="running")
