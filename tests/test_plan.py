@@ -230,3 +230,17 @@ def test_one_binder_named_twice_is_one_link_and_a_warning(tmp_path: Path) -> Non
     plan = build_plan(res.topology, str(path), run_dir="/tmp/zflow-test")
     assert plan.nodes["results"].sockets["answers"].peers == [("worker", "results")]
     assert plan.nodes["results"].sockets["answers"].senders == 3
+
+
+def test_an_input_fed_by_a_program_that_exits_keeps_everything() -> None:
+    """libzmq drops what is still in a connection when the receiving pipe is full as the sender
+    exits (libzmq#4660): a zflow input fed by command nodes gets an unbounded queue, unless the
+    topology sets hwm itself."""
+    path = ROOT / "tests" / "topologies" / "plain_sender.yaml"
+    res = load(str(path))
+    plan = build_plan(res.topology, str(path), run_dir="/tmp/zflow-test")
+    assert plan.nodes["sink"].sockets["inbox"].hwm == 0
+    assert plan.nodes["sink"].sockets["inbox"].end == END_MARKERS
+    res = load(str(path), overrides=["nodes.sink.sockets.inbox.hwm=50"])
+    plan = build_plan(res.topology, str(path), run_dir="/tmp/zflow-test")
+    assert plan.nodes["sink"].sockets["inbox"].hwm == 50

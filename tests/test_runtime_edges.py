@@ -110,6 +110,15 @@ def test_output_without_a_newline_is_shown_before_the_process_exits(tmp_path: Pa
     assert any('"line": " done"' in x for x in lines)
 
 
+def test_a_plain_sender_that_exits_without_an_end_marker_ends_its_stream() -> None:
+    """An ordinary pyzmq program PUSHes 100,000 records and exits 0 without any end marker: its
+    clean exit ends the stream once what it sent has arrived, and nothing is lost."""
+    p = run("plain_sender.yaml")
+    res = assert_completed(p, done=100_000)
+    assert res["results"]["sink"]["n"] == 100_000
+    assert res["results"]["sink"]["sum"] == sum(range(100_000))
+
+
 def test_command_failing_after_its_input_ended_fails_the_run() -> None:
     p = run("command_fails.yaml")
     assert p.returncode == 1

@@ -73,6 +73,8 @@ class SocketPlan:
     #: every peer is a zflow (python) node inside the topology: zflow frames, probes and end
     #: markers may be used on this socket
     zflow_peers: bool = False
+    #: hwm was not set in the topology (zflow may choose it)
+    hwm_default: bool = True
 
     @property
     def receives(self) -> bool:
@@ -182,6 +184,7 @@ def build_plan(
                 hwm=int(sdef["hwm"] if sdef["hwm"] is not None
                         else 1000 if sd["type"] in LOSSY  # PUB/SUB drop at hwm: keep 1000
                         else HWM_DEFAULT.get(str(sdef["codec"]), 1000)),
+                hwm_default=sdef["hwm"] is None,
                 linger=int(sdef["linger"]),
                 codec=str(sdef["codec"]),
                 batch=int(sdef["batch"]),
@@ -296,6 +299,12 @@ def _assign_end_modes(nodes: dict[str, NodePlan]) -> None:
                              and all(nodes[p].kind == "python" for p, _ in s.peers))
             if not s.receives or s.role == "control":
                 continue
+            if (s.hwm_default and s.type == "PULL" and n.kind == "python"
+                    and any(nodes[p].kind == "command" for p, _ in s.peers)):
+                # a program that sends and exits: libzmq drops what is still in the connection
+                # when the receiving pipe is at its high-water mark (libzmq#4660); an unbounded
+                # receive queue keeps every record
+                s.hwm = 0
             if s.external or not s.peers:
                 s.end = END_NEVER
             elif n.kind == "command" or n.shape in ("custom", "service"):

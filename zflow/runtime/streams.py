@@ -165,10 +165,14 @@ class EndOfStream:
         for n in self.plan.nodes.values():
             for s in n.sockets.values():
                 sid = f"{n.name}.{s.name}"
-                if s.end != END_PEERS or sid in self.ended_inputs:
+                if sid in self.ended_inputs:
                     continue
-                if all(self.node_finished(p) for p, _ in s.peers):
-                    self.end_input(sid, None)
+                if s.end == END_PEERS or (s.end == END_MARKERS and any(
+                        self.plan.nodes[p].kind == "command" for p, _ in s.peers)):
+                    # a program that exited 0 has sent everything, end marker or not: the
+                    # receiver reads what is still on its way before it ends (replica/runners)
+                    if all(self.node_finished(p) for p, _ in s.peers):
+                        self.end_input(sid, None)
             if n.shape == "custom" and n.kind == "python":
                 ins = [s for s in n.sockets.values() if s.end in (END_PEERS, END_COUNT)]
                 if ins and all(f"{n.name}.{s.name}" in self.ended_inputs for s in ins):

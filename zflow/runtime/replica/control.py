@@ -113,6 +113,7 @@ class Control:
         self.expected[msg["socket"]] = msg.get("expected")
         if box is not None:
             box.ended = True
+            box.settle = box.end == "markers" and msg.get("expected") is None
 
     def on_connect(self, msg: dict[str, Any]) -> None:
         for name, n in (msg.get("wait") or {}).items():

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from zflow.runtime.replica.sockets import Inbox
 
 _not_none = functools.partial(operator.is_not, None)
+#: after its senders exited, an input ends once nothing has arrived for this long (seconds)
+SETTLE = 0.1
 
 
 def run(node: Node, target: Any) -> Any:
@@ -213,12 +215,22 @@ def run_stream(node: Node, fn: Any, end: Any, generator: bool) -> Any:
             _ingest(node, b, frame, apply, apply_ids)
     boxes = node.inboxes_by_sock
     ingest = _ingest
+    settle_until = 0.0
     while not ctl.stop_requested:
         if node.inboxes and all(b.ended for b in node.inboxes.values()):
-            finish_stream(node, end)
-            return None
-        if ctl.probing:  # a restarted subscriber is waiting for our probe
-            ctl.probe_tick()
+            if not any(b.settle for b in node.inboxes.values()):
+                finish_stream(node, end)
+                return None
+            # its senders exited: what they sent may still be arriving; end after a quiet spell
+            now = time.monotonic()
+            if not settle_until:
+                settle_until = now + SETTLE
+            elif now >= settle_until:
+                finish_stream(node, end)
+                return None
+        if settle_until or ctl.probing:  # settling, or a restarted subscriber awaits a probe
+            if ctl.probing:
+                ctl.probe_tick()
             events = poller.poll(10)
         else:
             events = poller.poll(ctl.stats_every * 1000 if ctl.telemetry else 1000)
@@ -245,6 +257,8 @@ def run_stream(node: Node, fn: Any, end: Any, generator: bool) -> Any:
                 # a replica busy with a backlog still reports: what a replica that is killed
                 # had moved must be known to within one report interval (loss accounting)
                 tick()
+            if settle_until:
+                settle_until = time.monotonic() + SETTLE
         for o in outs:
             o.flush()
         ctl.tick()

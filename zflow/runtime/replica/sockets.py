@@ -25,7 +25,7 @@ class Inbox:
     """A receiving data socket and what is known about the end of its stream."""
 
     __slots__ = ("name", "sock", "codec", "end", "senders", "eos", "msgs", "nbytes", "ended",
-                 "report", "decode", "held", "zf")
+                 "report", "decode", "held", "zf", "settle")
 
     def __init__(self, name: str, sock: zmq.Socket, spec: SocketSpec) -> None:
         self.name = name
@@ -37,6 +37,9 @@ class Inbox:
         self.msgs = 0
         self.nbytes = 0
         self.ended = False
+        #: ended by zflow's word that its senders exited, not in-band: read what is still on
+        #: its way before finishing
+        self.settle = False
         self.report = False
         self.decode = codec.decode_one(self.codec)
         self.held: list[bytes] = []  # data that arrived before start (a restarted replica)
