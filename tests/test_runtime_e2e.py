@@ -299,6 +299,29 @@ def test_port_in_use_is_a_start_failure() -> None:
     assert leftovers(name) == []
 
 
+def test_a_command_node_whose_port_is_taken_is_a_start_failure() -> None:
+    """Checked before the program starts: it used to crash-loop and end with exit 1."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    name = unique()
+    try:
+        p = zflow("up", str(TOPO / "polyglot.yaml"), "--json", "--set", f"name={name}",
+                  "--set", "nodes.upper.sockets.inbox={type: PULL, "
+                           f"bind: 'tcp://127.0.0.1:{port}'}}",
+                  "--set", "nodes.words.sockets.out={type: PUSH, connect: upper.inbox, "
+                           "codec: json}")
+    finally:
+        holder.close()
+    assert p.returncode == 3, p.stdout[-2000:]
+    msg = result_of(p)["message"]
+    assert msg.startswith(f"upper.0: socket inbox: cannot bind tcp://127.0.0.1:{port}: "
+                          "Address already in use"), msg
+    assert "restarting" not in p.stdout
+    assert leftovers(name) == []
+
+
 def test_missing_run_target_is_a_start_failure() -> None:
     name = unique()
     p = zflow("up", str(PIPELINE), "--plain", "--set", f"name={name}",

@@ -90,6 +90,14 @@ class LocalLauncher:
                 if s.mode == "bind" and s.bind_endpoint and s.bind_endpoint.endswith(":*"):
                     s.bind_endpoint = s.bind_endpoint[:-1] + str(_free_port())
                 if s.mode == "bind" and s.bind_endpoint:
+                    in_use = _in_use(s.bind_endpoint)
+                    if in_use:
+                        # checked before it starts: a program failing to bind would only
+                        # crash-loop, and the run would end with exit 1 instead of 3
+                        raise SpawnError(f"socket {s.name}: cannot bind {s.bind_endpoint}: "
+                                         f"{in_use}\n  hint: another process is using it; stop "
+                                         "it or choose another endpoint (`bind: tcp` lets the "
+                                         "OS pick a port)")
                     endpoints[s.name] = s.bind_endpoint
             env.update(command_env(spec))
             # `python3` in a command node is the interpreter zflow runs on (its venv's)
@@ -277,6 +285,33 @@ def _killpg(pid: int | None, sig: int) -> None:
 def _readable(fd: int) -> bool:
     r, _, _ = select.select([fd], [], [], 0)
     return bool(r)
+
+
+def _in_use(endpoint: str) -> str | None:
+    """Why a command node could not bind `endpoint` now (None when it can): a tcp port taken,
+    or an ipc path something is listening on."""
+    if endpoint.startswith("tcp://"):
+        host, _, port = endpoint[6:].rpartition(":")
+        host = "0.0.0.0" if host in ("*", "") else host.strip("[]")
+        family = pysocket.AF_INET6 if ":" in host else pysocket.AF_INET
+        try:
+            with pysocket.socket(family) as s:
+                s.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_REUSEADDR, 1)  # as libzmq does
+                s.bind((host, int(port)))
+        except OSError as e:
+            return e.strerror or str(e)
+        except ValueError:
+            return None
+        return None
+    if endpoint.startswith("ipc://") and os.path.exists(endpoint[6:]):
+        try:
+            with pysocket.socket(pysocket.AF_UNIX) as s:
+                s.settimeout(0.05)
+                s.connect(endpoint[6:])
+        except OSError:
+            return None  # a stale file: libzmq binds over it
+        return "a process is already listening on it"
+    return None
 
 
 def _free_port() -> int:
