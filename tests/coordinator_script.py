@@ -22,7 +22,8 @@ from zflow.status.model import StatusModel
 class FakeLauncher:
     def __init__(self) -> None:
         self.specs: list[ReplicaSpec] = []
-        self.signals: list[tuple[str, int]] = []
+        self.signals: list[tuple] = []
+        self.released: list[str] = []
         self.fail: dict[str, str] = {}  # replica id → spawn error message
         self.pid = 1000
 
@@ -32,6 +33,9 @@ class FakeLauncher:
         self.specs.append(spec)
         self.pid += 1
         return Spawned(self.pid, {})
+
+    def release(self, replica: str) -> None:
+        self.released.append(replica)
 
     def signal(self, replica: str, sig: int, group: bool = True) -> None:
         self.signals.append((replica, sig) if group else (replica, sig, "process"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -117,6 +118,29 @@ def test_a_plain_sender_that_exits_without_an_end_marker_ends_its_stream() -> No
     res = assert_completed(p, done=100_000)
     assert res["results"]["sink"]["n"] == 100_000
     assert res["results"]["sink"]["sum"] == sum(range(100_000))
+
+
+def test_a_server_that_never_ends_is_stopped_once_its_client_is_done() -> None:
+    """A plain REP server loops forever; its client makes 10 requests and returns. With
+    `lifetime: service` the server is stopped once the client finished, and the run completes."""
+    p = run("rep_server.yaml")
+    res = assert_completed(p, done=0)  # no stream: request/reply
+    assert res["results"]["client"] == {"requests": 10, "sum": sum(i * i for i in range(10))}
+    assert res["nodes"]["server"]["state"] == "stopped"
+    assert "server.0 │ stopping: the nodes it serves have finished" in p.stdout or any(
+        x["line"] == "stopping: the nodes it serves have finished"
+        for x in (json.loads(y) for y in p.stdout.splitlines() if y.startswith('{"event": "log"'))
+    )
+
+
+def test_the_guides_ventilator_is_released_by_the_barrier() -> None:
+    """It waits for Enter: `stdin: go` sends it when every worker is connected, so every one of
+    the 4 workers gets work, and all 100 tasks arrive (no sleep anywhere)."""
+    p = run("guide_ventilator.yaml")
+    res = assert_completed(p, done=100)
+    assert res["results"]["sink"]["n"] == 100
+    assert res["results"]["sink"]["workers"] == 4
+    assert any("Sending tasks to workers" in x for x in p.stdout.splitlines())
 
 
 def test_command_failing_after_its_input_ended_fails_the_run() -> None:

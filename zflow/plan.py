@@ -100,6 +100,10 @@ class NodePlan:
     grace: float
     on_error: str
     sockets: dict[str, SocketPlan]
+    #: command nodes: "none" or "go" (a newline when every node is ready)
+    stdin: str = "none"
+    #: "task" (ends its stream) or "service" (stopped once every node linked to it finished)
+    lifetime: str = "task"
 
 
 @dataclass
@@ -212,6 +216,8 @@ def build_plan(
             grace=float(merged["grace"]),
             on_error=str(merged["on_error"]),
             sockets=sockets,
+            stdin=str(nd.get("stdin", "none")),
+            lifetime=str(nd.get("lifetime", "task")),
         )
 
     links = _links(nodes)

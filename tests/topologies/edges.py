@@ -95,3 +95,27 @@ def client_with_params(ctx: zflow.NodeContext, n: int = 100, word: str = "x") ->
 
 def dict_records(n: int = 5) -> list[dict]:
     return [{"i": i} for i in range(n)]
+
+
+def ten_requests(ctx: zflow.NodeContext, n: int = 10) -> dict:
+    """A client that makes its requests and is done."""
+    total = sum(ctx.request("api", {"n": i})["square"] for i in range(n))
+    return {"requests": n, "sum": total}
+
+
+def tag_worker(x: int) -> dict:
+    return {"worker": zflow.context().replica, "n": x}
+
+
+class PerWorker:
+    """Counts records per worker replica."""
+
+    def __init__(self) -> None:
+        self.per: dict[int, int] = {}
+
+    def __call__(self, rec: dict) -> None:
+        self.per[rec["worker"]] = self.per.get(rec["worker"], 0) + 1
+
+    def end(self, totals: zflow.Totals) -> dict:
+        return {"n": sum(self.per.values()), "workers": len(self.per),
+                "fewest": min(self.per.values(), default=0)}

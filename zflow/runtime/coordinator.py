@@ -81,6 +81,14 @@ class Coordinator:
         self.now = 0.0
         self.deaths = 0  # replicas that died mid-run: only then can best-effort lose records
         self.losses = Losses(plan)
+        #: `lifetime: service` nodes still running, and the nodes linked to each node
+        self.services = {n.name for n in plan.nodes.values() if n.lifetime == "service"}
+        self.users: dict[str, set[str]] = {n: set() for n in plan.nodes}
+        for lk in plan.links:
+            self.users[lk.binder[0]].add(lk.connector[0])
+            self.users[lk.connector[0]].add(lk.binder[0])
+        for name in self.services:  # services serving services: the others decide
+            self.users[name] -= self.services
         self.policies = {n.name: RestartPolicy.of(n) for n in plan.nodes.values()}
         self.eo = plan.delivery == "exactly-once"
         #: nodes with PUB sockets that probe their zflow subscribers at start
@@ -240,6 +248,9 @@ class Coordinator:
                                                      "the end")
                 self._error(self.message)
             return
+        if slot.finished and code in _STOPPED_BY_US:  # a service zflow stopped: its end
+            self._set(slot, S.STOPPED, f"exit {code}")
+            return
         inputs_done = self.streams.inputs_done(n)
         command_done = n.kind == "command" and (inputs_done or n.restart != "always")
         if code == 0 and (slot.finished or command_done):
@@ -328,6 +339,24 @@ class Coordinator:
                 handler(slot, msg, now)
         except (ValueError, TypeError, KeyError, IndexError):
             return  # a malformed message changes nothing
+
+    def _retire_services(self) -> None:
+        """`lifetime: service` nodes never end by themselves: once every node linked to them
+        has finished, they are stopped, and count as completed."""
+        for name in list(self.services):
+            users = self.users[name]
+            if not all(self.streams.node_finished(u) for u in users):
+                continue
+            self.services.discard(name)
+            for i in range(self.plan.nodes[name].replicas):
+                slot = self.slots[f"{name}.{i}"]
+                if slot.kind == "command":
+                    slot.finished = True  # its exit on SIGTERM is the end zflow asked for
+                    if slot.alive and slot.pid is not None:
+                        self.launcher.signal(slot.id, signal.SIGTERM)
+                    self._log(slot, "stopping: the nodes it serves have finished")
+                else:
+                    self._send(slot, P.STOP)  # it reports FINISHED and exits
 
     def _watch(self, now: float) -> None:
         """A running replica reports four times a second even when idle; one that has said
@@ -477,6 +506,8 @@ class Coordinator:
             return
         self._send(slot, P.START)
         self._set(slot, S.RUNNING)
+        if slot.kind == "command" and self.plan.nodes[slot.node].stdin == "go":
+            self.launcher.release(slot.id)
         slot.last_heard = self.now  # it reports from now on (it waited in silence until now)
         self.streams.joined(slot)
 
@@ -511,6 +542,7 @@ class Coordinator:
             self._watch(now)
         if self.phase is RunPhase.RUNNING:
             self.streams.advance(now, self.deaths)
+            self._retire_services()
             if all(s.finished for s in self.slots.values()):
                 self._complete()
         elif self.phase is RunPhase.DRAINING:

@@ -85,6 +85,8 @@ class ReplicaSpec:
     #: exactly-once: records a source may have unacknowledged, and how long before it resends
     window: int = 20000
     lease: float = 5.0
+    #: command nodes: "none" (/dev/null) or "go" (a newline once every node is ready)
+    stdin: str = "none"
     #: command nodes only: the endpoints each connecting socket connects to, known at spawn
     #: (Python replicas are told later, by the `connect` control message)
     connect_endpoints: dict[str, list[str]] = field(default_factory=dict)
@@ -162,7 +164,7 @@ def build_replica_spec(
         env=dict(n.env), params=dict(n.params), on_error=n.on_error,
         dead_letter=dead_letter_path(plan, n), sockets=socks, delivery=plan.delivery,
         sources=max(1, sources), source_index=source_index, verbose=verbose,
-        telemetry=telemetry, connect_endpoints=dict(connect or {}),
+        telemetry=telemetry, connect_endpoints=dict(connect or {}), stdin=n.stdin,
     )
 
 

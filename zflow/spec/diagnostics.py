@@ -104,6 +104,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ZF072": ("error", "topic on a socket that does not publish (PUB / XPUB)"),
     "ZF073": ("error", "exactly-once delivery needs a PUSH/PULL pipeline with one sink replica"),
     "ZF074": ("error", "too many replicas over all nodes"),
+    "ZF075": ("error", "stdin is an option of command nodes"),
     # --import-check
     "ZF080": ("error", "run target module cannot be found"),
     "ZF081": ("error", "run target module raised while importing"),

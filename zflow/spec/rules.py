@@ -298,6 +298,13 @@ def check(data: Any, loc: Locator) -> list[Diagnostic]:
     socks = _sockets(data)
     nodes = data.get("nodes") if isinstance(data.get("nodes"), dict) else {}
 
+    for name, nd in nodes.items():
+        if isinstance(nd, dict) and nd.get("stdin", "none") != "none" and "command" not in nd:
+            out.append(loc.diag("ZF075", f"node '{name}' runs Python code (run:), which has no "
+                                         "standard input to wait on", ("nodes", name, "stdin"),
+                                at="key", hint="remove stdin, or run the program as a "
+                                               "command: node"))
+
     # -- per-socket options
     for s in socks.values():
         p, t = s.path, s.type

@@ -33,6 +33,9 @@ class Launcher(Protocol):
     def signal(self, replica: str, sig: int, group: bool = True) -> None:
         """Signal the replica's process group (or, with group=False, its main process only)."""
 
+    def release(self, replica: str) -> None:
+        """`stdin: go`: tell a program waiting for Enter that every node is ready."""
+
 
 def zflow_python(module: str, *args: str) -> list[str]:
     """argv running `module`'s main() on this interpreter, never importing from the invoking

@@ -110,7 +110,8 @@ class LocalLauncher:
                 handle: Any = self.zygote.spawn(env, spec.cwd, spec.title)
             else:
                 handle = subprocess.Popen(
-                    argv, cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL,
+                    argv, cwd=spec.cwd, env=env,
+                    stdin=subprocess.PIPE if spec.stdin == "go" else subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                     close_fds=True,
                 )
@@ -140,6 +141,17 @@ class LocalLauncher:
             os.kill(proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def release(self, replica: str) -> None:
+        proc = self.procs.get(replica)
+        pipe = getattr(proc.handle, "stdin", None) if proc is not None else None
+        if pipe is None:
+            return
+        try:
+            pipe.write(b"\n")
+            pipe.close()
+        except OSError:
+            pass  # it exited, or stopped reading: nothing to release
 
     # -- watching ----------------------------------------------------------------------------
     def fds(self) -> list[int]:

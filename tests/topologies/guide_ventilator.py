@@ -1,0 +1,17 @@
+"""The ZeroMQ Guide's task ventilator, as written there (no zflow import): it binds, waits for
+Enter ("Press Enter when the workers are ready"), sends 100 tasks and exits."""
+
+import json
+import os
+
+import zmq
+
+ctx = zmq.Context()
+sender = ctx.socket(zmq.PUSH)
+sender.bind(os.environ["ZFLOW_SOCKET_OUT_ENDPOINTS"])
+input("Press Enter when the workers are ready: ")
+print("Sending tasks to workers...", flush=True)
+for task in range(100):
+    sender.send(json.dumps(task).encode())
+sender.close(linger=-1)
+ctx.term()
