@@ -178,6 +178,44 @@ def test_a_command_node_done_before_the_barrier_opens_does_not_hold_it(tmp_path)
     assert s.model.overall == "running"
 
 
+GUIDE = """
+    version: 1
+    name: guide
+    nodes:
+      vent:
+        command: [./ventilator]
+        stdin: go
+        sockets:
+          out: {type: PUSH, bind: auto, codec: json}
+      worker:
+        run: m:square
+        replicas: 3
+        sockets:
+          inp: {type: PULL, connect: vent.out, codec: json}
+"""
+
+
+def test_a_command_binder_is_ready_once_every_connector_is_connected(tmp_path) -> None:
+    """zflow cannot see inside the program, but it can count its connections: the barrier (and
+    `stdin: go`) waits until all three workers are connected to the ventilator."""
+    s = Script(tmp_path, GUIDE).start()
+    s.coord.endpoints_ready("vent.0")
+    assert s.state("vent.0") == "bound"
+    assert s.coord.awaiting_connections() == [
+        ("vent.0", {}, {"out": 3})]
+    for rid in ("worker.0", "worker.1", "worker.2"):
+        s.say(rid, P.BOUND, endpoints={})
+    s.tick()
+    for rid in ("worker.0", "worker.1", "worker.2"):
+        s.say(rid, P.READY)
+    s.tick()
+    assert s.model.overall == "starting" and s.launcher.released == []
+    s.coord.connections_ready("vent.0")
+    s.tick()
+    assert s.model.overall == "running"
+    assert s.launcher.released == ["vent.0"]  # Enter, once everyone is there
+
+
 def test_spawn_failure_is_a_start_failure_and_spawns_no_more(tmp_path) -> None:
     s = Script(tmp_path, PIPELINE)
     s.launcher.fail["mid.0"] = "cannot run 'x': No such file or directory"

@@ -195,9 +195,30 @@ class Coordinator:
         self._fail_start(slot)
 
     def endpoints_ready(self, replica: str) -> None:
-        """A command node's bind endpoints accept connections: it counts as bound and ready."""
+        """A command node's bind endpoints accept connections: it is bound (and ready at once
+        when nothing of the topology connects to it)."""
         slot = self.slots[replica]
         if slot.state is S.STARTING and slot.pid is not None:
+            self._set(slot, S.BOUND, "listening")
+            if not any(self.expected_connections(slot).values()):
+                self.connections_ready(replica)
+
+    def expected_connections(self, slot: Slot) -> dict[str, int]:
+        """Per bind socket of a command replica: how many live replicas of the topology connect
+        to it (zflow cannot see inside the program, but it can count its connections)."""
+        out: dict[str, int] = {}
+        for lk in self.plan.links:
+            if lk.binder[0] == slot.node:
+                n = self.plan.nodes[lk.connector[0]].replicas
+                alive = sum(self.slots[f"{lk.connector[0]}.{i}"].alive for i in range(n))
+                out[lk.binder[1]] = out.get(lk.binder[1], 0) + alive
+        return out
+
+    def connections_ready(self, replica: str) -> None:
+        """Every replica that connects to the command node is connected: it is ready (a program
+        that waits for Enter is released only now, and its work spreads over all of them)."""
+        slot = self.slots[replica]
+        if slot.state is S.BOUND and slot.kind == "command":
             self._set(slot, S.READY)
             if self.phase is RunPhase.RUNNING:
                 self._start_slot(slot)
@@ -207,6 +228,11 @@ class Coordinator:
         return [(s.id, dict(s.bound)) for s in self.slots.values()
                 if s.kind == "command" and s.state is S.STARTING and s.pid is not None
                 and s.exit_pending is None]
+
+    def awaiting_connections(self) -> list[tuple[str, dict[str, str], dict[str, int]]]:
+        """Command replicas listening but not yet connected to by all their peers."""
+        return [(s.id, dict(s.bound), self.expected_connections(s)) for s in self.slots.values()
+                if s.kind == "command" and s.state is S.BOUND and s.exit_pending is None]
 
     def exited(self, replica: str, code: int, now: float) -> None:
         """The launcher saw the process exit (and took its last output)."""

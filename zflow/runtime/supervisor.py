@@ -114,6 +114,9 @@ class Supervisor:
                 coord.interrupt(now)
             for rid, code in launcher.reap():
                 coord.exited(rid, code, now)
+            for rid, endpoints, expected in coord.awaiting_connections():
+                if launcher.connected(endpoints, expected):
+                    coord.connections_ready(rid)
             for rid, endpoints in coord.awaiting_endpoints():
                 if launcher.endpoints_accept(endpoints):
                     coord.endpoints_ready(rid)

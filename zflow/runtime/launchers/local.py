@@ -237,6 +237,11 @@ class LocalLauncher:
                     return False
         return True
 
+    def connected(self, endpoints: dict[str, str], expected: dict[str, int]) -> bool:
+        """Each bind endpoint has at least the expected connections (counted in /proc/net)."""
+        return all(_connections(endpoints[name]) >= n for name, n in expected.items()
+                   if n and name in endpoints)
+
     def sample(self, now: float) -> list[tuple[str, int, float | None, int | None]]:
         """(replica id, pid, CPU %, RSS bytes) of every running replica, from /proc."""
         out = []
@@ -324,6 +329,31 @@ def _in_use(endpoint: str) -> str | None:
             return None  # a stale file: libzmq binds over it
         return "a process is already listening on it"
     return None
+
+
+def _connections(endpoint: str) -> int:
+    """Established connections to a local listening endpoint, from /proc/net (Linux): tcp by
+    local port, ipc by path (accepted unix sockets carry the listener's path)."""
+    count = 0
+    try:
+        if endpoint.startswith("tcp://"):
+            port = int(endpoint.rpartition(":")[2])
+            for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+                with open(table) as f:
+                    for line in f.readlines()[1:]:
+                        p = line.split()
+                        if p[3] == "01" and int(p[1].rpartition(":")[2], 16) == port:
+                            count += 1
+        elif endpoint.startswith("ipc://"):
+            path = endpoint[6:]
+            with open("/proc/net/unix") as f:
+                for line in f.readlines()[1:]:
+                    p = line.split()
+                    if len(p) >= 8 and p[5] == "03" and p[7] == path:
+                        count += 1
+    except (OSError, ValueError, IndexError):
+        return 0
+    return count
 
 
 def _free_port() -> int:
