@@ -213,7 +213,8 @@ SOCKETS = {
     'sink.inp': ('PULL', 'bind', 'auto', [], [], 100, 50,
         'msgpack', 10, None, None, None, 'data', [('work', 'out')],
         2, 'count', False, True),
-    'sink.raw': ('PULL', 'connect', None, ['cmd.out'], [], 1000, 50,
+    # fed by a command node: an unbounded queue (libzmq#4660, plan._assign_end_modes)
+    'sink.raw': ('PULL', 'connect', None, ['cmd.out'], [], 0, 50,
         'raw', 10, None, None, None, 'data', [('cmd', 'out')],
         1, 'markers', False, False),
     'sink.done': ('PUB', 'bind', 'auto', [], [], 1000, 50,

@@ -8,6 +8,7 @@ survived the corpus tests (docs/mutation.md).
 
 from __future__ import annotations
 
+import tempfile
 import textwrap
 
 import pytest
@@ -855,6 +856,101 @@ def test_default_codec_applies_to_every_socket() -> None:
     ]
 
 
+def test_total_replicas_at_the_limit() -> None:
+    YAML = """
+    nodes:
+      a: {run: m:f, replicas: 6000}
+      b: {run: m:f, replicas: 3999}
+      c: {run: m:f}
+      x-d: {run: m:f, replicas: 9000}
+      e: 5
+    """
+    assert rule_diags(YAML, only=['ZF074']) == []
+
+
+def test_total_replicas_over_the_limit() -> None:
+    """Every replica is a process: at most 10,000 in all (ZF074), said once,
+    at the node that goes over, naming the largest five."""
+    YAML = """
+    nodes:
+      a: {run: m:f, replicas: 10000}
+      b: {run: m:f, replicas: 1}
+      c: {run: m:f, replicas: 2}
+      d: {run: m:f, replicas: 3}
+      e: {run: m:f, replicas: 4}
+      f: {run: m:f, replicas: 5}
+      g: {run: m:f, replicas: 10001}
+      h: {run: m:f, replicas: true}
+    """
+    assert rule_diags(YAML, only=['ZF074']) == [
+        ('ZF074', 'nodes.b.replicas', 3, 27,
+         '10015 replicas in total over all nodes; at most 10000 (every replica is a process on '
+         'this machine)',
+         'largest nodes: a: 10000, f: 5, e: 4, d: 3, c: 2'),
+    ]
+
+
+def test_total_replicas_over_the_limit_by_a_default() -> None:
+    YAML = """
+    nodes:
+      a: {run: m:f, replicas: 9999}
+      x-b: {run: m:f, replicas: 9}
+      d: {run: m:f, replicas: 1}
+      c:
+        run: m:f
+    """
+    assert rule_diags(YAML, only=['ZF074']) == [
+        ('ZF074', 'nodes.c', 5, 3,
+         '10001 replicas in total over all nodes; at most 10000 (every replica is a process on '
+         'this machine)',
+         'largest nodes: a: 9999, d: 1, c: 1'),
+    ]
+
+
+def test_auto_ipc_paths_must_fit_a_unix_socket_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With TMPDIR=/tmpdir the run directory is /tmpdir/zflow-XXXXXXXX: 107 bytes hold a
+    63-character node name, the last replica's index and an 18-character socket name."""
+    monkeypatch.setattr(tempfile, "tempdir", "/tmpdir")
+    assert rules.run_dir_template() == "/tmpdir/zflow-XXXXXXXX"
+    n1, n2 = "n" + "a" * 61 + "1", "n" + "a" * 61 + "2"
+    s18, s19 = "s" * 18, "t" * 19
+    text = f"""
+    nodes:
+      {n1}:
+        run: m:f
+        replicas: 10
+        sockets:
+          {s18}: {{type: PUSH, bind: auto}}
+          {s19}: {{type: PUSH, bind: ipc}}
+          {"u" * 30}: {{type: PUSH, bind: tcp}}
+          {"v" * 30}: {{type: PUSH, bind: "ipc:///x"}}
+          {"w" * 30}: {{type: PUSH, connect: other.o}}
+      {n2}:
+        run: m:f
+        replicas: 11
+        sockets:
+          {s18}: {{type: PUSH, bind: auto}}
+      {"B" + "a" * 62}:
+        run: m:f
+        sockets:
+          {"c" * 40}: {{type: PUSH, bind: auto}}
+      ok:
+        run: m:f
+        sockets:
+          {"9" + "d" * 60}: {{type: PUSH, bind: auto}}
+    """
+    hint = ("use a node and socket name 1 characters shorter, `bind: tcp`, or a shorter TMPDIR "
+            "(the run directory is made in /tmpdir)")
+    assert rule_diags(text, only=["ZF057"]) == [
+        ("ZF057", f"nodes.{n1}.sockets.{s19}.bind", 7, 47,
+         f"socket '{n1}.{s19}' would bind the ipc path /tmpdir/zflow-XXXXXXXX/{n1}.9.{s19}, "
+         "108 characters; Linux allows at most 107", hint),
+        ("ZF057", f"nodes.{n2}.sockets.{s18}.bind", 15, 46,
+         f"socket '{n2}.{s18}' would bind the ipc path /tmpdir/zflow-XXXXXXXX/{n2}.10.{s18}, "
+         "108 characters; Linux allows at most 107", hint),
+    ]
+
+
 def test_rules_of_a_document_that_is_not_a_mapping() -> None:
     assert rules.check([1], Locator("t.yaml", None)) == []
     assert rules.check(None, Locator("t.yaml", None)) == []
@@ -966,8 +1062,6 @@ def test_inferred_shape_ignores_control_and_odd_sockets() -> None:
     assert rules.infer_shape({"shape": 3, "sockets": {"i": {"type": "PULL"}}}) == "sink"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the exactly-once rules (ZF073) look at `x-` nodes, "
-                                       "which the format says are kept and ignored")
 def test_exactly_once_ignores_extension_nodes(tmp_path) -> None:
     path = tmp_path / "t.yaml"
     path.write_text(textwrap.dedent("""\

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from zflow.plan import END_COUNT, END_MARKERS, END_PEERS, NodePlan, Plan
 from zflow.runtime import protocol as P
 from zflow.runtime.slots import Slot
+from zflow.runtime.states import ReplicaState
 
 Send = Callable[..., None]  # send(slot, kind, **fields)
 
@@ -178,7 +179,9 @@ class EndOfStream:
                 if ins and all(f"{n.name}.{s.name}" in self.ended_inputs for s in ins):
                     for i in range(n.replicas):
                         slot = self.slots[f"{n.name}.{i}"]
-                        if not slot.stop_sent:
+                        # only once it runs: a STOP sent before a restarted replica's control
+                        # socket connected would be dropped, and never sent again
+                        if not slot.stop_sent and slot.state is ReplicaState.RUNNING:
                             self.send(slot, P.STOP)  # ctx.stopping() turns true
                             slot.stop_sent = True
 

@@ -607,6 +607,8 @@ def _exactly_once(data: dict, nodes: dict, socks: dict[tuple[str, str], Sock],
                                          "exactly-once needs zflow's msgpack frames",
                                 s.path + ("codec",)))
     for name, nd in nodes.items():
+        if str(name).startswith("x-"):
+            continue  # extensions are kept and ignored (docs/format.md)
         if not isinstance(nd, dict) or "command" in nd:
             if isinstance(nd, dict):
                 out.append(loc.diag("ZF073", f"node '{name}' is a command node: exactly-once "
