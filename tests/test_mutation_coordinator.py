@@ -16,7 +16,7 @@ from coordinator_script import PIPELINE, Script
 
 from zflow import exitcodes
 from zflow.runtime import protocol as P
-from zflow.runtime.coordinator import EXIT_GRACE
+from zflow.runtime.exits import EXIT_GRACE
 from zflow.runtime.spec import dead_letter_path
 from zflow.runtime.states import Outcome
 

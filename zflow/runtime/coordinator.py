@@ -24,13 +24,14 @@ from typing import Any
 from zflow import exitcodes
 from zflow.plan import Plan
 from zflow.runtime import protocol as P
+from zflow.runtime.barrier import Barrier
+from zflow.runtime.exits import Exits
 from zflow.runtime.launchers import Launcher, SpawnError
 from zflow.runtime.losses import Losses
-from zflow.runtime.restarts import RestartPolicy, next_restart
+from zflow.runtime.restarts import RestartPolicy
 from zflow.runtime.slots import Slot
 from zflow.runtime.spec import build_replica_spec, dead_letter_path
 from zflow.runtime.states import (
-    BOUND_OR_LATER,
     READY_OR_LATER,
     Outcome,
     ReplicaState,
@@ -39,10 +40,6 @@ from zflow.runtime.states import (
 from zflow.runtime.streams import EndOfStream
 
 S = ReplicaState
-#: exit codes that mean "it did what zflow asked" once the run is stopping
-_STOPPED_BY_US = frozenset({0, -signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM})
-#: how long an exit waits for the replica's last message (FINISHED or FATAL)
-EXIT_GRACE = 0.5
 
 
 @dataclass
@@ -57,7 +54,7 @@ class Options:
     quiet_after: float = 10.0
 
 
-class Coordinator:
+class Coordinator(Barrier, Exits):
     def __init__(self, plan: Plan, model: Any, launcher: Launcher, opts: Options) -> None:
         self.plan = plan
         self.model = model
@@ -143,17 +140,6 @@ class Coordinator:
             if self.phase is RunPhase.STARTING and not self._binders_pending(slot):
                 self._spawn(slot)
 
-    def _binders_pending(self, slot: Slot) -> list[str]:
-        """A command node gets its connect endpoints once, in its environment: it is spawned
-        only when every replica it connects to has bound (a `bind: tcp` port is known only
-        then, and an ipc path exists only then)."""
-        if slot.kind != "command":
-            return []
-        return [b.id for lk in self.plan.links if lk.connector[0] == slot.node
-                for b in (self.slots[f"{lk.binder[0]}.{i}"]
-                          for i in range(self.plan.nodes[lk.binder[0]].replicas))
-                if b.state not in BOUND_OR_LATER and not b.finished]
-
     def _spawn(self, slot: Slot) -> None:
         n = self.plan.nodes[slot.node]
         if slot.state is not S.STARTING:
@@ -193,138 +179,6 @@ class Coordinator:
         slot.exit_code = 127
         self._set(slot, S.FAILED, "could not start")
         self._fail_start(slot)
-
-    def endpoints_ready(self, replica: str) -> None:
-        """A command node's bind endpoints accept connections: it is bound (and ready at once
-        when nothing of the topology connects to it)."""
-        slot = self.slots[replica]
-        if slot.state is S.STARTING and slot.pid is not None:
-            self._set(slot, S.BOUND, "listening")
-            if not any(self.expected_connections(slot).values()):
-                self.connections_ready(replica)
-
-    def expected_connections(self, slot: Slot) -> dict[str, int]:
-        """Per bind socket of a command replica: how many live replicas of the topology connect
-        to it (zflow cannot see inside the program, but it can count its connections)."""
-        out: dict[str, int] = {}
-        for lk in self.plan.links:
-            if lk.binder[0] == slot.node:
-                n = self.plan.nodes[lk.connector[0]].replicas
-                alive = sum(self.slots[f"{lk.connector[0]}.{i}"].alive for i in range(n))
-                out[lk.binder[1]] = out.get(lk.binder[1], 0) + alive
-        return out
-
-    def connections_ready(self, replica: str) -> None:
-        """Every replica that connects to the command node is connected: it is ready (a program
-        that waits for Enter is released only now, and its work spreads over all of them)."""
-        slot = self.slots[replica]
-        if slot.state is S.BOUND and slot.kind == "command":
-            self._set(slot, S.READY)
-            if self.phase is RunPhase.RUNNING:
-                self._start_slot(slot)
-
-    def awaiting_endpoints(self) -> list[tuple[str, dict[str, str]]]:
-        """Command replicas that are up but not known to be listening, with what they bind."""
-        return [(s.id, dict(s.bound)) for s in self.slots.values()
-                if s.kind == "command" and s.state is S.STARTING and s.pid is not None
-                and s.exit_pending is None]
-
-    def awaiting_connections(self) -> list[tuple[str, dict[str, str], dict[str, int]]]:
-        """Command replicas listening but not yet connected to by all their peers."""
-        return [(s.id, dict(s.bound), self.expected_connections(s)) for s in self.slots.values()
-                if s.kind == "command" and s.state is S.BOUND and s.exit_pending is None]
-
-    def exited(self, replica: str, code: int, now: float) -> None:
-        """The launcher saw the process exit (and took its last output)."""
-        slot = self.slots[replica]
-        if not slot.alive:
-            return
-        slot.exit_pending = (code, now)
-        self._settle_exit(slot, now)
-
-    def _settle_exit(self, slot: Slot, now: float) -> None:
-        assert slot.exit_pending is not None
-        code, seen = slot.exit_pending
-        waiting = (code in (0, 1, 3) and slot.fatal is None and not slot.finished
-                   and self.phase in (RunPhase.STARTING, RunPhase.RUNNING, RunPhase.DRAINING)
-                   and slot.kind == "python")
-        if waiting and now - seen < EXIT_GRACE:
-            # a replica sends FINISHED or FATAL just before it exits, but the exit can be seen
-            # first: wait a moment, so an end is not taken for a crash and a failure is
-            # reported with its reason (and a start failure not restarted)
-            return
-        slot.exit_pending = None
-        slot.exit_code = code
-        in_hand = self.losses.in_hand(slot)
-        slot.counters.fold()
-        self.model.replica_exit(slot.node, slot.index, code)
-        self._on_exit(slot, code, now, in_hand)
-
-    def _on_exit(self, slot: Slot, code: int, now: float, in_hand: int = 0) -> None:
-        n = self.plan.nodes[slot.node]
-        if self.phase is RunPhase.DRAINING and not (code == 0 and slot.finished):
-            self._set(slot, S.FAILED, f"exit {code}")  # no restarts while interrupted
-            return
-        if self.phase in (RunPhase.STOPPING, RunPhase.DONE):
-            ours = code in _STOPPED_BY_US
-            self._set(slot, S.STOPPED if ours else S.FAILED, f"exit {code}")
-            if not ours and self.code in (exitcodes.OK, exitcodes.INCOMPLETE):
-                self.code, self.outcome = exitcodes.FAILED, Outcome.FAILED
-                self.message = self._with_tail(slot, f"{slot.id} exited with code {code} at "
-                                                     "the end")
-                self._error(self.message)
-            return
-        if slot.finished and code in _STOPPED_BY_US:  # a service zflow stopped: its end
-            self._set(slot, S.STOPPED, f"exit {code}")
-            return
-        inputs_done = self.streams.inputs_done(n)
-        command_done = n.kind == "command" and (inputs_done or n.restart != "always")
-        if code == 0 and (slot.finished or command_done):
-            # a command node is opaque: exit 0 is its end (unless `always` and input remains)
-            slot.finished = True
-            self._set(slot, S.STOPPED, "exit 0")
-            return
-        self._set(slot, S.FAILED, f"exit {code}")
-        if slot.fatal and slot.fatal.get("phase") in P.START_PHASES:
-            self._fail_start(slot)
-            return
-        self.deaths += 1
-        self.losses.died(n.name, in_hand)
-        if self.eo and n.shape == "sink":
-            self._fail_run(slot, f"{slot.id} died: with the sink's state lost, exactly-once "
-                                 "delivery cannot be kept (zflow does not restart sinks)")
-            return
-        if (inputs_done and n.shape != "transform"
-                and any(x.receives and x.role == "data" for x in n.sockets.values())):
-            # a sink's (or command's) input has ended: a restart would start an empty stream
-            # and report success without what the dead one had gathered. A transform holds
-            # nothing for later: it restarts and finishes at once.
-            self._fail_run(slot, f"{slot.id} exited with code {code} after its input ended")
-            return
-        if self.eo:  # what that replica held is gone: sources resend what is unacknowledged
-            for src in self.sources:
-                if src is not slot:
-                    self._send(src, P.RESEND)
-        if code == 0 and n.restart != "always":  # `always` also restarts clean exits
-            self._fail_run(slot, f"{slot.id} exited (code 0) before its stream ended")
-            return
-        self._maybe_restart(slot, now)
-
-    def _maybe_restart(self, slot: Slot, now: float) -> None:
-        policy = self.policies[slot.node]
-        if policy.mode == "no" or self.phase not in (RunPhase.STARTING, RunPhase.RUNNING):
-            self._fail_run(slot, f"{slot.id} exited with code {slot.exit_code}")
-            return
-        verdict = next_restart(policy, slot.restarts, now)
-        if verdict.crash_loop:
-            self._fail_run(slot, f"{slot.id} is crash-looping: {verdict.failures} failures "
-                                 f"within {policy.window:g}s (last exit code {slot.exit_code})")
-            return
-        assert verdict.delay is not None
-        slot.restart_at = now + verdict.delay
-        self._set(slot, S.RESTARTING, f"in {verdict.delay:.1f}s")
-        self.model.replica_restart(slot.node, slot.index, delay=verdict.delay,
-                                   code=slot.exit_code, attempt=verdict.failures)
 
     def launcher_failed(self, message: str) -> None:
         """The launcher can start no more replicas (the fork server died)."""
@@ -477,74 +331,6 @@ class Coordinator:
         slot.fatal = msg
         self._log(slot, str(msg.get("message")))
 
-    # -- barrier -------------------------------------------------------------------------------
-    def _connect_endpoints(self, node: str, sock: str) -> list[str]:
-        out = []
-        for target in self.plan.nodes[node].sockets[sock].connect:
-            if "://" in target:
-                out.append(target)
-                continue
-            bnode, bsock = target.split(".")
-            for i in range(self.plan.nodes[bnode].replicas):
-                b = self.slots[f"{bnode}.{i}"]
-                out.append(b.bound.get(bsock) or self.plan.bind_endpoint(bnode, i, bsock))
-        return out
-
-    def _send_connect(self, slot: Slot) -> None:
-        if slot.kind != "python" or slot.state is not S.BOUND:
-            return
-        n = self.plan.nodes[slot.node]
-        eps = {k: self._connect_endpoints(slot.node, k) for k, v in n.sockets.items()
-               if v.mode == "connect"}
-        # connections to the topology's own binders must be up (handshaken) before the replica
-        # says ready: a PUSH would otherwise give its first burst to whoever connected first,
-        # and a DEALER its requests to the servers that happened to be there
-        wait = {k: sum(self.plan.nodes[b].replicas for c, (b, _) in
-                       ((lk.connector, lk.binder) for lk in self.plan.links)
-                       if c == (slot.node, k))
-                for k in eps}
-        self._send(slot, P.CONNECT, endpoints=eps, wait={k: w for k, w in wait.items() if w})
-        if slot.node in self.probers:
-            self._send(slot, P.PROBE, on=True)
-        self._set(slot, S.CONNECTING)
-
-    def _advance_start(self) -> None:
-        slots = list(self.slots.values())
-        for s in slots:  # command nodes waiting for what they connect to
-            if self.phase is RunPhase.STARTING and s.kind == "command" and s.pid is None \
-                    and s.state is S.STARTING and s.incarnation == 0 \
-                    and not self._binders_pending(s):
-                self._spawn(s)
-        # a command node that already did its work and exited 0 is past the barrier too
-        if not all(s.state in BOUND_OR_LATER or s.finished for s in slots):
-            return
-        for s in slots:
-            self._send_connect(s)
-        if all(s.state in READY_OR_LATER or s.finished for s in slots):
-            self.phase = RunPhase.RUNNING
-            self.model.set_overall("running")
-            self.model.announce("overall", state="running")
-            for s in slots:
-                self._start_slot(s)
-
-    def _start_slot(self, slot: Slot) -> None:
-        if slot.state is not S.READY:
-            return
-        self._send(slot, P.START)
-        self._set(slot, S.RUNNING)
-        if slot.kind == "command" and self.plan.nodes[slot.node].stdin == "go":
-            self.launcher.release(slot.id)
-        slot.last_heard = self.now  # it reports from now on (it waited in silence until now)
-        self.streams.joined(slot)
-
-    def _reprobe(self, slot: Slot) -> None:
-        """A restarted SUB needs its publishers to probe again until it reports ready."""
-        for s in self.plan.nodes[slot.node].sockets.values():
-            if s.type == "SUB":
-                for p, _ in s.peers:
-                    for i in range(self.plan.nodes[p].replicas):
-                        self._send(self.slots[f"{p}.{i}"], P.PROBE, on=True)
-
     # -- time ----------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
         self.now = now
@@ -600,25 +386,6 @@ class Coordinator:
             self._begin_stop(exitcodes.INCOMPLETE, message, Outcome.INCOMPLETE)
 
     # -- stopping ------------------------------------------------------------------------------
-    def _with_tail(self, slot: Slot, message: str) -> str:
-        tail = list(slot.stderr_tail)[-10:]
-        if tail:
-            message += "\n  last stderr lines:\n" + "\n".join(f"    {x}" for x in tail)
-        return message
-
-    def _fail_start(self, slot: Slot) -> None:
-        f = slot.fatal or {}
-        where = slot.id + (f" socket {f['socket']}" if f.get("socket") else "")
-        msg = f"{where}: {f.get('message', 'failed to start')}"
-        if f.get("hint"):
-            msg += f"\n  hint: {f['hint']}"
-        self._begin_stop(exitcodes.START_FAILED, msg, Outcome.FAILED)
-
-    def _fail_run(self, slot: Slot, message: str) -> None:
-        if slot.fatal and slot.fatal.get("message"):
-            message += f": {slot.fatal['message']}"
-        self._begin_stop(exitcodes.FAILED, self._with_tail(slot, message), Outcome.FAILED)
-
     def _begin_stop(self, code: int, message: str | None, outcome: Outcome) -> None:
         if self.code is None:
             self.code, self.message, self.outcome = code, message, outcome
