@@ -282,3 +282,17 @@ def test_completion_scripts_know_every_option() -> None:
         script = zflow("completion", shell).stdout
         for o in options:
             assert (o in script) or (shell == "fish" and f"-l {o[2:]}" in script), (shell, o)
+
+
+def test_dry_run_masks_env_file_values_too(tmp_path: Path) -> None:
+    (tmp_path / "secret.env").write_text("DB_PASS=from-env-file-secret\n")
+    f = tmp_path / "secrets.yaml"
+    f.write_text(SECRET_TOPOLOGY.replace("    run: m:g\n",
+                                         "    run: m:g\n    env_file: secret.env\n"))
+    text = zflow("up", "--dry-run", str(f))
+    assert text.returncode == 0, text.stderr
+    assert "from-env-file-secret" not in text.stdout and "dst  DB_PASS=***" in text.stdout
+    plan = json.loads(zflow("up", "--dry-run", "--json", str(f)).stdout)
+    assert plan["nodes"]["dst"]["env"] == {"DB_PASS": "***"}
+    shown = zflow("up", "--dry-run", "--show-secrets", str(f))
+    assert "dst  DB_PASS=from-env-file-secret" in shown.stdout

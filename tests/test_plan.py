@@ -244,3 +244,17 @@ def test_an_input_fed_by_a_program_that_exits_keeps_everything() -> None:
     res = load(str(path), overrides=["nodes.sink.sockets.inbox.hwm=50"])
     plan = build_plan(res.topology, str(path), run_dir="/tmp/zflow-test")
     assert plan.nodes["sink"].sockets["inbox"].hwm == 50
+
+
+def test_node_env_includes_env_file_values_explicit_env_winning(tmp_path: Path) -> None:
+    (tmp_path / "shared.env").write_text("TOKEN=from-file\nLEVEL=debug\n")
+    (tmp_path / "t.yaml").write_text(
+        "version: 1\nname: t\nenv_file: shared.env\nnodes:\n"
+        "  src:\n    run: m:f\n    env: {LEVEL: info}\n    sockets:\n"
+        "      out: {type: PUSH, bind: auto}\n"
+        "  dst:\n    run: m:g\n    sockets:\n      inp: {type: PULL, connect: src.out}\n")
+    res = load(str(tmp_path / "t.yaml"), env={})
+    assert res.ok, res.diagnostics
+    plan = build_plan(res.topology, str(tmp_path / "t.yaml"), run_dir="/tmp/zflow-test")
+    assert plan.nodes["src"].env == {"TOKEN": "from-file", "LEVEL": "info"}
+    assert plan.nodes["dst"].env == {"TOKEN": "from-file", "LEVEL": "debug"}

@@ -265,3 +265,65 @@ def test_every_code_documented() -> None:
     for code in CODES:
         assert f"`{code}`" in doc, code
         assert code in table
+
+
+# --- env_file -----------------------------------------------------------------------------------
+
+ENV_FILE_TOPOLOGY = """\
+version: 1
+name: t
+env_file: top.env
+nodes:
+  src:
+    run: m:f
+    env_file: [node.env]
+    env: {C: explicit}
+    sockets:
+      out: {type: PUSH, bind: auto}
+  dst:
+    run: m:g
+    env_file: other.env
+    sockets:
+      inp: {type: PULL, connect: src.out}
+"""
+
+
+def test_env_file_merges_under_env_with_node_files_over_top_level(tmp_path: Path) -> None:
+    (tmp_path / "top.env").write_text('# comment\n\nA=top\nB=top\nexport C="quoted value"\n')
+    (tmp_path / "node.env").write_text("B='node # kept'\nC=node-file  # a comment\nD=\n")
+    (tmp_path / "other.env").write_text("E=e\n")
+    res = load(write(tmp_path, ENV_FILE_TOPOLOGY), env={})
+    assert res.ok, res.diagnostics
+    nodes = res.topology["nodes"]
+    assert nodes["src"]["env"] == {"A": "top", "B": "node # kept", "C": "explicit", "D": ""}
+    assert nodes["dst"]["env"] == {"A": "top", "B": "top", "C": "quoted value", "E": "e"}
+
+
+def test_missing_env_file_is_located_at_its_value_with_a_hint(tmp_path: Path) -> None:
+    (tmp_path / "top.env").write_text("A=1\n")
+    (tmp_path / "node.env").write_text("A=2\n")
+    res = load(write(tmp_path, ENV_FILE_TOPOLOGY), env={})
+    assert not res.ok and res.topology is None
+    (d,) = res.errors
+    assert (d.code, d.file, d.line, d.col) == ("ZF043", str(tmp_path / "t.yaml"), 13, 15)
+    assert d.path == "nodes.dst.env_file" and "'other.env': no such file" in d.message
+    assert d.hint and "relative to the topology file" in d.hint
+    out = io.StringIO()
+    render(res.diagnostics, "human", out, color=False, sources=res.sources)
+    assert "t.yaml:13:15" in out.getvalue()
+
+
+def test_env_file_bad_line_and_list_item_located(tmp_path: Path) -> None:
+    (tmp_path / "top.env").write_text("A=1\n")
+    (tmp_path / "other.env").write_text("E=1\n")
+    (tmp_path / "node.env").write_text("ok=1\nnot a pair\n")
+    res = load(write(tmp_path, ENV_FILE_TOPOLOGY), env={})
+    (d,) = res.errors
+    assert d.code == "ZF043" and d.path == "nodes.src.env_file[0]" and (d.line, d.col) == (7, 16)
+    assert "line 2" in d.message and "KEY=VALUE" in (d.hint or "")
+
+
+def test_env_file_must_be_a_path_or_list_of_paths(tmp_path: Path) -> None:
+    res = load(write(tmp_path, ENV_FILE_TOPOLOGY.replace("env_file: top.env", "env_file: 5")),
+               env={})
+    assert codes(res) == ["ZF024"]

@@ -78,6 +78,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ZF040": ("error", "environment variable unset and no default given"),
     "ZF041": ("error", "malformed ${...} substitution"),
     "ZF042": ("error", "bad --set / --scale argument"),
+    "ZF043": ("error", "env_file cannot be read or has a line that is not KEY=VALUE"),
     # ZeroMQ rules
     "ZF050": ("error", "incompatible socket types on a connection"),
     "ZF051": ("error", "reference to an unknown node"),

@@ -15,6 +15,7 @@ from typing import Any
 
 from zflow.spec import rules
 from zflow.spec.diagnostics import COMMAND_LINE, Diagnostic, make
+from zflow.spec.envfile import apply_env_files
 from zflow.spec.locate import Locator
 from zflow.spec.schema import check_version, schema_diagnostics
 from zflow.spec.subst import apply_overrides, substitute
@@ -171,6 +172,8 @@ def load(path: str, overrides: Sequence[str] = (), scale: Sequence[str] = (),
             from zflow.spec.importcheck import check_imports
 
             diags.extend(check_imports(data, path, loc))
+        if not any(d.is_error for d in diags + res.diagnostics):
+            diags.extend(apply_env_files(data, path, loc))
     res.diagnostics.extend(diags)
     res.diagnostics.sort(key=Diagnostic.sort_key)
     if res.ok:
