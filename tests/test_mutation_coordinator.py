@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from coordinator_script import PIPELINE, Script
+from test_coordinator import PUBSUB
 
 from zflow import exitcodes
 from zflow.runtime import protocol as P
@@ -120,20 +121,6 @@ FAN = """
           inp: {type: PULL, connect: src.out}
 """
 
-PUBSUB = """
-    version: 1
-    name: ps
-    nodes:
-      pub:
-        run: m:numbers
-        sockets:
-          out: {type: PUB, bind: auto}
-      sub:
-        run: m:Sink
-        replicas: 2
-        sockets:
-          inp: {type: SUB, connect: pub.out, subscribe: ""}
-"""
 
 
 class Heard:

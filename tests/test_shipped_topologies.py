@@ -3,26 +3,10 @@ sink results, records per edge, exit code and output, and nothing left running."
 
 from __future__ import annotations
 
-import os
 import uuid
-from pathlib import Path
 
 import pytest
-
-
-def leftovers(name: str) -> list[str]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if f"zflow: {name} " in cmd:
-            found.append(f"{pid}: {cmd}")
-    return found
-
+from test_runtime_e2e import leftovers
 
 #: (file, sink node or node.replica, its end() result, records that reached the sinks)
 SHIPPED = [

@@ -8,11 +8,11 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from test_runtime_e2e import leftovers, unique
 
 from zflow import testing
 from zflow.testing import RunFailed, RunTimeout, parse, run
@@ -22,23 +22,8 @@ TOPO = ROOT / "topologies"
 SQUARES = TOPO / "squares.yaml"
 
 
-def unique() -> str:
-    return "t" + uuid.uuid4().hex[:10]
 
 
-def leftovers(name: str) -> list[str]:
-    """Processes whose title names this run's unique topology name (`zflow: NAME node.i`)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if f"zflow: {name} " in cmd:
-            found.append(f"{pid}: {cmd}")
-    return found
 
 
 def test_run_gives_sink_results_edge_and_node_totals_and_output() -> None:
