@@ -327,3 +327,43 @@ def test_env_file_must_be_a_path_or_list_of_paths(tmp_path: Path) -> None:
     res = load(write(tmp_path, ENV_FILE_TOPOLOGY.replace("env_file: top.env", "env_file: 5")),
                env={})
     assert codes(res) == ["ZF024"]
+
+
+# --- `$` in commands ----------------------------------------------------------------------------
+
+DOLLAR_COMMAND = """\
+version: 1
+name: t
+nodes:
+  src:
+    command: [sh, -c, 'X=abc; echo ${#X}']
+    params: {a: "${#Y}"}
+"""
+
+
+def test_a_failed_substitution_in_a_command_hints_at_double_dollar(tmp_path: Path) -> None:
+    res = load(write(tmp_path, DOLLAR_COMMAND), env={})
+    by_path = {d.path: d for d in res.errors}
+    cmd = by_path["nodes.src.command[2]"]
+    assert cmd.code == "ZF041" and (cmd.line, cmd.col) == (5, 23)
+    assert "write $$ for a literal $" in (cmd.hint or "")
+    assert "$${#X} passes ${#X} to the program" in (cmd.hint or "")
+    # outside a command, the plain hint (no talk of programs)
+    other = by_path["nodes.src.params.a"]
+    assert "in a command" not in (other.hint or "")
+    assert "'$$' is a literal '$'" in (other.hint or "")
+
+
+def test_an_unset_variable_in_a_command_hints_at_double_dollar(tmp_path: Path) -> None:
+    res = load(write(tmp_path, DOLLAR_COMMAND.replace("${#X}", "${HOME_DIR}").replace(
+        '    params: {a: "${#Y}"}\n', "")), env={})
+    (d,) = res.errors
+    assert d.code == "ZF040" and "write $$ for a literal $" in (d.hint or "")
+    assert d.hint.startswith("set it, or give a default: ${HOME_DIR:-value}")
+
+
+def test_double_dollar_in_a_command_passes_the_dollar_through(tmp_path: Path) -> None:
+    res = load(write(tmp_path, DOLLAR_COMMAND.replace("${#X}", "$${#X} $HOME").replace(
+        '    params: {a: "${#Y}"}\n', "")), env={})
+    assert res.errors == [] and res.topology is not None
+    assert res.topology["nodes"]["src"]["command"][2] == "X=abc; echo ${#X} $HOME"

@@ -65,6 +65,14 @@ def substitute(data: Any, env: Mapping[str, str], loc: Locator,
         if not isinstance(v, str) or "$" not in v:
             return v
         bad = False
+        in_command = len(p) >= 3 and p[0] == "nodes" and p[2] == "command"
+
+        def hinted(hint: str, text: str) -> str:
+            """In a command, `$` is the shell's too: say how to pass it through."""
+            if not in_command:
+                return hint + "; '$$' is a literal '$'"
+            return (hint + f"; in a command, write $$ for a literal $ (${text} passes {text} "
+                           "to the program)")
 
         def repl(m: re.Match) -> str:
             nonlocal bad
@@ -75,14 +83,13 @@ def substitute(data: Any, env: Mapping[str, str], loc: Locator,
             if inner is None:
                 bad = True
                 diags.append(loc.diag("ZF041", f"unterminated '${{' in {v!r}", p,
-                                      hint="close it with '}', or write '$$' for a literal '$'"))
+                                      hint=hinted("close it with '}'", text)))
                 return text
             nm = _NAME.match(inner)
             if not nm:
                 bad = True
                 diags.append(loc.diag("ZF041", f"malformed substitution {text!r}", p,
-                                      hint="use ${NAME} or ${NAME:-default}; '$$' is a literal"
-                                           " '$'"))
+                                      hint=hinted("use ${NAME} or ${NAME:-default}", text)))
                 return text
             name, default = nm.group(1), nm.group(2)
             if name in env:
@@ -90,8 +97,9 @@ def substitute(data: Any, env: Mapping[str, str], loc: Locator,
             if default is not None:
                 return default
             bad = True
+            unset = f"set it, or give a default: ${{{name}:-value}}"
             diags.append(loc.diag("ZF040", f"environment variable {name} is not set", p,
-                                  hint=f"set it, or give a default: ${{{name}:-value}}"))
+                                  hint=hinted(unset, text) if in_command else unset))
             return text
 
         out = _REF.sub(repl, v)
