@@ -108,13 +108,14 @@ def startup(workers: int, reps: int, zflow_ok: tuple[bool, str],
     return rows
 
 
-def zflow_startup(workers: int) -> dict[str, Any]:
-    """zflow squares with 0 records and `--json`: wall time, and command start to the first
-    `{"event": "overall", "state": "running"}` line (every replica ready, the barrier passed)."""
-    argv = zflow_argv(0, workers, quiet=False, extra=("--json",))
-    run = run_tree(argv, 60.0, timed_lines=True)
-    row = zflow_row(run, argv, 0, workers)
-    ph = zflow_phases(run, 0)
+def zflow_startup(workers: int, records: int = 0, timeout: float = 60.0) -> dict[str, Any]:
+    """zflow squares with `records` (default 0) and `--json`: wall time, and command start to the
+    first `{"event": "overall", "state": "running"}` line (every replica ready, the barrier
+    passed)."""
+    argv = zflow_argv(records, workers, quiet=False, extra=("--json",))
+    run = run_tree(argv, timeout, timed_lines=True)
+    row = zflow_row(run, argv, records, workers)
+    ph = zflow_phases(run, records)
     row.update({k: ph[k] for k in ("cli_s", "barrier_s")})
     for t, line in run.lines:
         try:
@@ -125,6 +126,39 @@ def zflow_startup(workers: int) -> dict[str, Any]:
             row["startup_s"] = t - run.t_start  # as read: includes the pipe's few µs
             break
     return row
+
+
+def replica_startup(counts: list[int], reps: int, zflow_ok: tuple[bool, str],
+                    records: int = 1000) -> list[dict[str, Any]]:
+    """Start-up vs replica count (issue 16): squares with `records` and W workers, command start
+    to `overall running` (every replica ready), reps interleaved over the counts (10, 50, ..., 10,
+    50, ...), median per count. The barrier phase (zflow's clock to running) is reported too."""
+    rows: dict[int, dict[str, Any]] = {
+        w: {"workers": w, "replicas": w + 2, "records": records, "samples": [], "barrier": [],
+            "walls": [], "error": None, "skipped": None} for w in counts}
+    if not zflow_ok[0]:
+        for row in rows.values():
+            row["skipped"] = f"zflow up not available: {zflow_ok[1]}"
+        return list(rows.values())
+    for _ in range(reps):
+        for w in counts:
+            row = rows[w]
+            if row["error"]:
+                continue
+            r = zflow_startup(w, records, timeout=60.0 + w * 0.5)
+            if not r["ok"] or r.get("startup_s") is None:
+                row["error"] = r["error"] or "no overall running event"
+                continue
+            row["samples"].append(r["startup_s"])
+            row["walls"].append(r["wall_s"])
+            if r.get("barrier_s") is not None:
+                row["barrier"].append(r["barrier_s"])
+    for row in rows.values():
+        xs = row["samples"]
+        row["to_running_s"] = statistics.median(xs) if xs else None
+        row["barrier_s"] = statistics.median(row["barrier"]) if row["barrier"] else None
+        row["wall_s"] = statistics.median(row["walls"]) if row["walls"] else None
+    return list(rows.values())
 
 
 FIXED = {

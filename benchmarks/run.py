@@ -1,6 +1,6 @@
 """zflow against hand-written baselines, side by side, in one sitting (issue 5).
 
-    python benchmarks/run.py --quick                       # 10k records, 2 workers, < 20 s
+    python benchmarks/run.py --quick                       # 10k records, 2 workers, ~10 s
     python benchmarks/run.py                               # 10k/100k/1M x 2/10 workers
     python benchmarks/run.py --records 100000 --workers 2,10 --repeat 3 --json out.json
 
@@ -24,14 +24,21 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from benchmarks import extras  # noqa: E402
-from benchmarks.variants import RUNNERS, zflow_probe  # noqa: E402
+from benchmarks.variants import RUNNERS, skipped_row, zflow_probe  # noqa: E402
 
-ALL = ("zflow", "zflow-eo", "seed", "mpqueue", "batched", "batched-dict")
+ALL = ("zflow", "zflow-eo", "seed", "mpqueue", "batched", "batched-dict", "pool", "dask",
+       "bytewax")
 ZFLOWS = ("zflow", "zflow-eo")
 BASES = ("seed", "batched", "batched-dict", "mpqueue")
+#: what a user would pick instead of zflow (issue 16); dask, bytewax: `pip install '.[bench]'`
+PEERS = ("pool", "dask", "bytewax")
+#: peers whose interpreter/cluster start-up alone takes ~0.5-1 s: not run by --quick
+SLOW_PEERS = ("dask", "bytewax")
 LABELS = {"zflow": "zflow", "zflow-eo": "zflow exactly-once", "seed": "seed (1 json msg/rec)",
           "mpqueue": "mp.Queue", "batched": "batched (1000/frame)",
-          "batched-dict": "batched, squares.py work"}
+          "batched-dict": "batched, squares.py work",
+          "pool": "mp.Pool imap_unordered(chunksize=1000)", "dask": "Dask bag, processes",
+          "bytewax": "Bytewax, 1 process/worker"}
 PHASES = ("cli_s", "barrier_s", "stream_s", "stop_s", "exit_s")
 
 
@@ -60,12 +67,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="records per telemetry on/off run (default 1000000)")
     ap.add_argument("--extra-reps", type=int, default=5,
                     help="repetitions of start-up, fixed-cost and telemetry runs (default 5)")
+    ap.add_argument("--replicas", type=_ints, default=[10, 50, 200, 500],
+                    help="worker counts for zflow's start-up vs replica count (default "
+                         "10,50,200,500; --quick: 10,50)")
+    ap.add_argument("--replica-reps", type=int, default=3,
+                    help="repetitions per replica count, interleaved (default 3; --quick: 1)")
     ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "latest.json"),
                     metavar="FILE")
     a = ap.parse_args(argv)
     if a.quick:
         a.records, a.workers, a.repeat, a.telemetry_records = [10_000], [2], 1, 10_000
         a.extra_reps = 1
+        a.replicas, a.replica_reps = [10, 50], 1
     a.variants = [v.strip() for v in a.variants.split(",") if v.strip()]
     bad = [v for v in a.variants if v not in ALL]
     if bad:
@@ -80,6 +93,10 @@ def throughput(a: argparse.Namespace, probe: tuple[bool, str]) -> list[dict[str,
             runs: dict[str, list[dict]] = {v: [] for v in a.variants}
             for _ in range(a.repeat):
                 for v in a.variants:
+                    if v in SLOW_PEERS and a.quick:
+                        if not runs[v]:
+                            runs[v].append(skipped_row(v, n, w, "skipped in --quick"))
+                        continue
                     if v in ZFLOWS and not probe[0]:
                         if not runs[v]:
                             runs[v].append(_not_run(v, n, w, probe[1]))
@@ -114,8 +131,14 @@ def _median(runs: list[dict]) -> dict[str, Any]:
     return row
 
 
+def _status(r: dict) -> str:
+    if r.get("ok"):
+        return "ok"
+    return f"skipped: {r['skipped']}" if r.get("skipped") else f"FAILED: {r.get('error')}"
+
+
 def _progress(r: dict) -> None:
-    status = "ok" if r.get("ok") else f"FAILED: {str(r.get('error'))[:100]}"
+    status = _status(r)[:100]
     wall = f"{r['wall_s']:.2f}s" if r.get("wall_s") is not None else "-"
     print(f"  {r['variant']:8} {r['records']:>8} rec {r['workers']:>3} workers {wall:>8}  {status}",
           file=sys.stderr, flush=True)
@@ -130,7 +153,7 @@ def ratios(rows: list[dict]) -> list[dict[str, Any]]:
         if v not in ZFLOWS:
             continue
         item: dict[str, Any] = {"variant": v, "records": n, "workers": w}
-        others = [*BASES, "zflow"] if v == "zflow-eo" else list(BASES)
+        others = [*BASES, *PEERS, "zflow"] if v == "zflow-eo" else [*BASES, *PEERS]
         for base in others:
             b = by.get((base, n, w))
             for kind in ("wall", "stream"):
@@ -173,7 +196,7 @@ def print_report(res: dict[str, Any]) -> None:
             _f(r.get("wall_s"), ".3f"), _rate(r.get("rate_wall")), _rate(r.get("rate_stream")),
             _f(r.get("startup_s"), ".3f"), _f(r.get("rss_worker_max_mb"), ".1f"),
             (f"{r['rss_total_mb']:.0f} ({r['processes']})" if r.get("rss_total_mb") else "-"),
-            "ok" if r.get("ok") else f"FAILED: {r.get('error')}"] for r in res["throughput"]])
+            _status(r)] for r in res["throughput"]])
     if res["ratios"]:
         def pair(x: dict, b: str) -> str:
             w, st = x.get(f"{b}_wall"), x.get(f"{b}_stream")
@@ -181,9 +204,21 @@ def print_report(res: dict[str, Any]) -> None:
 
         table("Ratios of records/s, same run, as wall (start and stop included) / stream",
               ["variant", "records", "workers", "/seed", "/batched", "/batched squares.py work",
-               "/mp.Queue", "eo/zflow"],
+               "/mp.Queue", "/Pool", "/Dask", "/Bytewax", "eo/zflow"],
               [[x["variant"], f"{x['records']:,}", str(x["workers"]),
-                *(pair(x, b) for b in (*BASES, "zflow"))] for x in res["ratios"]])
+                *(pair(x, b) for b in (*BASES, *PEERS, "zflow"))] for x in res["ratios"]])
+        peers = [x for x in res["ratios"] if x["variant"] == "zflow"]
+        if peers:
+            def wall(x: dict, b: str) -> str:  # zflow wall / peer wall = peer rate / zflow rate
+                r = x.get(f"{b}_wall")
+                return "-" if not r else f"{1 / r:.2f}"
+
+            table("zflow against the peers a user would pick instead (issue 16): zflow wall "
+                  "time / peer wall time, same run (< 1: zflow faster; targets: <= 0.8 vs Pool, "
+                  "<= 1 vs Bytewax)",
+                  ["records", "workers", "zflow/Pool", "zflow/Dask", "zflow/Bytewax"],
+                  [[f"{x['records']:,}", str(x["workers"]), *(wall(x, b) for b in PEERS)]
+                   for x in peers])
     zrows = [r for r in res["throughput"] if r["variant"] in ZFLOWS and r.get("ok")]
     if zrows:
         table("zflow phases (s): cli = command start to zflow's clock (imports, zygote launch, "
@@ -208,6 +243,22 @@ def print_report(res: dict[str, Any]) -> None:
                 _f(r["empty_run_s"], ".3f"), _f(r["to_barrier_s"], ".3f"),
                 _f(r.get("cli_s"), ".3f"), _f(r.get("barrier_s"), ".3f"),
                 r["skipped"] or r["error"] or ""] for r in res["startup"]])
+    if res.get("replica_startup"):
+        rs = res["replica_startup"]
+        top = max((r["to_running_s"] or 0 for r in rs), default=0) or 1
+
+        def bar(x: float | None) -> str:
+            return "" if x is None else "#" * max(1, round(40 * x / top))
+
+        table(f"zflow start-up vs replica count: squares ({rs[0]['records']:,} records) with W "
+              "workers (W + 2 replicas), command start to the overall running event (every "
+              "replica ready), median of interleaved reps",
+              ["workers", "replicas", "to running s", "barrier s", "wall s", "samples", "",
+               "note"],
+              [[str(r["workers"]), str(r["replicas"]), _f(r.get("to_running_s"), ".3f"),
+                _f(r.get("barrier_s"), ".3f"), _f(r.get("wall_s"), ".3f"),
+                " ".join(f"{x:.2f}" for x in r["samples"]), bar(r.get("to_running_s")),
+                r["skipped"] or r["error"] or ""] for r in rs])
     if res.get("fixed_cost"):
         table("Fixed costs of a command, median of reps (wall s)",
               ["command", "median s", "min s", "reps", "note"],
@@ -271,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   a.transport)
         print("start-up ...", file=sys.stderr, flush=True)
         res["startup"] = extras.startup(max(a.workers), a.extra_reps, probe, a.transport)
+        print("start-up vs replica count ...", file=sys.stderr, flush=True)
+        res["replica_startup"] = extras.replica_startup(a.replicas, a.replica_reps, probe)
         print("fixed costs ...", file=sys.stderr, flush=True)
         res["fixed_cost"] = extras.fixed_cost(a.extra_reps)
         print("telemetry ...", file=sys.stderr, flush=True)
@@ -282,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2, default=str) + "\n")
-    failed = [r for r in res["throughput"] if not r.get("ok") and r["variant"] not in ZFLOWS]
+    failed = [r for r in res["throughput"]
+              if not r.get("ok") and not r.get("skipped") and r["variant"] not in ZFLOWS]
     print(f"\n{meta['seconds']:.1f} s; load average {meta['loadavg_before'][0]:.2f} -> "
           f"{meta['loadavg_after'][0]:.2f}; JSON: {out}", file=sys.stderr)
     return 1 if failed else 0

@@ -7,6 +7,7 @@ an exception, so one broken runner never hides the others.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import sys
@@ -83,7 +84,7 @@ def run_baseline(module: str, records: int, workers: int, transport: str = "ipc"
     if row["stream_s"] > 0:
         row["rate_stream"] = records / row["stream_s"]
     rss = rep["rss_kb"]
-    every = [rss["launcher"], rss["ventilator"], rss["sink"], *rss["workers"]]
+    every = [x for x in (rss["launcher"], rss["ventilator"], rss["sink"], *rss["workers"]) if x]
     row["rss_worker_max_mb"] = max(rss["workers"]) / MB
     row["rss_total_mb"] = sum(every) / MB
     row["processes"] = len(every)
@@ -257,6 +258,27 @@ def zflow_probe(timeout: float = 30.0) -> tuple[bool, str]:
     return (True, "") if row["ok"] else (False, row["error"] or "failed")
 
 
+#: The peers a user would pick instead of zflow (issue 16) that are not in the standard library:
+#: variant -> (importable module, baseline module). Installed by `pip install '.[bench]'`.
+OPTIONAL_PEERS = {"dask": ("dask", "dask_bag"), "bytewax": ("bytewax", "bytewax_flow")}
+NOT_INSTALLED = "not installed: pip install '.[bench]'"
+
+
+def skipped_row(variant: str, records: int, workers: int, why: str) -> dict[str, Any]:
+    row = _row(variant, records, workers, None)
+    row["skipped"] = why
+    return row
+
+
+def run_peer(variant: str, records: int, workers: int, transport: str = "ipc",
+             timeout: float | None = None) -> dict[str, Any]:
+    """An optional peer: its row, or a skipped row (never an error) when it is not installed."""
+    module, baseline = OPTIONAL_PEERS[variant]
+    if importlib.util.find_spec(module) is None:
+        return skipped_row(variant, records, workers, f"{module} {NOT_INSTALLED}")
+    return run_baseline(baseline, records, workers, transport, timeout, variant=variant)
+
+
 RUNNERS = {
     "zflow": lambda n, w, transport: run_zflow(n, w),
     "zflow-eo": lambda n, w, transport: run_zflow(n, w, variant="zflow-eo",
@@ -266,4 +288,7 @@ RUNNERS = {
     "batched": lambda n, w, transport: run_baseline("batched", n, w, transport),
     "batched-dict": lambda n, w, transport: run_baseline("batched_dict", n, w, transport,
                                                          variant="batched-dict"),
+    "pool": lambda n, w, transport: run_baseline("pool", n, w, transport),
+    "dask": lambda n, w, transport: run_peer("dask", n, w, transport),
+    "bytewax": lambda n, w, transport: run_peer("bytewax", n, w, transport),
 }

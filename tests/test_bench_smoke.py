@@ -28,6 +28,28 @@ def test_baseline_sum(variant: str) -> None:
     assert sum(row["per_worker"]) == 2000
 
 
+def test_pool_peer_sum() -> None:
+    row = run_baseline("pool", 2000, 2, timeout=20)
+    assert row["ok"], row["error"]
+    assert row["sum"] == expected_sum(2000) and sum(row["per_worker"]) == 2000
+
+
+@pytest.mark.parametrize("variant", ["dask", "bytewax"])
+def test_optional_peer_sum_or_skipped(variant: str) -> None:
+    """An optional peer runs with the right sum when installed, else its row is skipped with the
+    install hint: never an error."""
+    import importlib.util
+
+    from benchmarks.variants import NOT_INSTALLED, run_peer
+
+    row = run_peer(variant, 2000, 2, timeout=60)
+    if importlib.util.find_spec(variant) is None:
+        assert not row["ok"] and NOT_INSTALLED in row["skipped"] and not row["error"]
+        return
+    assert row["ok"], row["error"]
+    assert row["sum"] == expected_sum(2000) and sum(row["per_worker"]) == 2000
+
+
 def test_parse_zflow_output() -> None:
     assert parse_sum("squares completed\nresults: answers=3  workers=1  sum=5\n") == 5
     assert parse_sum('{"event": "result", "nodes": {"results": {"sum": 14}}}\n') == 14
