@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -296,3 +297,16 @@ def test_dry_run_masks_env_file_values_too(tmp_path: Path) -> None:
     assert plan["nodes"]["dst"]["env"] == {"DB_PASS": "***"}
     shown = zflow("up", "--dry-run", "--show-secrets", str(f))
     assert "dst  DB_PASS=from-env-file-secret" in shown.stdout
+
+
+def test_up_no_log_prefix_prints_node_output_as_written() -> None:
+    args = ("up", "-v", "--set", "nodes.ventilator.params.count=4", "--scale", "worker=2", SQUARES)
+    p = zflow(*args[:1], "--no-log-prefix", *args[1:])
+    assert p.returncode == 0, p.stderr
+    said = [x for x in p.stdout.splitlines() if "answered:" in x]
+    assert len(said) == 4 and all(x.startswith("Worker ") for x in said), p.stdout
+    assert "│" not in p.stdout
+    prefixed = zflow(*args)
+    assert any(re.match(r"results\.0\s+│ Worker \d answered: \d", x)
+               for x in prefixed.stdout.splitlines()), prefixed.stdout
+    assert "--no-log-prefix" in zflow("up", "--help").stdout

@@ -236,3 +236,85 @@ def test_failure_said_once() -> None:
         v.close()
         assert buf.getvalue().count("RuntimeError: bad\n") == times, (mode, buf.getvalue())
         assert "errors (" not in buf.getvalue()
+
+
+# --- --no-log-prefix ----------------------------------------------------------------------------
+
+
+def _logged(mode: str, *, console: Console | None = None, **kw: object) -> str:
+    m = squares_model()
+    buf = io.StringIO()
+    view = make_view(mode, m, buf, color=False, console=console, **kw)  # type: ignore[arg-type]
+    view.start()
+    view.log("worker", 2, "stdout", "Worker 2 answered: 4")
+    view.log("worker", 1, "stderr", "\x1b[31mred warning\x1b[0m")
+    view.refresh()
+    view.close()
+    return buf.getvalue() if console is None else console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_plain_without_log_prefix_prints_the_lines_as_written() -> None:
+    lines = _logged("plain", log_prefix=False).splitlines()
+    assert "Worker 2 answered: 4" in lines and "red warning" in lines
+    assert not any("│" in x for x in lines)
+    assert "worker.2     │ Worker 2 answered: 4" in _logged("plain").splitlines()
+
+
+def test_log_prefixes_sets_the_default_for_views_built_inside() -> None:
+    from zflow.status.views import log_prefixes
+
+    with log_prefixes(False):
+        assert "Worker 2 answered: 4" in _logged("plain").splitlines()
+    assert "worker.2     │ Worker 2 answered: 4" in _logged("plain").splitlines()
+
+
+def test_live_without_log_prefix() -> None:
+    con = Console(file=io.StringIO(), force_terminal=True, width=120, color_system=None)
+    plain = strip_control(_logged("live", console=con, log_prefix=False))
+    assert "Worker 2 answered: 4" in plain.splitlines() and "│" not in plain
+    con = Console(file=io.StringIO(), force_terminal=True, width=120, color_system=None)
+    assert "worker.2     │ Worker 2 answered: 4" in strip_control(_logged("live", console=con))
+
+
+# --- output that fits ---------------------------------------------------------------------------
+
+
+def test_plain_result_lines_are_not_wrapped_but_the_table_fits() -> None:
+    from zflow.status.demo import feed
+
+    clock = FakeClock()
+    m = squares_model(clock, workers=10)
+    buf = io.StringIO()  # not a terminal: the plain console is 100 columns wide
+    view = make_view("plain", m, buf)
+    view.start()
+    feed(m, clock, total=4_000_000)
+    words = [f"word{i}" for i in range(40)]
+    m.set_result("results", {"top": words})
+    m.finish("completed", 0)
+    view.close()
+    lines = buf.getvalue().splitlines()
+    (res,) = [x for x in lines if x.startswith("results: ")]
+    assert res == f"results: top={words!r}" and len(res) > 100  # one line, whole
+    table = lines[lines.index(next(x for x in lines if x.startswith("node "))):][:5]
+    assert all(len(x) <= 100 for x in table)
+    assert re.search(r"worker\s+10\s+\S+\s+4,000,000\s+4,000,000", "\n".join(table))
+
+
+@pytest.mark.parametrize("width", [100, 80, 60, 50, 45])
+def test_narrow_live_table_keeps_numbers_whole_names_shrink_first(width: int) -> None:
+    from zflow.status.demo import feed
+    from zflow.status.render import render_status
+
+    clock = FakeClock()
+    m = squares_model(clock, workers=10)
+    feed(m, clock, total=4_000_000)
+    con = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
+    con.print(render_status(m, color=False))
+    out = con.file.getvalue()  # type: ignore[attr-defined]
+    rows = [x for x in out.splitlines() if x.startswith(("ven", "wor", "res"))]
+    assert all(len(x) <= width for x in out.splitlines())
+    assert "4,0…" not in out and "4,000,…" not in out
+    node_rows = rows[:3]
+    assert [x.count("4,000,000") for x in node_rows] == [1, 2, 1]
+    if width < 84:  # the natural width: node names give way first (ventilator → vent…)
+        assert node_rows[0].startswith("vent") and not node_rows[0].startswith("ventilator")

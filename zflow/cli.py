@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="plain lines even on a terminal (no live screen)")
     u.add_argument("--replicas", action="store_true", help="one status row per replica")
     u.add_argument("--log-dir", metavar="DIR", help="also write each replica's output to DIR")
+    u.add_argument("--no-log-prefix", action="store_true",
+                   help="print node output lines without their 'node.N │' prefix (plain and "
+                        "live screens; --log-dir files never have one)")
     u.add_argument("--grace", type=float, metavar="SECONDS",
                    help="SIGTERM→SIGKILL grace at shutdown (overrides the topology)")
     u.add_argument("--drain-timeout", type=float, default=5.0, metavar="SECONDS",
@@ -574,8 +577,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(completion_script(args.shell, parser))
         return exitcodes.OK
     from zflow.runtime.up import up_command
+    from zflow.status.views import log_prefixes
 
-    return _with_stdin(args, up_command)
+    with log_prefixes(not getattr(args, "no_log_prefix", False)):
+        return _with_stdin(args, up_command)
 
 
 def entry() -> None:

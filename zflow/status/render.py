@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -163,40 +164,113 @@ def _replica_row(model: StatusModel, r: Replica) -> list[RenderableType]:
     ]
 
 
-def nodes_table(model: StatusModel, per_replica: bool = False) -> Table:
-    tbl = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=False)
-    tbl.add_column("node")
-    tbl.add_column("state")
-    tbl.add_column("ready", justify="right")
-    tbl.add_column("msgs in", justify="right")
-    tbl.add_column("msgs out", justify="right")
-    tbl.add_column("msg/s", justify="right")
-    tbl.add_column("err", justify="right")
-    tbl.add_column("rst", justify="right")
-    tbl.add_column("cpu", justify="right")
-    tbl.add_column("rss", justify="right")
+def _cell_width(cell: RenderableType) -> int:
+    return Text(cell).cell_len if isinstance(cell, str) else (
+        cell.cell_len if isinstance(cell, Text) else 1)
+
+
+#: narrowest a name / state column gets before columns are left out (`work…`); names that wrap
+#: (edges) keep more
+NAME_MIN, WRAPPED_NAME_MIN = 5, 16
+#: cells between two columns (padding and the blank vertical rule)
+_GAP = 3
+
+
+class FittedTable:
+    """A status table that fits the width it is given: number columns never wrap nor shrink
+    below their widest value (`4,000,000` stays whole on a narrow terminal, its header may be
+    shortened to `ms…`); the name and state columns give way first (down to `NAME_MIN`), then
+    the columns in `drop_order` are left out, in that order. `table()` is the table with every
+    column at its natural width."""
+
+    def __init__(self, headers: Sequence[str], numeric: Sequence[bool],
+                 rows: Sequence[Sequence[RenderableType]], drop_order: Sequence[str] = (),
+                 wrap_names: bool = False) -> None:
+        self.headers, self.numeric, self.rows = list(headers), list(numeric), rows
+        self.drop_order = list(drop_order)
+        self.wrap_names = wrap_names
+        widest = [max((_cell_width(r[i]) for r in rows), default=1)
+                  for i in range(len(headers))]
+        self.natural = [max(len(h), w) for h, w in zip(headers, widest, strict=True)]
+        name_min = WRAPPED_NAME_MIN if wrap_names else NAME_MIN
+        # a number column keeps its widest number and three letters of its header
+        self.mins = [max(w, min(len(h), 3), 1) if num
+                     else min(name_min if i == 0 else NAME_MIN, n)
+                     for i, (h, w, n, num) in enumerate(zip(headers, widest, self.natural,
+                                                             numeric, strict=True))]
+
+    def widths(self, width: int) -> tuple[list[int], dict[int, int]]:
+        """(kept column indexes, {index: width}) for a given width."""
+        drop: list[str] = []
+        for name in ["", *self.drop_order]:
+            if name:
+                drop.append(name)
+            keep = [i for i, h in enumerate(self.headers) if h not in drop]
+            avail = width - _GAP * (len(keep) - 1)
+            if sum(self.mins[i] for i in keep) <= avail:
+                break
+        w = {i: self.natural[i] for i in keep}
+        excess = sum(w.values()) - avail
+        # names and states first, then number headers longer than their numbers
+        for group in ([i for i in keep if not self.numeric[i]],
+                      [i for i in keep if self.numeric[i]]):
+            while excess > 0:
+                slack = [i for i in group if w[i] > self.mins[i]]
+                if not slack:
+                    break
+                i = max(slack, key=lambda j: w[j] - self.mins[j])
+                w[i] -= 1
+                excess -= 1
+        return keep, w
+
+    def table(self, width: int | None = None) -> Table:
+        tbl = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=False)
+        if width is None:
+            keep, w = list(range(len(self.headers))), {}
+        else:
+            keep, w = self.widths(width)
+        for i in keep:
+            if self.numeric[i]:
+                tbl.add_column(self.headers[i], justify="right", no_wrap=True, width=w.get(i),
+                               overflow="ellipsis")
+            else:
+                wrap = self.wrap_names and i == 0
+                tbl.add_column(self.headers[i], width=w.get(i), no_wrap=not wrap,
+                               overflow="fold" if wrap else "ellipsis")
+        for r in self.rows:
+            tbl.add_row(*(r[i] for i in keep))
+        return tbl
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.table(options.max_width)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.table(options.max_width))
+
+
+def nodes_table(model: StatusModel, per_replica: bool = False) -> FittedTable:
+    rows: list[list[RenderableType]] = []
     for t in model.all_node_totals():
-        tbl.add_row(*_node_row(t))
+        rows.append(_node_row(t))
         if per_replica:
             for r in model.replicas[t.name]:
-                tbl.add_row(*_replica_row(model, r))
-    return tbl
+                rows.append(_replica_row(model, r))
+    return FittedTable(("node", "state", "ready", "msgs in", "msgs out", "msg/s", "err", "rst",
+                        "cpu", "rss"), (False, False) + (True,) * 8, rows,
+                       drop_order=("rss", "cpu", "rst", "err", "msg/s", "ready", "state"))
 
 
-def edges_table(model: StatusModel) -> Table:
-    tbl = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=False)
-    tbl.add_column("edge")
-    tbl.add_column("sent", justify="right")
-    tbl.add_column("received", justify="right")
-    tbl.add_column("in flight", justify="right")
-    tbl.add_column("msg/s", justify="right")
+def edges_table(model: StatusModel) -> FittedTable:
+    rows: list[list[RenderableType]] = []
     for e in model.all_edge_totals():
         name = Text(f"{e.src} → {e.dst}", style="dim" if e.control else "")
         flight = Text(fmt_count(e.in_flight))
         if e.in_flight:
             flight.stylize("yellow")
-        tbl.add_row(name, fmt_count(e.sent), fmt_count(e.received), flight, fmt_rate(e.rate))
-    return tbl
+        rows.append([name, fmt_count(e.sent), fmt_count(e.received), flight, fmt_rate(e.rate)])
+    return FittedTable(("edge", "sent", "received", "in flight", "msg/s"),
+                       (False,) + (True,) * 4, rows, drop_order=("in flight", "msg/s"),
+                       wrap_names=True)
 
 
 def progress_line(model: StatusModel, width: int = 40) -> Table | None:
@@ -255,30 +329,22 @@ def render_status(model: StatusModel, per_replica: bool = False, log_lines: int 
     return Group(*parts)
 
 
-def summary_table(model: StatusModel) -> Table:
-    tbl = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, title=None)
-    tbl.add_column("node")
-    tbl.add_column("replicas", justify="right")
-    tbl.add_column("state")
-    tbl.add_column("msgs in", justify="right")
-    tbl.add_column("msgs out", justify="right")
-    tbl.add_column("mean msg/s", justify="right")
-    tbl.add_column("errors", justify="right")
-    tbl.add_column("restarts", justify="right")
-    tbl.add_column("exit")
-    for t in model.all_node_totals():
-        tbl.add_row(
-            Text(t.name, style=node_color(t.name)[0]),
-            str(t.replicas),
-            _state(t.state),
-            fmt_count(t.msgs_in),
-            fmt_count(t.msgs_out),
-            fmt_rate(t.mean_rate),
-            Text(str(t.errors), style="red" if t.errors else ""),
-            str(t.restarts),
-            fmt_exit_codes(t.exit_codes),
-        )
-    return tbl
+def summary_table(model: StatusModel) -> FittedTable:
+    rows: list[list[RenderableType]] = [[
+        Text(t.name, style=node_color(t.name)[0]),
+        str(t.replicas),
+        _state(t.state),
+        fmt_count(t.msgs_in),
+        fmt_count(t.msgs_out),
+        fmt_rate(t.mean_rate),
+        Text(str(t.errors), style="red" if t.errors else ""),
+        str(t.restarts),
+        fmt_exit_codes(t.exit_codes),
+    ] for t in model.all_node_totals()]
+    return FittedTable(("node", "replicas", "state", "msgs in", "msgs out", "mean msg/s",
+                        "errors", "restarts", "exit"),
+                       (False, True, False, True, True, True, True, True, False), rows,
+                       drop_order=("restarts", "mean msg/s", "replicas", "state", "exit"))
 
 
 def result_line(model: StatusModel) -> Text:

@@ -10,10 +10,12 @@ Every mode writes ``<log_dir>/<node>.<replica>.log`` when ``log_dir`` is given (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sys
+from collections.abc import Iterator
 from typing import Any, Protocol, TextIO
 
 from rich.console import Console, Group
@@ -37,6 +39,21 @@ from zflow.status.render import (
 )
 
 MODES = ("live", "plain", "json", "quiet")
+
+#: whether node output lines get their `node.N │` prefix when a view is not told
+#: (`zflow up --no-log-prefix` turns it off for the run; see `log_prefixes`)
+LOG_PREFIX = True
+
+
+@contextlib.contextmanager
+def log_prefixes(on: bool) -> Iterator[None]:
+    """Views built inside default to `node.N │` prefixes on (`on`) or off."""
+    global LOG_PREFIX
+    old, LOG_PREFIX = LOG_PREFIX, on
+    try:
+        yield
+    finally:
+        LOG_PREFIX = old
 
 #: ANSI/VT escape sequences and other control characters (tab kept): plain output has none
 _CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]"
@@ -122,8 +139,11 @@ class _Base:
     """What every mode shares: log files, the error list, once-only close."""
 
     def __init__(self, model: StatusModel, stream: TextIO, *, per_replica: bool = False,
-                 color: bool = False, log_dir: str | None = None) -> None:
+                 color: bool = False, log_dir: str | None = None,
+                 log_prefix: bool | None = None) -> None:
         self.model = model
+        #: `node.N │` before each output line (off: the line as the node wrote it)
+        self.log_prefix = LOG_PREFIX if log_prefix is None else log_prefix
         self.stream = stream
         self.per_replica = per_replica
         self.color = color
@@ -165,13 +185,19 @@ class _Base:
         return f"{self.model.elapsed():7.2f}s"
 
     def _plain_console(self) -> Console:
-        """A console that emits no control codes (for summaries on pipes and in CI)."""
+        """A console that emits no control codes (for summaries on pipes and in CI).
+
+        Print with `soft_wrap=True`: the table still fits the width, text lines (the result, a
+        sink's result, messages) are never wrapped mid-list.
+        """
         tty = _isatty(self.stream)
         return Console(file=self.stream, color_system=None, force_terminal=False,
                        width=None if tty else 100, highlight=False, emoji=False,
                        legacy_windows=False)
 
     def _prefixed(self, node: str, replica: int, line: str) -> str:
+        if not self.log_prefix:
+            return line if self.color else strip_control(line)
         label = f"{node}.{replica}".ljust(self._width)
         if self.color:
             return f"\x1b[{node_color(node)[1]}m{label} {SEP}\x1b[0m {line}"
@@ -196,14 +222,14 @@ class LiveView(_Base):
 
     def __init__(self, model: StatusModel, stream: TextIO, *, per_replica: bool = False,
                  color: bool | None = None, log_dir: str | None = None,
-                 console: Console | None = None) -> None:
+                 console: Console | None = None, log_prefix: bool | None = None) -> None:
         if console is None:
             console = Console(file=stream, highlight=False, emoji=False,
                               **({"color_system": None} if color is False else {}))
         super().__init__(model, stream, per_replica=per_replica,
                          color=(console.color_system is not None and not console.no_color)
                          if color is None else color,
-                         log_dir=log_dir)
+                         log_dir=log_dir, log_prefix=log_prefix)
         self.console = console
         self.live = Live(console=console, auto_refresh=False, transient=True,
                          vertical_overflow="ellipsis")
@@ -250,7 +276,7 @@ class LiveView(_Base):
 
     def log(self, node: str, replica: int, stream: str, line: str) -> None:
         super().log(node, replica, stream, line)
-        t = log_prefix(node, replica, self._width, self.color)
+        t = log_prefix(node, replica, self._width, self.color) if self.log_prefix else Text()
         if "\x1b" in line:
             t.append_text(Text.from_ansi(line))
         else:
@@ -318,8 +344,9 @@ class PlainView(_Base):
         self._write(self._prefixed(node, replica, line))
 
     def _finish(self) -> None:
-        # crop=False: lines marked no_wrap (file paths) stay whole, copy-pasteable
-        self._plain_console().print(render_summary(self.model, self.errors), crop=False)
+        # crop=False, soft_wrap: text lines (results, file paths) stay whole, copy-pasteable
+        self._plain_console().print(render_summary(self.model, self.errors), crop=False,
+                                    soft_wrap=True)
 
 
 class JsonView(_Base):
@@ -403,25 +430,27 @@ def choose_mode(*, quiet: bool = False, json_: bool = False, plain: bool = False
 
 def make_view(mode: str, model: StatusModel, stream: TextIO | None = None, *,
               per_replica: bool = False, color: bool | None = None, log_dir: str | None = None,
-              console: Console | None = None) -> View:
+              console: Console | None = None, log_prefix: bool | None = None) -> View:
     """Build the view for ``mode`` ('live' | 'plain' | 'json' | 'quiet' | 'auto').
 
     ``color=None`` means: colour only on a terminal (live; plain's log prefixes when stdout is a
     tty and NO_COLOR is unset); json and quiet never colour. ``console`` replaces the live
-    view's console (tests record with it).
+    view's console (tests record with it). ``log_prefix=False``: node output lines without
+    their `node.N │` prefix (None: `LOG_PREFIX`, which `log_prefixes()` sets).
     """
     stream = stream if stream is not None else sys.stdout
     if mode == "auto":
         mode = choose_mode(stream=stream)
     if mode == "live":
         return LiveView(model, stream, per_replica=per_replica, color=color, log_dir=log_dir,
-                        console=console)
+                        console=console, log_prefix=log_prefix)
     cls = {"plain": PlainView, "json": JsonView, "quiet": QuietView}.get(mode)
     if cls is None:
         raise ValueError(f"unknown view mode {mode!r} (one of {', '.join(MODES)}, auto)")
     if color is None:
         color = mode == "plain" and _color_terminal(stream)
-    return cls(model, stream, per_replica=per_replica, color=color, log_dir=log_dir)
+    return cls(model, stream, per_replica=per_replica, color=color, log_dir=log_dir,
+               log_prefix=log_prefix)
 
 
 def _color_terminal(stream: TextIO) -> bool:
