@@ -135,12 +135,68 @@ def test_a_server_that_never_ends_is_stopped_once_its_client_is_done() -> None:
 
 def test_the_guides_ventilator_is_released_by_the_barrier() -> None:
     """It waits for Enter: `stdin: go` sends it when every worker is connected, so every one of
-    the 4 workers gets work, and all 100 tasks arrive (no sleep anywhere)."""
+    the 4 workers gets work, and all 1000 tasks arrive (no sleep anywhere)."""
     p = run("guide_ventilator.yaml")
-    res = assert_completed(p, done=100)
-    assert res["results"]["sink"]["n"] == 100
+    res = assert_completed(p, done=1000)
+    assert res["results"]["sink"]["n"] == 1000
     assert res["results"]["sink"]["workers"] == 4
     assert any("Sending tasks to workers" in x for x in p.stdout.splitlines())
+
+
+def test_empty_messages_are_data_when_the_socket_has_no_end_marker() -> None:
+    """The Guide's workers send empty results: with `end_marker: null` they are records, all
+    101 arrive (50 empty), and the stream ends when the sender exits 0."""
+    p = run("empty_records.yaml")
+    assert assert_completed(p, done=101)["results"]["sink"] == {"n": 101, "empty": 50}
+
+
+OUTSIDE = """
+version: 1
+name: outside
+nodes:
+  sink:
+    run: edges:CountEmpty
+    sockets:
+      inbox: {type: PULL, bind: "ipc://PATH", codec: raw, end_marker: END, external_senders: 2}
+"""
+
+
+def test_senders_outside_the_topology_end_its_stream(tmp_path: Path) -> None:
+    """Two programs outside the topology feed a sink through a concrete endpoint; each ends its
+    stream with the declared word, and then the run completes."""
+    import zmq
+
+    path = tmp_path / "in.sock"
+    topo = tmp_path / "outside.yaml"
+    topo.write_text(OUTSIDE.replace("PATH", str(path)))
+    proc = subprocess.Popen([sys.executable, "-m", "zflow", "up", str(topo), "--json",
+                             "--set", f"name={unique()}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(TESTS)})
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if '"overall"' in line and '"running"' in line:
+            break
+    else:
+        raise AssertionError(proc.stderr.read()[-2000:])
+    ctx = zmq.Context()
+    try:
+        for k in range(2):
+            push = ctx.socket(zmq.PUSH)
+            push.connect(f"ipc://{path}")
+            for i in range(10):
+                push.send(f"{k}-{i}".encode())
+            push.send(b"END")
+            push.close(linger=10_000)
+    finally:
+        ctx.term()
+    out = proc.stdout.read()
+    proc.wait()
+    p = subprocess.CompletedProcess(proc.args, proc.returncode, out, proc.stderr.read())
+    assert p.returncode == 0, (out + p.stderr)[-2000:]
+    res = result_of(p)
+    assert (res["overall"], res["errors"]) == ("completed", [])
+    assert res["results"]["sink"] == {"n": 20, "empty": 0}
 
 
 def test_command_failing_after_its_input_ended_fails_the_run() -> None:

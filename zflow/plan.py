@@ -75,6 +75,10 @@ class SocketPlan:
     zflow_peers: bool = False
     #: hwm was not set in the topology (zflow may choose it)
     hwm_default: bool = True
+    #: json/raw: the message ending one sender's stream ("" an empty one; None: there is none)
+    end_marker: str | None = ""
+    #: end markers expected from senders outside the topology
+    external_senders: int = 0
 
     @property
     def receives(self) -> bool:
@@ -196,6 +200,8 @@ def build_plan(
                 stop_on=sd.get("stop_on"),
                 send_on_end=sd.get("send_on_end"),
                 role="control" if (sd.get("stop_on") or sd.get("send_on_end")) else "data",
+                end_marker=sd.get("end_marker", ""),
+                external_senders=int(sd.get("external_senders") or 0),
             )
         cwd = nd.get("cwd") or base_dir
         nodes[name] = NodePlan(
@@ -300,7 +306,7 @@ def _links(nodes: dict[str, NodePlan]) -> list[Link]:
 def _assign_end_modes(nodes: dict[str, NodePlan]) -> None:
     for n in nodes.values():
         for s in n.sockets.values():
-            s.senders = sum(nodes[p].replicas for p, _ in s.peers)
+            s.senders = sum(nodes[p].replicas for p, _ in s.peers) + s.external_senders
             s.zflow_peers = (bool(s.peers) and not s.external
                              and all(nodes[p].kind == "python" for p, _ in s.peers))
             if not s.receives or s.role == "control":
@@ -311,7 +317,9 @@ def _assign_end_modes(nodes: dict[str, NodePlan]) -> None:
                 # when the receiving pipe is at its high-water mark (libzmq#4660); an unbounded
                 # receive queue keeps every record
                 s.hwm = 0
-            if s.external or not s.peers:
+            if s.external_senders and s.end_marker is not None:
+                s.end = END_MARKERS  # outside senders say when they are done
+            elif s.external or not s.peers:
                 s.end = END_NEVER
             elif n.kind == "command" or n.shape in ("custom", "service"):
                 s.end = END_PEERS

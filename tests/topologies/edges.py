@@ -119,3 +119,18 @@ class PerWorker:
     def end(self, totals: zflow.Totals) -> dict:
         return {"n": sum(self.per.values()), "workers": len(self.per),
                 "fewest": min(self.per.values(), default=0)}
+
+
+class CountEmpty:
+    """Counts records, and how many of them are empty (raw bytes)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.empty = 0
+
+    def __call__(self, rec: bytes) -> None:
+        self.n += 1
+        self.empty += rec == b""
+
+    def end(self, totals: zflow.Totals) -> dict:
+        return {"n": self.n, "empty": self.empty}

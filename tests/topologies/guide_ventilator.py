@@ -1,5 +1,5 @@
 """The ZeroMQ Guide's task ventilator, as written there (no zflow import): it binds, waits for
-Enter ("Press Enter when the workers are ready"), sends 100 tasks and exits."""
+Enter ("Press Enter when the workers are ready"), sends 1000 tasks and exits (the Guide sends 100)."""
 
 import json
 import os
@@ -11,7 +11,7 @@ sender = ctx.socket(zmq.PUSH)
 sender.bind(os.environ["ZFLOW_SOCKET_OUT_ENDPOINTS"])
 input("Press Enter when the workers are ready: ")
 print("Sending tasks to workers...", flush=True)
-for task in range(100):
+for task in range(1000):
     sender.send(json.dumps(task).encode())
 sender.close(linger=-1)
 ctx.term()

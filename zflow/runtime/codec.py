@@ -54,7 +54,7 @@ class Outbox:
     """
 
     __slots__ = ("sock", "codec", "batch", "topic", "pending", "msgs", "nbytes", "_send", "name",
-                 "blocked", "stride")
+                 "blocked", "stride", "marker")
 
     def __init__(self, name: str, sock: Any, codec: str, batch: int, topic: str | None) -> None:
         self.name = name
@@ -69,6 +69,8 @@ class Outbox:
         #: called when a send has waited SNDTIMEO for a full pipe; it may raise to give up
         self.blocked: Callable[[], None] | None = None
         self.stride = 1  # exactly-once: ids of one source are `stride` apart
+        #: json/raw: the end marker a record must not be (None: any record may be sent)
+        self.marker: bytes | None = b""
 
     def _send_frame(self, frame: bytes) -> None:
         """Send, and while the pipe is full (slow or dead receivers) let the node hear zflow."""
@@ -112,8 +114,8 @@ class Outbox:
         encode = encode_one(self.codec)
         for rec in pending:
             frame = encode(rec)
-            if not frame:
-                continue  # an empty message would read as end of stream: not sent, not counted
+            if frame == self.marker:
+                continue  # it would read as end of stream: not sent, not counted
             send(frame)
             self.msgs += 1
             self.nbytes += len(frame)
@@ -130,11 +132,11 @@ class Outbox:
             self.msgs += len(recs)
             self.nbytes += len(frame)
 
-    def end_marker(self, sender: str, zf: bool) -> None:
-        """Tell receivers this sender's stream ended: a zflow frame for zflow subscribers, an
-        empty message for plain ZeroMQ programs."""
+    def end_marker(self, sender: str, zf: bool, word: bytes = b"") -> None:
+        """Tell receivers this sender's stream ended: a zflow frame for zflow subscribers, the
+        socket's end marker (an empty message unless the topology says) for plain programs."""
         self.flush()
-        self._send(control_frame("eos", sender) if zf else b"")
+        self._send(control_frame("eos", sender) if zf else word)
 
 
 class IdOutbox(Outbox):

@@ -41,6 +41,8 @@ class SocketSpec:
     peer_replicas: int = 0
     #: every peer is a zflow node: zflow frames, probes and end markers may be used
     zflow_peers: bool = False
+    #: json/raw: the message that ends one sender's stream ("" an empty one; None: none)
+    end_marker: str | None = ""
     #: the endpoint to bind (mode "bind"); "tcp://127.0.0.1:*" lets the OS pick a port
     bind_endpoint: str | None = None
     #: PUB sockets that send readiness probes while asked to
@@ -134,6 +136,7 @@ def socket_spec(plan: Plan, node: NodePlan, s: SocketPlan, bind_endpoint: str | 
         batch=s.batch, subscribe=list(s.subscribe), topic=s.topic, stop_on=s.stop_on,
         send_on_end=s.send_on_end, end=s.end, peer_replicas=s.senders,
         zflow_peers=s.zflow_peers, bind_endpoint=bind_endpoint if s.mode == "bind" else None,
+        end_marker=s.end_marker,
         probe=s.type in ("PUB", "XPUB") and s.zflow_peers, probes_from=probes_from,
     )
 
@@ -185,6 +188,8 @@ def command_env(spec: ReplicaSpec) -> dict[str, str]:
         env[f"{key}_HWM"] = str(s.hwm)
         env[f"{key}_LINGER"] = str(s.linger)
         env[f"{key}_SENDERS"] = str(s.peer_replicas)
+        if s.end_marker is not None:  # absent: no end marker, empty messages are data
+            env[f"{key}_END_MARKER"] = s.end_marker
         if s.subscribe:
             env[f"{key}_SUBSCRIBE"] = json.dumps(s.subscribe)
         if s.mode == "bind":

@@ -106,6 +106,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ZF073": ("error", "exactly-once delivery needs a PUSH/PULL pipeline with one sink replica"),
     "ZF074": ("error", "too many replicas over all nodes"),
     "ZF075": ("error", "stdin is an option of command nodes"),
+    "ZF076": ("error", "end_marker / external_senders on a socket they do not apply to"),
     # --import-check
     "ZF080": ("error", "run target module cannot be found"),
     "ZF081": ("error", "run target module raised while importing"),

@@ -308,6 +308,16 @@ def check(data: Any, loc: Locator) -> list[Diagnostic]:
     # -- per-socket options
     for s in socks.values():
         p, t = s.path, s.type
+        if "end_marker" in s.d and s.d.get("codec", "msgpack") == "msgpack":
+            out.append(loc.diag("ZF076", f"end_marker on '{s.label}': msgpack sockets end their "
+                                         "streams with zflow's own frames",
+                                p + ("end_marker",), at="key",
+                                hint="end_marker is for `codec: json` or `raw` sockets that face "
+                                     "plain programs"))
+        if s.d.get("external_senders") and t is not None and t not in RECEIVING:
+            out.append(loc.diag("ZF076", f"external_senders on '{s.label}': a {t} socket "
+                                         "receives no stream to end", p + ("external_senders",),
+                                at="key", hint="put it on the PULL/SUB socket fed from outside"))
         if t == "SUB":
             sub = s.d.get("subscribe")
             if "subscribe" not in s.d:
@@ -512,7 +522,9 @@ def check(data: Any, loc: Locator) -> list[Diagnostic]:
                                          "talks to exactly one", where,
                                 at="value" if s.connects else "key",
                                 hint="use DEALER/ROUTER or PUSH/PULL for more than one peer"))
-        if s.bind is not None and s.peers == 0 and s.type is not None and not broken_refs:
+        outside = s.bind not in AUTO_BINDS and bool(s.d.get("external_senders"))
+        if (s.bind is not None and s.peers == 0 and s.type is not None and not broken_refs
+                and not outside):  # external_senders: the outside is declared
             if s.bind in AUTO_BINDS:
                 msg = (f"nothing connects to '{s.label}', and with `bind: {s.bind}` nothing "
                        "outside the topology can find it")

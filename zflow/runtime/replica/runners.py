@@ -147,7 +147,7 @@ def _ingest(node: Node, box: Inbox, frame: bytes, apply: Any, apply_ids: Any) ->
             if not isinstance(recs, list):
                 raise TypeError(f"decoded to {type(recs).__name__}, not a list of records")
         else:
-            if not frame:
+            if frame == box.marker:
                 box.eos.add(str(len(box.eos)))
                 if len(box.eos) >= box.senders and box.end == "markers":
                     box.ended = True
@@ -294,9 +294,9 @@ def finish_stream(node: Node, end: Any) -> None:
         if o.sock.type in (zmq.PUB, zmq.XPUB) and spec.zflow_peers:
             o.end_marker(node.id, zf=True)
             ctl.eos_socks.append(o.sock)
-        elif o.codec != "msgpack" and not spec.zflow_peers:
-            for _ in range(max(1, spec.peer_replicas)):
-                o.end_marker(node.id, zf=False)  # plain programs read an empty message
+        elif o.codec != "msgpack" and not spec.zflow_peers and spec.end_marker is not None:
+            for _ in range(max(1, spec.peer_replicas)):  # plain programs read the socket's marker
+                o.end_marker(node.id, zf=False, word=spec.end_marker.encode())
     for sock, word in node.control_out:
         sock.send(word)
     ctl.send(P.FINISHED, s=ctl.counters(), e=node.errors, result=result)

@@ -25,7 +25,7 @@ class Inbox:
     """A receiving data socket and what is known about the end of its stream."""
 
     __slots__ = ("name", "sock", "codec", "end", "senders", "eos", "msgs", "nbytes", "ended",
-                 "report", "decode", "held", "zf", "settle")
+                 "report", "decode", "held", "zf", "settle", "marker")
 
     def __init__(self, name: str, sock: zmq.Socket, spec: SocketSpec) -> None:
         self.name = name
@@ -42,6 +42,8 @@ class Inbox:
         self.settle = False
         self.report = False
         self.decode = codec.decode_one(self.codec)
+        #: json/raw: the message that ends one sender's stream (None: there is none)
+        self.marker = None if spec.end_marker is None else spec.end_marker.encode()
         self.held: list[bytes] = []  # data that arrived before start (a restarted replica)
         # 0xFF-prefixed frames are zflow's own unless raw bytes may come from outside zflow
         self.zf = self.codec != "raw" or spec.zflow_peers
@@ -93,6 +95,7 @@ def build(node: Node) -> dict[str, str]:
             box = codec.IdOutbox if node.eo else codec.Outbox
             out = box(s.name, sock, s.codec, s.batch, s.topic)
             out.stride = spec.sources
+            out.marker = None if s.end_marker is None else s.end_marker.encode()
             out.blocked = ctl.send_blocked
             sock.setsockopt(zmq.SNDTIMEO, 100)  # a blocked send still hears STOP
             node.outboxes.append(out)
