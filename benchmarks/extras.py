@@ -14,6 +14,7 @@ every failure (including "zflow up is not available yet") into a row with `skipp
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 from typing import Any
@@ -147,7 +148,9 @@ def replica_startup(counts: list[int], reps: int, zflow_ok: tuple[bool, str],
                 continue
             r = zflow_startup(w, records, timeout=60.0 + w * 0.5)
             if not r["ok"] or r.get("startup_s") is None:
-                row["error"] = r["error"] or "no overall running event"
+                err = str(r["error"] or "no overall running event")
+                msg = re.findall(r'"message": "([^"]*)"', err)  # zflow's reason, not the status
+                row["error"] = msg[-1] if msg else err[:300]
                 continue
             row["samples"].append(r["startup_s"])
             row["walls"].append(r["wall_s"])
