@@ -1,5 +1,6 @@
 """The ZeroMQ Guide's task ventilator, as written there (no zflow import): it binds, waits for
-Enter ("Press Enter when the workers are ready"), sends 1000 tasks and exits (the Guide sends 100)."""
+Enter ("Press Enter when the workers are ready"), sends its tasks (1000; the Guide's 100) and
+exits."""
 
 import json
 import os
