@@ -54,6 +54,8 @@ class Control:
         # sockets with a part in the control plane (sockets.build fills these)
         self.control_in: dict[zmq.Socket, bytes] = {}  # stop_on sockets → the message
         self.probe_socks: list[zmq.Socket] = []
+        self.probe_every = 0.005  # seconds between probes (sockets.build raises it for many)
+        self.next_probe = 0.0
         #: SUB sockets → (publisher replica ids whose probe must arrive, ids seen so far)
         self.probe_waits: dict[zmq.Socket, tuple[set[str], set[str]]] = {}
         #: monitors of connecting sockets → [handshakes still awaited, socket name]
@@ -178,7 +180,7 @@ class Control:
         while not until():
             if self.stop_requested:
                 raise Stop()
-            for ev_sock, _ in poller.poll(5 if self.probing else 100):
+            for ev_sock, _ in poller.poll(self.probe_every * 1000 if self.probing else 100):
                 if ev_sock is self.ctrl:
                     self.drain()
                 elif ev_sock in self.probe_waits:
@@ -214,8 +216,12 @@ class Control:
                 sock.send(frame)
 
     def probe_tick(self) -> None:
-        """While asked to probe, each PUB socket sends one probe per call (see wait)."""
+        """While asked to probe, each PUB socket sends a probe every `probe_every` seconds."""
         if self.probing and self.probe_socks:
+            now = time.monotonic()
+            if now < self.next_probe:
+                return
+            self.next_probe = now + self.probe_every
             frame = codec.control_frame("probe", self.node.id)
             for s in self.probe_socks:
                 s.send(frame)
