@@ -199,6 +199,16 @@ def test_senders_outside_the_topology_end_its_stream(tmp_path: Path) -> None:
     assert res["results"]["sink"] == {"n": 20, "empty": 0}
 
 
+def test_small_inputs_spread_over_every_replica() -> None:
+    """5,000 records from a generator (no length to size frames by) over 4 workers: frames start
+    small and grow, and the barrier waits for every worker's connection, so each gets work."""
+    p = run("guide_ventilator.yaml", "--set", "nodes.ventilator={run: edges:gen_ints, "
+            "params: {n: 5000}, sockets: {out: {type: PUSH, bind: auto, codec: json}}}")
+    res = assert_completed(p, done=5000)
+    assert res["results"]["sink"]["workers"] == 4, res["results"]
+    assert res["results"]["sink"]["fewest"] > 0
+
+
 def test_command_failing_after_its_input_ended_fails_the_run() -> None:
     p = run("command_fails.yaml")
     assert p.returncode == 1

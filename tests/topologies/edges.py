@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 
 import zflow
 
@@ -134,3 +135,8 @@ class CountEmpty:
 
     def end(self, totals: zflow.Totals) -> dict:
         return {"n": self.n, "empty": self.empty}
+
+
+def gen_ints(n: int = 5000) -> Iterator[int]:
+    """A source without a length (a generator): zflow cannot size its frames up front."""
+    yield from range(n)
