@@ -122,11 +122,47 @@ def test_only_publishers_are_asked_to_probe(tmp_path) -> None:
     assert s.sent_kinds(P.PROBE) == ["pub.0"]
 
 
+def test_the_start_timeout_says_what_each_replica_waits_for(tmp_path) -> None:
+    s = Script(tmp_path, GUIDE, start_timeout=5.0).start()
+    s.coord.endpoints_ready("vent.0")
+    for rid in ("worker.0", "worker.1", "worker.2"):
+        s.say(rid, P.BOUND, endpoints={})
+    s.tick()
+    s.say("worker.0", P.READY)
+    s.tick(6.0)
+    assert s.coord.message == (
+        "not ready after 5s: vent.0 (not every peer connected), worker.1 (connecting: "
+        "handshakes and subscriptions), worker.2 (connecting: handshakes and subscriptions)")
+
+
+def test_a_command_node_with_a_ready_rule_waits_for_its_line(tmp_path) -> None:
+    text = GUIDE.replace("stdin: go", "stdin: go\n        ready: {log: 'listening on \\d+'}")
+    s = Script(tmp_path, text).start()
+    s.coord.endpoints_ready("vent.0")
+    s.coord.connections_ready("vent.0")
+    assert s.state("vent.0") == "bound"  # connected to, but it has not said it is ready
+    s.coord.output("vent.0", "stdout", "starting up")
+    assert s.state("vent.0") == "bound"
+    s.coord.output("vent.0", "stdout", "listening on 5557")
+    assert s.state("vent.0") == "ready"
+
+
+def test_a_command_node_with_a_ready_delay(tmp_path) -> None:
+    text = GUIDE.replace("stdin: go", "stdin: go\n        ready: {delay: 2}")
+    s = Script(tmp_path, text).start()
+    s.coord.endpoints_ready("vent.0")
+    s.coord.connections_ready("vent.0")
+    s.tick(1.5)
+    assert s.state("vent.0") == "bound"
+    s.tick(0.6)
+    assert s.state("vent.0") == "ready"
+
+
 def test_the_start_timeout_names_at_most_ten_replicas(tmp_path) -> None:
     s = Script(tmp_path, PIPELINE.replace("replicas: 2", "replicas: 40"), start_timeout=1.0)
     s.start()
     s.tick(2.0)
-    assert s.coord.message.startswith("not ready after 1s: src.0, mid.0, mid.1,")
+    assert s.coord.message.startswith("not ready after 1s: src.0 (not bound), mid.0 (not bound),")
     assert s.coord.message.endswith(" and 32 more")
 
 

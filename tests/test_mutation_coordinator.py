@@ -393,7 +393,8 @@ def test_the_start_timeout_counts_from_the_start(tmp_path) -> None:
     assert s.coord.code is None
     s.tick(0.5)
     assert s.coord.code == exitcodes.START_FAILED and s.coord.outcome is Outcome.FAILED
-    assert s.coord.message == "not ready after 30s: src.0, mid.0, mid.1, sink.0"
+    assert s.coord.message == ("not ready after 30s: src.0 (not bound), mid.0 (not bound), "
+                               "mid.1 (not bound), sink.0 (not bound)")
 
 
 def test_an_exit_waits_exactly_the_grace_for_the_last_message(tmp_path) -> None:

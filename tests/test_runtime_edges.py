@@ -209,6 +209,20 @@ def test_small_inputs_spread_over_every_replica() -> None:
     assert res["results"]["sink"]["fewest"] > 0
 
 
+def test_a_command_node_is_ready_when_its_output_says_so() -> None:
+    """`ready: {log: …}`: a program that only connects is ready when it prints the line."""
+    p = run("plain_sender.yaml", "--set", "nodes.sender.command=[sh, -c, "
+            "'echo warming up; echo ready to send; exec python3 plain_sender.py 1000']",
+            "--set", "nodes.sender.ready={log: '^ready to send$'}")
+    assert_completed(p, done=1000)
+    events = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
+    said = next(i for i, e in enumerate(events)
+                if e.get("event") == "log" and e.get("line") == "ready to send")
+    ready = next(i for i, e in enumerate(events) if e.get("event") == "state"
+                 and e.get("node") == "sender" and e.get("state") == "ready")
+    assert said < ready
+
+
 def test_command_failing_after_its_input_ended_fails_the_run() -> None:
     p = run("command_fails.yaml")
     assert p.returncode == 1

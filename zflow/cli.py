@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "live screens; --log-dir files never have one)")
     u.add_argument("--grace", type=float, metavar="SECONDS",
                    help="SIGTERM→SIGKILL grace at shutdown (overrides the topology)")
+    u.add_argument("--start-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="fail the start (exit 3) if not every replica is ready after this long, "
+                        "naming who is not; default 30")
     u.add_argument("--drain-timeout", type=float, default=5.0, metavar="SECONDS",
                    help="end a stream whose records stopped arriving after this long (records "
                         "lost with a dead replica in best-effort delivery); default 5")

@@ -108,6 +108,8 @@ class NodePlan:
     stdin: str = "none"
     #: "task" (ends its stream) or "service" (stopped once every node linked to it finished)
     lifetime: str = "task"
+    #: command nodes: {"log": regex} or {"delay": seconds}, besides listening and connections
+    ready: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -224,6 +226,7 @@ def build_plan(
             sockets=sockets,
             stdin=str(nd.get("stdin", "none")),
             lifetime=str(nd.get("lifetime", "task")),
+            ready=dict(nd.get("ready") or {}),
         )
 
     links = _links(nodes)

@@ -54,12 +54,45 @@ class Barrier:
 
     def connections_ready(self, replica: str) -> None:
         """Every replica that connects to the command node is connected: it is ready (a program
-        that waits for Enter is released only now, and its work spreads over all of them)."""
+        that waits for Enter is released only now, and its work spreads over all of them), once
+        its own `ready:` rule holds too."""
         slot = self.slots[replica]
         if slot.state is S.BOUND and slot.kind == "command":
+            slot.connected = True
+            self._command_ready(slot)
+
+    def _command_ready(self, slot: Slot) -> None:
+        if slot.state is S.BOUND and slot.connected and slot.said_ready:
             self._set(slot, S.READY)
             if self.phase is RunPhase.RUNNING:
                 self._start_slot(slot)
+
+    def ready_rule(self, slot: Slot, now: float, line: str | None = None) -> None:
+        """A command node's `ready:` rule: a line of its output matched, or its delay passed."""
+        rule = self.plan.nodes[slot.node].ready
+        if slot.said_ready or slot.kind != "command" or not slot.alive:
+            return
+        if ("log" in rule and line is not None and self.ready_patterns[slot.node].search(line)) \
+                or ("delay" in rule and now - slot.spawned_at >= float(rule["delay"])):
+            slot.said_ready = True
+            self._command_ready(slot)
+
+    def why_not_ready(self, slot: Slot) -> str:
+        """What a replica still waits for, for the start timeout's message."""
+        if slot.kind == "command":
+            eps = ", ".join(slot.bound.values())
+            if slot.pid is None:
+                return "not started: waiting for what it connects to"
+            if slot.state is S.STARTING:
+                return f"not listening on {eps}" if eps else "starting"
+            if not slot.connected:
+                return "not every peer connected" + (f" to {eps}" if eps else "")
+            rule = self.plan.nodes[slot.node].ready
+            return (f"no output line matched {rule['log']!r}" if "log" in rule
+                    else "waiting for its ready delay")
+        return {S.STARTING: "not bound", S.BOUND: "waiting for the others to bind",
+                S.CONNECTING: "connecting: handshakes and subscriptions"}.get(
+                    slot.state, slot.state.value)
 
     def awaiting_endpoints(self) -> list[tuple[str, dict[str, str]]]:
         """Command replicas that are up but not known to be listening, with what they bind."""

@@ -16,6 +16,7 @@ decides. When every replica has finished, all are told to `stop`; what does not 
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +79,8 @@ class Coordinator(Barrier, Exits):
         self.now = 0.0
         self.deaths = 0  # replicas that died mid-run: only then can best-effort lose records
         self.losses = Losses(plan)
+        self.ready_patterns = {n.name: re.compile(n.ready["log"]) for n in plan.nodes.values()
+                               if "log" in n.ready}
         #: `lifetime: service` nodes still running, and the nodes linked to each node
         self.services = {n.name for n in plan.nodes.values() if n.lifetime == "service"}
         self.users: dict[str, set[str]] = {n: set() for n in plan.nodes}
@@ -163,6 +166,8 @@ class Coordinator(Barrier, Exits):
         slot = self.slots[replica]
         slot.pid = pid
         slot.bound.update(endpoints)
+        slot.spawned_at = self.now
+        slot.said_ready = not self.plan.nodes[slot.node].ready
         self.by_identity[slot.identity] = slot  # earlier incarnations' entries fail the check
         self.model.replica_proc(slot.node, slot.index, pid, None, None)
 
@@ -172,6 +177,8 @@ class Coordinator(Barrier, Exits):
         if stream == "stderr":
             slot.stderr_tail.append(line)
         self.model.log(slot.node, slot.index, stream, line)
+        if not slot.said_ready:
+            self.ready_rule(slot, self.now, line)
 
     def spawn_failed(self, replica: str, message: str) -> None:
         slot = self.slots[replica]
@@ -340,13 +347,16 @@ class Coordinator(Barrier, Exits):
         if self.phase is RunPhase.STARTING:
             self._advance_start()
             if self.phase is RunPhase.STARTING and now - self.t0 > self.opts.start_timeout:
-                waiting = [s.id for s in self.slots.values() if s.state not in READY_OR_LATER]
+                waiting = [f"{s.id} ({self.why_not_ready(s)})" for s in self.slots.values()
+                           if s.state not in READY_OR_LATER and not s.finished]
                 more = f" and {len(waiting) - 10} more" if len(waiting) > 10 else ""
                 self._begin_stop(exitcodes.START_FAILED,
                                  f"not ready after {self.opts.start_timeout:g}s: "
                                  + ", ".join(waiting[:10]) + more, Outcome.FAILED)
         if self.phase in (RunPhase.STARTING, RunPhase.RUNNING):
             for s in self.slots.values():
+                if not s.said_ready:
+                    self.ready_rule(s, now)
                 if s.restart_at is not None and now >= s.restart_at:
                     self._spawn(s)
                     self._reprobe(s)

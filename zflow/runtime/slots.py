@@ -85,6 +85,11 @@ class Slot:
     #: watchdog already said it went quiet
     last_heard: float = 0.0
     quiet_said: bool = False
+    #: command nodes: every peer is connected; its `ready:` rule held (true without one); when
+    #: the current incarnation was spawned
+    connected: bool = False
+    said_ready: bool = True
+    spawned_at: float = 0.0
 
     @property
     def id(self) -> str:
@@ -115,6 +120,7 @@ class Slot:
         self.restart_at = None
         self.stop_sent = False
         self.quiet_said = False
+        self.connected = False
         self.pid = None
         self.counters.cur = {}
         self.counters.errors = 0

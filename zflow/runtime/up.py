@@ -127,7 +127,8 @@ def _up(args: argparse.Namespace, zygote: object) -> int:
         mode = "live"
     model, view = status_for(plan, mode, args.replicas, args.log_dir)
     opts = Options(verbose=args.verbose, telemetry=not args.no_telemetry, grace=args.grace,
-                   drain_timeout=args.drain_timeout)
+                   drain_timeout=args.drain_timeout,
+                   start_timeout=getattr(args, "start_timeout", 30.0))
     code = Supervisor(plan, model, view, opts, zygote=zygote).run()  # type: ignore[arg-type]
     # the run is over and its outcome decided: a Ctrl-C now (a second one, pressed while the
     # first was stopping the run) must not turn exit 130 into death by SIGINT

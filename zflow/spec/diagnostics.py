@@ -105,7 +105,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ZF072": ("error", "topic on a socket that does not publish (PUB / XPUB)"),
     "ZF073": ("error", "exactly-once delivery needs a PUSH/PULL pipeline with one sink replica"),
     "ZF074": ("error", "too many replicas over all nodes"),
-    "ZF075": ("error", "stdin is an option of command nodes"),
+    "ZF075": ("error", "stdin and ready are options of command nodes"),
+    "ZF077": ("error", "ready.log is not a valid regular expression"),
     "ZF076": ("error", "end_marker / external_senders on a socket they do not apply to"),
     # --import-check
     "ZF080": ("error", "run target module cannot be found"),

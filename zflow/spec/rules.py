@@ -304,6 +304,20 @@ def check(data: Any, loc: Locator) -> list[Diagnostic]:
                                          "standard input to wait on", ("nodes", name, "stdin"),
                                 at="key", hint="remove stdin, or run the program as a "
                                                "command: node"))
+        if isinstance(nd, dict) and "ready" in nd and "command" not in nd:
+            out.append(loc.diag("ZF075", f"node '{name}' runs Python code (run:), which tells "
+                                         "zflow itself when it is ready", ("nodes", name, "ready"),
+                                at="key", hint="remove ready (it is for command: nodes)"))
+        pattern = nd.get("ready", {}).get("log") if isinstance(nd, dict) and isinstance(
+            nd.get("ready"), dict) else None
+        if isinstance(pattern, str):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                out.append(loc.diag("ZF077", f"ready.log of node '{name}' is not a regular "
+                                             f"expression: {e}", ("nodes", name, "ready", "log"),
+                                    hint="escape special characters with \\, e.g. "
+                                         "`ready \\(ok\\)`"))
 
     # -- per-socket options
     for s in socks.values():
