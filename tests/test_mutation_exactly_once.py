@@ -291,3 +291,52 @@ def test_seen_forget_below() -> None:
     s2.add(7)
     s2.forget_below(5)  # source 1, seq 2
     assert (s2.los, s2.his) == ([[], [0, 3]], [[], [2, 4]])
+
+
+# -- ids_applier: transforms that fail on a record ---------------------------------------------
+def test_a_tolerant_transform_skips_what_fails_and_acknowledges_it(tmp_path) -> None:
+    import json
+
+    from test_replica_units import FakeSock, fake_node
+
+    node = fake_node(stride=1, on_error="dead-letter", dead_letter=str(tmp_path / "dl.jsonl"))
+    out = codec.IdOutbox("out", FakeSock(), "msgpack", 100, None)
+    node.outboxes.append(out)
+
+    def inv(x: int) -> float:
+        return 1 / x
+
+    apply_ids = exactly_once.ids_applier(node, inv, None, generator=False, tolerant=True)
+    apply_ids([5, 6, 7, 8], [1, 0, 2, 0])
+    assert out.ids == [5, 7] and out.pending == [1.0, 0.5]
+    assert node.control.ctrl.sent == [{"t": P.ACK, "ids": [6, 8]}]
+    assert node.errors == 2
+    lines = [json.loads(x) for x in (tmp_path / "dl.jsonl").read_text().splitlines()]
+    assert [x["record"] for x in lines] == [0, 0]
+    assert all("ZeroDivisionError" in json.dumps(x) for x in lines)
+    apply_ids([9, 10], [4, 5])  # nothing dropped: nothing acknowledged
+    assert out.ids == [5, 7, 9, 10] and out.pending == [1.0, 0.5, 0.25, 0.2]
+    assert len(node.control.ctrl.sent) == 1
+    apply_ids([11], [0])  # all dropped: nothing sent on
+    assert out.ids == [5, 7, 9, 10]
+    assert node.control.ctrl.sent[-1] == {"t": P.ACK, "ids": [11]}
+
+
+def test_an_intolerant_transform_fails_the_node_on_the_first_error() -> None:
+    from test_replica_units import fake_node
+
+    from zflow.runtime.replica.errors import NodeFailure
+
+    node = fake_node(stride=1)
+    node.outboxes.append(codec.IdOutbox("out", Sock(), "msgpack", 100, None))
+    apply_ids = exactly_once.ids_applier(node, lambda x: 1 / x, None, generator=False,
+                                         tolerant=False)
+    with pytest.raises(NodeFailure) as e:
+        apply_ids([1, 2], [1, 0])
+    assert (e.value.phase, str(e.value)) == ("run", "ZeroDivisionError: division by zero")
+    assert "Traceback" in e.value.extra["traceback"]
+    gen = exactly_once.ids_applier(node, None, None, generator=True, tolerant=False)
+    with pytest.raises(NodeFailure) as e:
+        gen([0], ["x"])
+    assert (e.value.phase, str(e.value)) == (
+        "run", "exactly-once needs transforms that return one record or None, not generators")
