@@ -163,12 +163,12 @@ def test_the_start_timeout_names_ten_and_counts_the_rest(tmp_path) -> None:
     text = PIPELINE.replace("replicas: 2", "replicas: 9")  # 11 replicas wait
     s = Script(tmp_path, text, start_timeout=1.0).start()
     s.tick(2.0)
-    assert s.coord.message == ("not ready after 1s: src.0, mid.0, mid.1, mid.2, mid.3, mid.4, "
-                               "mid.5, mid.6, mid.7, mid.8 and 1 more")
+    named = ", ".join(f"{r} (not bound)" for r in ["src.0"] + [f"mid.{i}" for i in range(9)])
+    assert s.coord.message == f"not ready after 1s: {named} and 1 more"
     text = PIPELINE.replace("replicas: 2", "replicas: 8")  # 10: all named
     s = Script(tmp_path, text, start_timeout=1.0).start()
     s.tick(2.0)
-    assert s.coord.message.endswith("mid.6, mid.7, sink.0")
+    assert s.coord.message.endswith("mid.7 (not bound), sink.0 (not bound)")
 
 
 def test_an_interrupt_drains_then_stops_as_interrupted(tmp_path) -> None:
