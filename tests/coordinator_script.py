@@ -101,6 +101,14 @@ class Script:
         return self.coord.slots[rid].state.value
 
 
+def running(tmp_path: Path, text: str | None = None, **opts: Any) -> Script:
+    """A run past its barrier (every replica running), with what was sent so far taken."""
+    s = Script(tmp_path, PIPELINE if text is None else text, **opts).start()
+    s.barrier()
+    s.sent()
+    return s
+
+
 PIPELINE = """
     version: 1
     name: pipe

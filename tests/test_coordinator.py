@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from coordinator_script import PIPELINE, Script
+from coordinator_script import PIPELINE, Script, running
 
 from zflow import exitcodes
 from zflow.runtime import protocol as P
@@ -32,11 +32,6 @@ PUBSUB = """
 EXACTLY_ONCE = PIPELINE.replace("name: pipe", "name: pipe\n    delivery: exactly-once")
 
 
-def running(tmp_path, text: str = PIPELINE, **opts) -> Script:
-    s = Script(tmp_path, text, **opts).start()
-    s.barrier()
-    s.sent()
-    return s
 
 
 # -- the barrier ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import textwrap
 from types import SimpleNamespace
 
 import pytest
-from coordinator_script import PIPELINE, Script
+from coordinator_script import PIPELINE, Script, running
 from test_rules_units import rule_diags
 
 from zflow import exitcodes
@@ -36,11 +36,6 @@ def plan_of(tmp_path, text: str):
     return build_plan(res.topology, str(path), run_dir="/r")
 
 
-def running(tmp_path, text: str = PIPELINE, **opts) -> Script:
-    s = Script(tmp_path, text, **opts).start()
-    s.barrier()
-    s.sent()
-    return s
 
 
 # -- plan ----------------------------------------------------------------------------------------
