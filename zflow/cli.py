@@ -580,10 +580,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(completion_script(args.shell, parser))
         return exitcodes.OK
     from zflow.runtime.up import up_command
-    from zflow.status.views import log_prefixes
 
-    with log_prefixes(not getattr(args, "no_log_prefix", False)):
-        return _with_stdin(args, up_command)
+    # the views (rich) are not imported here: the fork server starts first in up_command, and
+    # everything imported before it delays every replica
+    return _with_stdin(args, up_command)
 
 
 def entry() -> None:

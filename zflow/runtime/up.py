@@ -23,12 +23,14 @@ def _color(stream: Any) -> bool:
     return hasattr(stream, "isatty") and stream.isatty()
 
 
-def status_for(plan: Plan, mode: str, per_replica: bool, log_dir: str | None) -> tuple:
+def status_for(plan: Plan, mode: str, per_replica: bool, log_dir: str | None,
+               log_prefix: bool = True) -> tuple:
     from zflow.status.model import StatusModel
     from zflow.status.views import make_view
 
     model = StatusModel.from_plan(plan)
-    view = make_view(mode, model, sys.stdout, per_replica=per_replica, log_dir=log_dir)
+    view = make_view(mode, model, sys.stdout, per_replica=per_replica, log_dir=log_dir,
+                     log_prefix=log_prefix)
     model.subscribe(view)  # the runtime writes the model; the view hears of each fact from it
     return model, view
 
@@ -125,7 +127,8 @@ def _up(args: argparse.Namespace, zygote: object) -> int:
         mode = "plain"
     else:
         mode = "live"
-    model, view = status_for(plan, mode, args.replicas, args.log_dir)
+    model, view = status_for(plan, mode, args.replicas, args.log_dir,
+                             log_prefix=not getattr(args, "no_log_prefix", False))
     opts = Options(verbose=args.verbose, telemetry=not args.no_telemetry, grace=args.grace,
                    drain_timeout=args.drain_timeout,
                    start_timeout=getattr(args, "start_timeout", 30.0))
