@@ -234,6 +234,27 @@ def marked(marker: str) -> list[int]:
     return found
 
 
+def test_a_grandchild_that_left_its_process_group_is_stopped_with_the_run() -> None:
+    """A command node starts a daemon-like grandchild with setsid (its own session and group):
+    zflow, a child subreaper, still finds it among its descendants and stops it at the end."""
+    name = unique()
+    marker = f"zflowtest-{uuid.uuid4().hex[:12]}"
+    sender = ("setsid python3 -c 'import time; time.sleep(1000)' " + marker +
+              " </dev/null >/dev/null 2>&1 & exec python3 plain_sender.py 1000")
+    p = subprocess.run(
+        [sys.executable, "-m", "zflow", "up", str(TESTS / "plain_sender.yaml"), "--json",
+         "--set", f"name={name}", "--set", f"nodes.sender.command=[sh, -c, {sender!r}]"],
+        capture_output=True, text=True)
+    survivors = marked(marker)
+    for pid in survivors:  # do not leave them behind even when the test fails
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert survivors == [], "a setsid grandchild outlived the run"
+
+
 def test_sigkill_of_zflow_kills_command_node_and_its_grandchild() -> None:
     name = unique()
     marker = f"zflowtest-{uuid.uuid4().hex[:12]}"

@@ -129,6 +129,7 @@ class Supervisor:
                     watched.discard(fd)
             if now >= next_sample:
                 next_sample = now + 1.0
+                launcher.adopt()
                 for rid, pid, cpu, rss in launcher.sample(now):
                     slot = coord.slots[rid]
                     self.model.replica_proc(slot.node, slot.index, pid, cpu, rss)

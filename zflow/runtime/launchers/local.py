@@ -70,6 +70,10 @@ class LocalLauncher:
         )
         if run_dir:  # removed by the guard even if this process is SIGKILLed
             self._guard(f"={run_dir}")
+        # a process a replica started that leaves its process group (setsid, a daemon) is
+        # orphaned to us, not to init, so the descendant scan below still finds it
+        _child_subreaper()
+        self.groups: set[int] = set()  # process groups of descendants told to the guard
 
     # -- starting --------------------------------------------------------------------------
     def spawn(self, spec: ReplicaSpec) -> Spawned:
@@ -269,11 +273,50 @@ class LocalLauncher:
             raise
 
     # -- the end -------------------------------------------------------------------------------
+    def adopt(self) -> None:
+        """Find every descendant (in /proc) whose process group the guard does not know yet —
+        one that left its replica's group — and tell the guard; reap adopted orphans."""
+        me = os.getpid()
+        known = {self.guard.pid, self.zygote.proc.pid} | {
+            p.pid for p in self.procs.values() if isinstance(p.handle, subprocess.Popen)}
+        for pgid in self._escaped_groups():
+            if pgid not in self.groups:
+                self.groups.add(pgid)
+                self._guard(f"+{pgid}")
+        for pid in _children(me) - known:  # orphans we adopted as subreaper: reap the dead
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
     def kill_all(self) -> None:
         for proc in self.procs.values():
             if proc.handle.poll() is None:
                 _killpg(proc.pid, signal.SIGKILL)
                 proc.handle.wait()
+        # whatever the replicas left behind in groups of their own (found now: no stale ids)
+        for pgid in self._escaped_groups():
+            _killpg(pgid, signal.SIGKILL)
+        # reap what was killed (bounded: a child in our own group was not signalled)
+        deadline = time.monotonic() + 1.0
+        left = _children(os.getpid()) - {self.guard.pid, self.zygote.proc.pid}
+        while left and time.monotonic() < deadline:
+            for pid in list(left):
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0]:
+                        left.discard(pid)
+                except ChildProcessError:
+                    left.discard(pid)
+            if left:
+                time.sleep(0.01)
+
+    def _escaped_groups(self) -> set[int]:
+        """Process groups of live descendants that are not a replica's, nor ours, nor the fork
+        server's or the guard's."""
+        ours = {os.getpgid(0), self.zygote.proc.pid, self.guard.pid} | {
+            p.pid for p in self.procs.values()}
+        return {pgid for _, pgid in _descendants(os.getpid(), exclude=self.guard.pid)
+                if pgid not in ours}
 
     def close(self) -> None:
         try:
@@ -302,6 +345,54 @@ def _killpg(pid: int | None, sig: int) -> None:
 def _readable(fd: int) -> bool:
     r, _, _ = select.select([fd], [], [], 0)
     return bool(r)
+
+
+def _child_subreaper() -> None:
+    """Linux: orphaned descendants are reparented to this process instead of init."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def _proc_table() -> dict[int, tuple[int, int]]:
+    """pid → (ppid, pgid) of every process, from /proc."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if fields[0] not in (b"Z", b"X"):
+                out[int(name)] = (int(fields[1]), int(fields[2]))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def _descendants(root: int, exclude: int) -> list[tuple[int, int]]:
+    """(pid, pgid) of every live descendant of `root`, not under `exclude`."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = [], [c for c in children.get(root, []) if c != exclude]
+    while todo:
+        pid = todo.pop()
+        out.append((pid, table[pid][1]))
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return {int(x) for x in f.read().split()}
+    except OSError:
+        return set()
 
 
 def _in_use(endpoint: str) -> str | None:
