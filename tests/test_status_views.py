@@ -260,14 +260,6 @@ def test_plain_without_log_prefix_prints_the_lines_as_written() -> None:
     assert "worker.2     │ Worker 2 answered: 4" in _logged("plain").splitlines()
 
 
-def test_log_prefixes_sets_the_default_for_views_built_inside() -> None:
-    from zflow.status.views import log_prefixes
-
-    with log_prefixes(False):
-        assert "Worker 2 answered: 4" in _logged("plain").splitlines()
-    assert "worker.2     │ Worker 2 answered: 4" in _logged("plain").splitlines()
-
-
 def test_live_without_log_prefix() -> None:
     con = Console(file=io.StringIO(), force_terminal=True, width=120, color_system=None)
     plain = strip_control(_logged("live", console=con, log_prefix=False))

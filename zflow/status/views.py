@@ -10,12 +10,10 @@ Every mode writes ``<log_dir>/<node>.<replica>.log`` when ``log_dir`` is given (
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import sys
-from collections.abc import Iterator
 from typing import Any, Protocol, TextIO
 
 from rich.console import Console, Group
@@ -39,21 +37,6 @@ from zflow.status.render import (
 )
 
 MODES = ("live", "plain", "json", "quiet")
-
-#: whether node output lines get their `node.N │` prefix when a view is not told
-#: (`zflow up --no-log-prefix` turns it off for the run; see `log_prefixes`)
-LOG_PREFIX = True
-
-
-@contextlib.contextmanager
-def log_prefixes(on: bool) -> Iterator[None]:
-    """Views built inside default to `node.N │` prefixes on (`on`) or off."""
-    global LOG_PREFIX
-    old, LOG_PREFIX = LOG_PREFIX, on
-    try:
-        yield
-    finally:
-        LOG_PREFIX = old
 
 #: ANSI/VT escape sequences and other control characters (tab kept): plain output has none
 _CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]"
@@ -140,10 +123,10 @@ class _Base:
 
     def __init__(self, model: StatusModel, stream: TextIO, *, per_replica: bool = False,
                  color: bool = False, log_dir: str | None = None,
-                 log_prefix: bool | None = None) -> None:
+                 log_prefix: bool = True) -> None:
         self.model = model
         #: `node.N │` before each output line (off: the line as the node wrote it)
-        self.log_prefix = LOG_PREFIX if log_prefix is None else log_prefix
+        self.log_prefix = log_prefix
         self.stream = stream
         self.per_replica = per_replica
         self.color = color
@@ -222,7 +205,7 @@ class LiveView(_Base):
 
     def __init__(self, model: StatusModel, stream: TextIO, *, per_replica: bool = False,
                  color: bool | None = None, log_dir: str | None = None,
-                 console: Console | None = None, log_prefix: bool | None = None) -> None:
+                 console: Console | None = None, log_prefix: bool = True) -> None:
         if console is None:
             console = Console(file=stream, highlight=False, emoji=False,
                               **({"color_system": None} if color is False else {}))
@@ -430,13 +413,13 @@ def choose_mode(*, quiet: bool = False, json_: bool = False, plain: bool = False
 
 def make_view(mode: str, model: StatusModel, stream: TextIO | None = None, *,
               per_replica: bool = False, color: bool | None = None, log_dir: str | None = None,
-              console: Console | None = None, log_prefix: bool | None = None) -> View:
+              console: Console | None = None, log_prefix: bool = True) -> View:
     """Build the view for ``mode`` ('live' | 'plain' | 'json' | 'quiet' | 'auto').
 
     ``color=None`` means: colour only on a terminal (live; plain's log prefixes when stdout is a
     tty and NO_COLOR is unset); json and quiet never colour. ``console`` replaces the live
     view's console (tests record with it). ``log_prefix=False``: node output lines without
-    their `node.N │` prefix (None: `LOG_PREFIX`, which `log_prefixes()` sets).
+    their `node.N │` prefix (`zflow up --no-log-prefix`).
     """
     stream = stream if stream is not None else sys.stdout
     if mode == "auto":
