@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from test_spec_load import PIPE
 
 from zflow.spec import Diagnostic, load, render, schema_text
 from zflow.spec.diagnostics import CODES, clip
@@ -21,19 +22,6 @@ ROOT = Path(__file__).parent.parent
 SQUARES = ROOT / "topologies" / "squares.yaml"
 HUGE = "99999999999999999999999"
 
-PIPE = """\
-version: 1
-name: t
-nodes:
-  src:
-    run: m:f
-    sockets:
-      out: {type: PUSH, bind: auto}
-  dst:
-    run: m:g
-    sockets:
-      inp: {type: PULL, connect: src.out}
-"""
 
 
 def write(tmp_path: Path, text: str, name: str = "t.yaml") -> str:
