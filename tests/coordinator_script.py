@@ -109,9 +109,11 @@ def running(tmp_path: Path, text: str | None = None, **opts: Any) -> Script:
     return s
 
 
+#: best-effort, said explicitly: `delivery: auto` would run this pipeline exactly-once
 PIPELINE = """
     version: 1
     name: pipe
+    delivery: best-effort
     nodes:
       src:
         run: m:source

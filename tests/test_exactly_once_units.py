@@ -8,7 +8,7 @@ import msgpack
 import zmq
 
 from zflow.runtime import codec
-from zflow.runtime.replica.exactly_once import Seen
+from zflow.runtime.replica.exactly_once import Seen, Unacked
 
 
 def test_seen_ranges_and_duplicates() -> None:
@@ -77,3 +77,74 @@ def test_forget_below_keeps_a_filtered_stream_small() -> None:
     assert s.add(9_001)  # fills the gap: [0, 9001) and [9002, 9003) become one
     s.forget_below(100)  # an older mark changes nothing
     assert s.los[0][0] == 0 and s.his[0][0] == 9_003
+
+
+# -- Unacked: what a source holds, per frame, and who holds it ----------------------------------
+def _frames(u: Unacked, *sizes: int) -> list:
+    out, first = [], 0
+    for n in sizes:
+        out.append(u.add(first, [f"r{first + k}" for k in range(n)]))
+        first += n
+    return out
+
+
+def test_whole_frames_are_acknowledged_at_once_and_single_ids_one_by_one() -> None:
+    u = Unacked(1)
+    _frames(u, 3, 3)
+    assert (len(u), u.low()) == (6, 0)
+    u.ack_range(0, 3)
+    assert (len(u), list(u.frames), u.low()) == (3, [3], 3)
+    u.ack_ids([4, 99])  # 99 was never sent
+    assert (len(u), u.low(), dict(u)) == (2, 3, {3: "r3", 5: "r5"})
+    u.ack_range(3, 3)  # a range over a frame already partly acknowledged
+    assert (len(u), u.frames, u.low()) == (0, {}, None)
+
+
+def test_a_dead_replica_s_frames_are_resent_and_untaken_ones_once_proven_in_its_pipe() -> None:
+    u = Unacked(1)
+    a, b, c, d = _frames(u, 2, 2, 2, 2)  # sent in this order: 0, 1, 2, 3
+    u.took(range(0, 2), "w.0", first_hop=True)
+    u.took(range(2, 4), "w.1", first_hop=True)
+    # c and d: nobody said they took them (in a pipe, or just not reported yet)
+    assert u.died("w.0", ["w.1", "w.2"]) == [a]
+    assert u.cleared() == []  # w.1 and w.2 have not taken anything sent after c or d
+    e = u.add(8, ["r8", "r9"])
+    u.took(range(8, 10), "w.1", first_hop=True)
+    assert u.cleared() == []  # w.2 could still have c and d in its pipe
+    u.took(range(6, 8), "w.2", first_hop=True)  # w.2 took d: c, sent before, was not w.2's
+    assert u.cleared() == [c]
+    assert (c.holder, d.holder, e.holder) == (None, "w.2", "w.1")
+    assert u.suspects == []
+
+
+def test_a_suspect_acknowledged_or_taken_meanwhile_is_not_resent() -> None:
+    u = Unacked(1)
+    a, b = _frames(u, 1, 1)
+    u.died("w.9", ["w.1"])
+    u.ack_range(0, 1)
+    u.took(range(1, 2), "w.1", first_hop=True)
+    c = u.add(2, ["r2"])
+    u.took(range(2, 3), "w.1", first_hop=True)
+    assert u.cleared() == [] and c.holder == "w.1"
+
+
+def test_a_resent_frame_counts_as_sent_again() -> None:
+    u = Unacked(1)
+    (a,) = _frames(u, 1)
+    u.took(range(0, 1), "w.0", first_hop=True)
+    assert u.died("w.0", []) == [a]
+    u.resent(a)
+    assert (a.holder, a.sent) == (None, 1)
+    # receivers that took it deeper in the pipeline hold it, but say nothing of pipe order
+    u.took(range(0, 1), "t.0", first_hop=False)
+    assert a.holder == "t.0" and u.taken == {}
+
+
+def test_partly_taken_frames_are_held_by_whoever_took_a_part() -> None:
+    u = Unacked(2)
+    b = u.add(0, ["x", "y", "z"])  # ids 0, 2, 4
+    u.took([2, 4], "t.1", first_hop=False)
+    assert b.holder == "t.1"
+    assert u.pending(b) == ([0, 2, 4], ["x", "y", "z"])
+    u.ack_ids([2])
+    assert u.pending(b) == ([0, 4], ["x", "z"])

@@ -21,7 +21,7 @@ from zflow.runtime.exits import EXIT_GRACE
 from zflow.runtime.spec import dead_letter_path
 from zflow.runtime.states import Outcome
 
-EXACTLY_ONCE = PIPELINE.replace("name: pipe", "name: pipe\n    delivery: exactly-once")
+EXACTLY_ONCE = PIPELINE.replace("delivery: best-effort", "delivery: exactly-once")
 
 #: words (python) → upper (command) → collect (python): a command node in the middle
 POLYGLOT = """

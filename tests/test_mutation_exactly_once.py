@@ -19,7 +19,7 @@ import zmq
 from zflow.runtime import codec
 from zflow.runtime import protocol as P
 from zflow.runtime.replica import exactly_once
-from zflow.runtime.replica.exactly_once import Seen, acknowledge
+from zflow.runtime.replica.exactly_once import Seen, Unacked, acknowledge
 
 
 class Clock:
@@ -55,7 +55,9 @@ class Ctl:
         self.listens = 0
         self.ticks = 0
         self.probe_ticks = 0
-        self.unacked: dict[int, Any] = {}
+        self.unacked = Unacked(1)
+        self.deaths: list = []
+        self.interrupted = self.abandon = False
         self.ctrl = SimpleNamespace(poll=self.poll)
         self.max_unacked = 0
 
@@ -86,10 +88,12 @@ class Ctl:
 
 def source(monkeypatch: pytest.MonkeyPatch, on_listen: Callable[[Ctl, dict], None], *,
            sources: int = 1, index: int = 0, window: int = 100, lease: float = 5.0,
-           batches: tuple[int, ...] = (2,)) -> tuple[Any, Ctl, list[Sock], Clock]:
+           batches: tuple[int, ...] = (2,), receivers: int = 0,
+           ) -> tuple[Any, Ctl, list[Sock], Clock]:
     clock = Clock()
     monkeypatch.setattr(exactly_once, "time", clock)
     ctl = Ctl(clock, on_listen)
+    ctl.unacked.stride = sources
     socks = [Sock() for _ in batches]
     outs = []
     for sock, b in zip(socks, batches, strict=True):
@@ -98,7 +102,9 @@ def source(monkeypatch: pytest.MonkeyPatch, on_listen: Callable[[Ctl, dict], Non
         outs.append(o)
     node = SimpleNamespace(control=ctl, outboxes=outs, unacked=ctl.unacked,
                            spec=SimpleNamespace(sources=sources, source_index=index,
-                                                window=window, lease=lease))
+                                                window=window, lease=lease,
+                                                socket=lambda name: SimpleNamespace(
+                                                    peer_replicas=receivers)))
     return node, ctl, socks, clock
 
 
@@ -248,7 +254,8 @@ def test_a_stop_ends_the_source_at_once(monkeypatch) -> None:
 
 # -- acknowledge ---------------------------------------------------------------------------------
 def test_acknowledge_a_range_with_a_stride() -> None:
-    unacked = {i: str(i) for i in range(1, 12, 2)} | {2: "2"}
+    unacked = Unacked(2)
+    unacked.update({i: str(i) for i in range(1, 12, 2)} | {2: "2"})
     acknowledge(unacked, 2, {"r": [3, 3]})  # 3, 5, 7
     assert unacked == {1: "1", 9: "9", 11: "11", 2: "2"}
     acknowledge(unacked, 2, {"ids": [2, 11, 99]})  # unknown ids are fine (already acked)
@@ -308,18 +315,23 @@ def test_a_tolerant_transform_skips_what_fails_and_acknowledges_it(tmp_path) -> 
 
     apply_ids = exactly_once.ids_applier(node, inv, None, generator=False, tolerant=True)
     apply_ids([5, 6, 7, 8], [1, 0, 2, 0])
-    assert out.ids == [5, 7] and out.pending == [1.0, 0.5]
+    assert sent(out) == [[[5, 7], [1.0, 0.5]]]
     assert node.control.ctrl.sent == [{"t": P.ACK, "ids": [6, 8]}]
     assert node.errors == 2
     lines = [json.loads(x) for x in (tmp_path / "dl.jsonl").read_text().splitlines()]
     assert [x["record"] for x in lines] == [0, 0]
     assert all("ZeroDivisionError" in json.dumps(x) for x in lines)
     apply_ids([9, 10], [4, 5])  # nothing dropped: nothing acknowledged
-    assert out.ids == [5, 7, 9, 10] and out.pending == [1.0, 0.5, 0.25, 0.2]
+    assert sent(out)[1:] == [[9, 2, [0.25, 0.2]]]  # contiguous ids: sent as a range
     assert len(node.control.ctrl.sent) == 1
     apply_ids([11], [0])  # all dropped: nothing sent on
-    assert out.ids == [5, 7, 9, 10]
+    assert len(sent(out)) == 2 and out.pending == []
     assert node.control.ctrl.sent[-1] == {"t": P.ACK, "ids": [11]}
+
+
+def sent(out: codec.IdOutbox) -> list:
+    """What an outbox sent, each frame decoded (its kind byte stripped)."""
+    return [msgpack.unpackb(f[1:]) for f in out.sock.sent]
 
 
 def test_an_intolerant_transform_fails_the_node_on_the_first_error() -> None:
@@ -335,8 +347,110 @@ def test_an_intolerant_transform_fails_the_node_on_the_first_error() -> None:
         apply_ids([1, 2], [1, 0])
     assert (e.value.phase, str(e.value)) == ("run", "ZeroDivisionError: division by zero")
     assert "Traceback" in e.value.extra["traceback"]
-    gen = exactly_once.ids_applier(node, None, None, generator=True, tolerant=False)
-    with pytest.raises(NodeFailure) as e:
-        gen([0], ["x"])
-    assert (e.value.phase, str(e.value)) == (
-        "run", "exactly-once needs transforms that return one record or None, not generators")
+
+
+
+# -- generators: what one record makes travels as a group under its id ---------------------------
+def _repeat(r: int):
+    yield from [r] * r
+
+
+def test_a_generator_transform_sends_groups_under_the_ids_it_was_given() -> None:
+    from test_replica_units import fake_node
+
+    node = fake_node(stride=1)
+    out = codec.IdOutbox("out", Sock(), "msgpack", 100, None)
+    node.outboxes.append(out)
+    gen = exactly_once.ids_applier(node, _repeat, None, generator=True, tolerant=False)
+    assert gen(range(5, 8), [2, 0, 1]) == 3
+    # 6 made nothing: acknowledged at once, like a None result
+    assert node.control.ctrl.sent == [{"t": P.ACK, "ids": [6]}]
+    out.flush()
+    assert out.sock.decoded() == [("ids", [[5, 7], [[2, 2], [1]]])]
+    assert out.sock.frames[0][:1] == codec.IDSG and out.msgs == 3  # records, not groups
+    assert gen(range(8, 10), [1, 3]) == 2
+    out.flush()
+    assert out.sock.frames[1][:1] == codec.IDRG
+    assert msgpack.unpackb(out.sock.frames[1][1:]) == [8, 2, [[1], [3, 3, 3]]]
+
+
+def test_groups_pass_through_transforms_and_a_sink_takes_each_group_once() -> None:
+    from test_replica_units import fake_node
+
+    node = fake_node(stride=1)
+    out = codec.IdOutbox("out", Sock(), "msgpack", 100, None)
+    node.outboxes.append(out)
+    double = exactly_once.ids_applier(node, lambda x: None if x == 0 else 2 * x, None,
+                                      generator=False, tolerant=False)
+    assert double(range(0, 3), [[1, 2], [0], [0, 3]], grouped=True) == 5
+    out.flush()
+    assert out.sock.decoded() == [("ids", [[0, 2], [[2, 4], [6]]])]
+    assert node.control.ctrl.sent == [{"t": P.ACK, "ids": [1]}]  # its group came to nothing
+
+    sink = fake_node(stride=1)
+    got: list = []
+    take = exactly_once.ids_applier(sink, None, got.extend, generator=False, tolerant=False)
+    assert take(range(0, 2), [[2, 4], [6]], grouped=True) == 3
+    assert take([1, 2], [[6], [8, 8]], grouped=True) == 2  # id 1 again: dropped whole
+    assert got == [2, 4, 6, 8, 8]
+    assert sink.control.ctrl.sent == [{"t": P.ACK, "r": [0, 2]}, {"t": P.ACK, "ids": [1, 2]}]
+
+
+def test_a_death_resends_only_what_the_dead_replica_held(monkeypatch) -> None:
+    def script(ctl: Ctl, unacked: Unacked) -> None:
+        if ctl.listens == 3:  # three frames out: w.0 took 0, w.1 took 1 and 2
+            unacked.took(range(0, 1), "w.0", first_hop=True)
+            unacked.took(range(1, 3), "w.1", first_hop=True)
+            ctl.deaths.append(("w.0", ["w.1"]))
+        elif ctl.listens == 6:
+            unacked.clear()
+
+    node, ctl, (sock,), _ = source(monkeypatch, script, batches=(1,), lease=10.0)
+    exactly_once.run_source(node, ["a", "b", "c", "d", "e"])
+    sent = [d[0] for _, d in sock.decoded()]
+    assert sent == [0, 1, 2, 0, 3, 4]  # frame 0 again, then on; not 1 and 2 (w.1 has them)
+    assert ctl.deaths == []
+
+
+def test_frames_in_a_dead_pipe_are_resent_once_the_live_receivers_prove_it(monkeypatch) -> None:
+    def script(ctl: Ctl, unacked: Unacked) -> None:
+        if ctl.listens == 2:  # frames 0 and 1 out, nobody said they took them; w.0 dies
+            ctl.deaths.append(("w.0", ["w.1"]))
+        elif ctl.listens == 3:  # w.1 takes frame 2, sent after both: 0 and 1 were w.0's
+            unacked.took(range(2, 3), "w.1", first_hop=True)
+        elif ctl.listens == 6:
+            unacked.clear()
+
+    node, ctl, (sock,), _ = source(monkeypatch, script, batches=(1,), lease=10.0)
+    exactly_once.run_source(node, ["a", "b", "c", "d", "e"])
+    sent = [d[0] for _, d in sock.decoded()]
+    assert sent == [0, 1, 2, 0, 1, 3, 4]
+
+
+def test_a_short_stream_is_cut_to_reach_every_receiver(monkeypatch) -> None:
+    node, ctl, (sock,), _ = source(monkeypatch, ack_all, batches=(100,), receivers=2)
+    exactly_once.run_source(node, list(range(16)))
+    assert [d[1] for _, d in sock.decoded()] == [2] * 8  # 4 frames per receiver
+    node, ctl, (sock,), _ = source(monkeypatch, ack_all, batches=(100,), receivers=2)
+    exactly_once.run_source(node, iter(range(16)))  # no length: nothing to cut by
+    assert [d[1] for _, d in sock.decoded()] == [16]
+
+
+def test_an_interrupted_source_sends_nothing_new_but_waits_for_what_is_in_flight(
+        monkeypatch) -> None:
+    def script(ctl: Ctl, unacked: Unacked) -> None:
+        if ctl.listens == 2:  # Ctrl-C: zflow says interrupt, then stop
+            ctl.interrupted = ctl.stop_requested = True
+        elif ctl.listens == 4:
+            unacked.ack_range(0, 1)
+        elif ctl.listens == 5:
+            unacked.ack_range(1, 1)
+
+    node, ctl, (sock,), _ = source(monkeypatch, script, batches=(1,), lease=10.0)
+    exactly_once.run_source(node, iter("abcdef"))
+    assert [d[0] for _, d in sock.decoded()] == [0, 1]  # two frames out, no third
+    assert ctl.listens == 5 and len(node.unacked) == 0  # returned once both were acknowledged
+    node, ctl, (sock,), _ = source(monkeypatch, script, batches=(1,), lease=10.0)
+    ctl.abandon = True  # a failed run: nothing in flight is worth waiting for
+    exactly_once.run_source(node, iter("abcdef"))
+    assert ctl.listens == 2 and len(node.unacked) == 2

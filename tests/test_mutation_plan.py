@@ -227,7 +227,7 @@ SOCKETS = {
 TEXT = """\
 topology every  ({file})
 run directory: /r (mode 0700)
-delivery: best-effort
+delivery: best-effort (auto: 'cli' is a custom node)
 
 jsrc  ×1  source  python: mod:jsrc  restart=always on_error=fail
   out          PUSH   connect jsub.jin   [codec json]

@@ -17,7 +17,7 @@ from zflow.runtime import codec
 from zflow.runtime import protocol as P
 from zflow.runtime.losses import Losses
 from zflow.runtime.replica import exactly_once
-from zflow.runtime.replica.exactly_once import Seen
+from zflow.runtime.replica.exactly_once import Seen, Unacked
 from zflow.runtime.restarts import RestartPolicy, next_restart
 from zflow.runtime.slots import Counters
 from zflow.runtime.states import Outcome
@@ -25,7 +25,7 @@ from zflow.runtime.streams import CountGroup
 from zflow.spec import load, rules
 from zflow.spec.rules import Endpoint
 
-EXACTLY_ONCE = PIPELINE.replace("name: pipe", "name: pipe\n    delivery: exactly-once")
+EXACTLY_ONCE = PIPELINE.replace("delivery: best-effort", "delivery: exactly-once")
 
 
 def plan_of(tmp_path, text: str):
@@ -336,7 +336,9 @@ class Ctl:
         self.polls = 0
         self.listens = 0
         self.snapshots: list = []
-        self.unacked: dict = {}
+        self.unacked = Unacked(1)
+        self.deaths: list = []
+        self.interrupted = self.abandon = False
         self.ctrl = SimpleNamespace(poll=self.poll)
 
     def poll(self, timeout: int, flags: int) -> bool:
@@ -371,7 +373,8 @@ def run_source(monkeypatch, on_listen, records, *, window=100, lease=5.0, batche
         outs.append(o)
     node = SimpleNamespace(control=ctl, outboxes=outs, unacked=ctl.unacked,
                            spec=SimpleNamespace(sources=1, source_index=0, window=window,
-                                                lease=lease))
+                                                lease=lease, socket=lambda name: SimpleNamespace(
+                                                    peer_replicas=0)))
     exactly_once.run_source(node, records)
     return ctl, frames
 

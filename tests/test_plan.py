@@ -79,6 +79,28 @@ def test_end_modes_by_socket_kind() -> None:
     assert ext.nodes["worker"].sockets["work"].end == END_NEVER  # fed from outside
 
 
+def test_delivery_auto_is_exactly_once_where_the_topology_allows_it() -> None:
+    plan = plan_of("squares.yaml")
+    assert (plan.delivery, plan.delivery_asked, plan.delivery_reason) == (
+        "exactly-once", "auto", "")
+    assert "delivery: exactly-once (auto)" in format_plan(plan)
+    # and best-effort, saying why, where it does not
+    why = {
+        "pubsub.yaml": "'weather.updates' is PUB",
+        "rpc.yaml": "no source node",
+        "polyglot.yaml": "'upper' is a command node",
+    }
+    for name, reason in why.items():
+        p = plan_of(name)
+        assert (p.delivery, p.delivery_reason) == ("best-effort", reason), name
+        assert f"delivery: best-effort (auto: {reason})" in format_plan(p)
+    two = plan_of("squares.yaml", scale=("results=2",))
+    assert two.delivery_reason == "sink 'results' has 2 replicas"
+    asked = plan_of("squares.yaml", "delivery=best-effort")
+    assert (asked.delivery, asked.delivery_reason) == ("best-effort", "")
+    assert "delivery: best-effort\n" in format_plan(asked)
+
+
 def test_delivery_in_plan_and_dry_run_text() -> None:
     plan = plan_of("squares.yaml", "delivery=exactly-once")
     assert plan.delivery == "exactly-once"

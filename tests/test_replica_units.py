@@ -21,7 +21,7 @@ from zflow.runtime import protocol as P
 from zflow.runtime.replica import exactly_once, runners, target
 from zflow.runtime.replica.control import Control
 from zflow.runtime.replica.errors import NodeFailure, Stop
-from zflow.runtime.replica.exactly_once import Seen
+from zflow.runtime.replica.exactly_once import Seen, Unacked
 from zflow.runtime.replica.on_error import record_error
 from zflow.runtime.replica.sockets import Inbox
 from zflow.runtime.spec import SocketSpec
@@ -82,7 +82,7 @@ def fake_node(stride: int = 1, on_error: str = "fail", dead_letter: str = "",
         id="n.0", spec=SimpleNamespace(telemetry=True, stats_interval=0.25, on_error=on_error,
                                        dead_letter=dead_letter, node="n", replica=0),
         inboxes={}, inboxes_by_sock={}, sockets={}, outboxes=[], custom_counts={}, errors=0,
-        unacked={}, seen=Seen(stride),
+        unacked=Unacked(stride), seen=Seen(stride),
     )
     node.control = Control(node, FakeDealer())
     return node
@@ -100,7 +100,7 @@ def inbox(node: Any, name: str = "in", **kw: Any) -> Inbox:
 def test_every_supervisor_message_has_a_handler() -> None:
     ctl = fake_node().control
     assert set(ctl.handlers) == {P.CONNECT, P.PROBE, P.START, P.DRAIN, P.INPUT_END, P.STOP,
-                                 P.ACK, P.RESEND, P.LOW, P.INTERRUPT}
+                                 P.ACK, P.RESEND, P.TOOK, P.POISON, P.LOW, P.INTERRUPT}
     ctl.handle({"t": "no-such-kind"})  # ignored, not an error
     assert ctl.ctrl.sent == [] and not ctl.stop_requested
     ctl.handle({"t": P.INTERRUPT})  # the run was interrupted: keep going, but Totals says so
@@ -375,16 +375,11 @@ def test_a_transform_keeps_ids_and_acknowledges_what_it_drops() -> None:
         return x // 2 if x % 2 == 0 else None
 
     apply_ids = exactly_once.ids_applier(node, half, None, generator=False, tolerant=False)
-    apply_ids(range(10, 14), [10, 11, 12, 13])
-    assert out.ids == [10, 12] and out.pending == [5, 6]
+    assert apply_ids(range(10, 14), [10, 11, 12, 13]) == 4
+    # sent on at once, a frame per frame taken: the source's frames stay whole
+    assert [msgpack.unpackb(f[1:]) for f in sock.sent] == [[[10, 12], [5, 6]]]
+    assert sock.sent[0][:1] == codec.IDS and out.pending == []
     assert node.control.ctrl.sent == [{"t": P.ACK, "ids": [11, 13]}]
-
-
-def test_exactly_once_refuses_generators() -> None:
-    node = fake_node()
-    apply_ids = exactly_once.ids_applier(node, None, None, generator=True, tolerant=False)
-    with pytest.raises(NodeFailure, match="not generators"):
-        apply_ids([0], ["x"])
 
 
 # -- Inbox: end of stream ----------------------------------------------------------------------

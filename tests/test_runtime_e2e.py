@@ -240,10 +240,37 @@ def test_skip_policy_counts_errors_and_ends_incomplete() -> None:
     assert res["nodes"]["mid"]["errors"] == 1
 
 
-def test_a_transform_failing_on_some_records_is_never_a_success() -> None:
-    """The defaults (on_error: fail, restart: on-failure, best-effort): a transform that raises
-    on one record in ten restarts, and what the crashes took with them is reported as lost."""
+def test_a_transform_failing_on_some_records_is_never_a_success(tmp_path: Path) -> None:
+    """The defaults (on_error: fail, restart: on-failure, delivery: auto, here exactly-once): a
+    transform that raises on one record in ten restarts; each failing record is tried three
+    times, then dead-lettered as its source sent it; every other record arrives, once."""
+    name = unique()
+    p = zflow("up", str(PIPELINE), "--json", "--set", f"name={name}", "--scale", "mid=2",
+              "--set", "nodes.mid.run=edges:fail_every_tenth",
+              "--set", "nodes.mid.max_restarts=100",
+              "--set", f"nodes.mid.cwd={tmp_path}",
+              "--set", "nodes.mid.backoff={initial: 0.01, max: 0.01}")
+    res = result_of(p)
+    assert p.returncode == exitcodes.INCOMPLETE, p.stdout[-2000:]
+    kept = [x for x in range(100) if x % 10 != 7]
+    assert res["results"]["sink"]["n"] == len(kept)
+    assert res["results"]["sink"]["sum"] == sum(kept)
+    assert res["losses"]["lost"] == 0 and res["losses"]["skipped"] == 10
+    assert res["nodes"]["mid"]["restarts"] == 30  # three attempts for each of the ten
+    path = tmp_path / f"{name}.mid.dead-letter.jsonl"
+    assert res["dead_letters"]["mid"] == {"path": str(path), "records": 10}
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert sorted(x["record"] for x in lines) == list(range(7, 100, 10))
+    assert {x["attempts"] for x in lines} == {3}
+    assert all(x["error"] == f"ValueError: cannot take {x['record']}" for x in lines)
+    assert "10 records failed" in res["message"]
+    assert leftovers(name) == []
+
+
+def test_a_transform_failing_on_some_records_best_effort_says_what_was_lost() -> None:
+    """best-effort, asked for: the crashes take records with them, and the run says so."""
     p = zflow("up", str(PIPELINE), "--json", "--set", f"name={unique()}", "--scale", "mid=1",
+              "--set", "delivery=best-effort",
               "--set", "nodes.mid.run=edges:fail_every_tenth",
               "--set", "nodes.mid.max_restarts=100",
               "--set", "nodes.mid.backoff={initial: 0.01, max: 0.01}")
@@ -395,6 +422,10 @@ def test_interrupt_keeps_the_result_of_an_endless_pipeline() -> None:
     name = unique()
     proc = _start_forever(name, "--set", "nodes.sink.run=edges:Tally",
                           env={**os.environ, "PYTHONPATH": str(TESTS)})
+    assert proc.stdout is not None
+    for line in proc.stdout:  # records have reached the sink (a Ctrl-C before is a run of 0)
+        if line.startswith('{"event": "stats"') and json.loads(line)["nodes"]["sink"]["msgs_in"]:
+            break
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err[-2000:]

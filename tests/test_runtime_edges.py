@@ -320,6 +320,7 @@ def test_raw_records_starting_with_0xff_are_data() -> None:
 def test_undecodable_frame_skipped_ends_the_stream_and_says_so() -> None:
     """No replica died, yet records are missing: the stream still ends, with the reason."""
     p = run("pipeline.yaml", "--set", "nodes.mid.run=faulty:int_keys", "--scale", "mid=1",
+            "--set", "delivery=best-effort",
             "--set", "nodes.sink.on_error=skip", "--drain-timeout", "0.5")
     assert p.returncode == 4, p.stderr[-2000:]  # records missing: incomplete, never success
     res = result_of(p)
@@ -330,3 +331,16 @@ def test_undecodable_frame_skipped_ends_the_stream_and_says_so() -> None:
     # the stream ends with the count of what is missing and why
     assert f"{100 - n} of 100 records sent to sink.inp never arrived (dropped as undecodable, or " \
            "lost); ending the stream without them" in res["errors"], res["errors"]
+
+
+def test_an_undecodable_exactly_once_frame_is_skipped_not_resent_forever() -> None:
+    """delivery auto (exactly-once here): the frame's ids can still be read, so its records
+    are counted as skipped and acknowledged; resent, they would fail again, forever."""
+    p = run("pipeline.yaml", "--set", "nodes.mid.run=faulty:int_keys", "--scale", "mid=1")
+    assert p.returncode == 4, p.stderr[-2000:]
+    res = result_of(p)
+    n = res["results"]["sink"]["n"]
+    assert 0 < n < 100  # record 5's frame did not arrive; the others did
+    assert res["losses"]["lost"] == 0
+    assert res["losses"]["skipped"] == res["nodes"]["sink"]["errors"] == 100 - n
+    assert "cannot decode" in p.stdout + p.stderr

@@ -141,8 +141,12 @@ class Plan:
     #: count groups: each a (sender sockets, receiver sockets) set of "node.socket" ids whose
     #: records are compared at end of stream
     count_groups: list[tuple[list[str], list[str]]]
-    #: "best-effort" or "exactly-once" (docs/format.md, Delivery)
+    #: "best-effort" or "exactly-once", as it runs (docs/format.md, Delivery)
     delivery: str = "best-effort"
+    #: what the topology asked for: "auto" (the default), "best-effort" or "exactly-once"
+    delivery_asked: str = "auto"
+    #: auto that could not be exactly-once: why (shown by --dry-run and the run's summary)
+    delivery_reason: str = ""
 
     def bind_endpoint(self, node: str, replica: int, socket: str) -> str:
         """The endpoint a replica binds: ipc paths are fixed here; tcp auto binds to port *."""
@@ -248,6 +252,9 @@ def build_plan(
             edges.append(Edge(".".join(first), ".".join(second)))
 
     _assign_end_modes(nodes)
+    asked = str(topology.get("delivery", "auto"))
+    reason = exactly_once_blocker(nodes) if asked == "auto" else ""
+    delivery = asked if asked != "auto" else "best-effort" if reason else "exactly-once"
     return Plan(
         name=str(topology["name"]),
         file=os.path.abspath(file),
@@ -257,8 +264,39 @@ def build_plan(
         links=links,
         edges=edges,
         count_groups=_count_groups(nodes),
-        delivery=str(topology.get("delivery", "best-effort")),
+        delivery=delivery,
+        delivery_asked=asked,
+        delivery_reason=reason,
     )
+
+
+def exactly_once_blocker(nodes: dict[str, NodePlan]) -> str:
+    """Why this topology cannot run exactly-once ("" if it can): `delivery: auto` then runs it
+    best-effort. The conditions are ZF073's (spec/rules.py), which says the same of a topology
+    that asks for exactly-once, with locations."""
+    sinks = [n for n in nodes.values() if n.shape == "sink"]
+    if not any(n.shape == "source" for n in nodes.values()):
+        return "no source node"
+    for n in nodes.values():
+        if n.kind == "command":
+            return f"'{n.name}' is a command node"
+        if n.shape in ("custom", "service"):
+            return f"'{n.name}' is a {n.shape} node"
+    for n in nodes.values():
+        for s in n.sockets.values():
+            if s.role == "control":
+                continue
+            if s.type not in ("PUSH", "PULL"):
+                return f"'{n.name}.{s.name}' is {s.type}"
+            if s.codec != "msgpack":
+                return f"'{n.name}.{s.name}' uses codec {s.codec}"
+            if s.external or (s.receives and s.end != END_COUNT):
+                return f"'{n.name}.{s.name}' talks to programs outside the topology"
+    if len(sinks) != 1:
+        return f"{len(sinks)} sink nodes" if sinks else "no sink node"
+    if sinks[0].replicas > 1:
+        return f"sink '{sinks[0].name}' has {sinks[0].replicas} replicas"
+    return ""
 
 
 def _endpoint(value: str, *, binding: bool) -> Endpoint | None:
@@ -359,10 +397,18 @@ def _count_groups(nodes: dict[str, NodePlan]) -> list[tuple[list[str], list[str]
     return groups
 
 
+def describe_delivery(plan: Plan) -> str:
+    """`exactly-once (auto)`, `best-effort (auto: 'w.out' is PUB)`, or what was asked."""
+    if plan.delivery_asked != "auto":
+        return plan.delivery
+    why = f": {plan.delivery_reason}" if plan.delivery_reason else ""
+    return f"{plan.delivery} (auto{why})"
+
+
 def format_plan(plan: Plan) -> str:
     """Human-readable plan for `zflow up --dry-run`."""
     lines = [f"topology {plan.name}  ({plan.file})", f"run directory: {plan.run_dir} (mode 0700)",
-             f"delivery: {plan.delivery}"]
+             f"delivery: {describe_delivery(plan)}"]
     for n in plan.nodes.values():
         what = n.target if n.kind == "python" else " ".join(n.argv or [])
         lines.append("")

@@ -26,6 +26,10 @@ ZF = b"\xff"
 #: fresh run from one source, the common case) `IDR + msgpack([first, n, records])`
 IDS = b"\x01"
 IDR = b"\x02"
+#: the same, where each record is a *group*: the list of records a generator transform made of
+#: one record (ids stay those the source gave; see replica/exactly_once.ids_applier)
+IDSG = b"\x03"
+IDRG = b"\x04"
 _packb = msgpack.packb
 _unpackb = msgpack.unpackb
 
@@ -140,38 +144,57 @@ class Outbox:
 
 
 class IdOutbox(Outbox):
-    """exactly-once: every record travels with its id, so the sink can acknowledge and dedupe."""
+    """exactly-once: every record travels with its id, so the sink can acknowledge and dedupe.
 
-    __slots__ = ("ids",)
+    Ids usually come as a `range` (a fresh frame from a source, passed on 1:1 by transforms):
+    it is kept as one, so a frame costs no per-record work for its ids.
+    """
+
+    __slots__ = ("ids", "run", "grouped")
 
     def __init__(self, name: str, sock: Any, codec: str, batch: int, topic: str | None) -> None:
         super().__init__(name, sock, codec, batch, topic)
         self.ids: list[int] = []
+        self.run: range | None = None  # the pending ids, while they are one range
+        self.grouped = False  # the pending records are groups
 
-    def extend_ids(self, ids: list[int], records: list[Any]) -> None:
-        self.ids.extend(ids)
+    def extend_ids(self, ids: Any, records: list[Any], grouped: bool = False) -> None:
+        if grouped != self.grouped:
+            self.flush()
+            self.grouped = grouped
+        if not self.pending and isinstance(ids, range) and ids.step == self.stride:
+            self.run = ids
+        else:
+            if self.run is not None:
+                self.ids, self.run = list(self.run), None
+            self.ids.extend(ids)
         self.pending.extend(records)
         if len(self.pending) >= self.batch:
             self.flush()
 
     def flush(self) -> None:
-        pending, ids = self.pending, self.ids
+        pending, ids, run = self.pending, self.ids, self.run
         if not pending:
             return
-        self.pending, self.ids = [], []
+        self.pending, self.ids, self.run = [], [], None
         b = self.batch
         stride = self.stride
+        ranged, listed = (IDRG, IDSG) if self.grouped else (IDR, IDS)
         for i in range(0, len(pending), b):
             chunk = pending[i : i + b]
-            cids = ids[i : i + b]
-            first, n = cids[0], len(cids)
-            if cids[-1] == first + (n - 1) * stride and cids == list(
-                    range(first, first + n * stride, stride)):
-                frame = IDR + _pack([first, n, chunk])
+            if run is not None:
+                r = run[i : i + b]
+                frame = ranged + _pack([r.start, len(r), chunk])
             else:
-                frame = IDS + _pack([cids, chunk])
+                cids = ids[i : i + b]
+                first, n = cids[0], len(cids)
+                if cids[-1] == first + (n - 1) * stride and cids == list(
+                        range(first, first + n * stride, stride)):
+                    frame = ranged + _pack([first, n, chunk])
+                else:
+                    frame = listed + _pack([cids, chunk])
             self._send(frame)
-            self.msgs += len(chunk)
+            self.msgs += sum(map(len, chunk)) if self.grouped else len(chunk)
             self.nbytes += len(frame)
 
 
@@ -216,6 +239,26 @@ def decode_one(codec: str) -> Callable[[bytes], Any]:
     if codec == "raw":
         return bytes
     return _unpackb
+
+
+def frame_ids(frame: bytes, stride: int) -> range | list[int] | None:
+    """The ids of an exactly-once frame whose records cannot be decoded (None: not even its
+    ids), so that they can be acknowledged as skipped instead of resent to fail again."""
+    try:
+        u = msgpack.Unpacker()
+        u.feed(frame[1:])
+        if u.read_array_header() not in (2, 3):
+            return None
+        head = u.unpack()
+        if frame[:1] in (IDR, IDRG):
+            n = u.unpack()
+            if type(head) is int and type(n) is int and 0 <= n <= 1 << 20:
+                return range(head, head + n * stride, stride)
+        elif isinstance(head, list) and all(type(i) is int for i in head):
+            return head
+    except Exception:  # noqa: BLE001 - not even the ids: nothing to acknowledge
+        return None
+    return None
 
 
 def decode_batch(frame: bytes) -> list[Any]:

@@ -13,7 +13,9 @@ class Totals:
     #: records this replica received on its data inputs
     received: int
     #: records the upstream nodes sent to this node's inputs, all replicas together (None when
-    #: zflow cannot count them, e.g. PUB/SUB with topic filters)
+    #: zflow cannot count them, e.g. PUB/SUB with topic filters). Exactly-once: what arrived,
+    #: each record once (the stream ends when every record the sources numbered was
+    #: acknowledged; what failed on the way is counted as skipped or dead-lettered)
     expected: int | None
     #: records received per input socket
     per_socket: dict[str, int] = field(default_factory=dict)

@@ -79,6 +79,10 @@ class Coordinator(Barrier, Exits):
         self.now = 0.0
         self.deaths = 0  # replicas that died mid-run: only then can best-effort lose records
         self.losses = Losses(plan)
+        #: exactly-once: records (by id) that failed a replica, and how often; records that
+        #: failed POISON_ATTEMPTS times were dead-lettered, per node that they failed
+        self.attempts: dict[int, int] = {}
+        self.poisoned: dict[str, int] = {}
         self.ready_patterns = {n.name: re.compile(n.ready["log"]) for n in plan.nodes.values()
                                if "log" in n.ready}
         #: `lifetime: service` nodes still running, and the nodes linked to each node
@@ -97,6 +101,10 @@ class Coordinator(Barrier, Exits):
         #: exactly-once: source replicas in id order (id % len(sources) is the source's index)
         self.sources = self._shaped("source")
         self.sinks = self._shaped("sink")
+        #: exactly-once: nodes that take records straight from a source (their pipes deliver
+        #: each source's frames in order, which tells what a dead one's pipe held)
+        self.hop1 = {e.dst.split(".")[0] for e in plan.edges
+                     if plan.nodes[e.src.split(".")[0]].shape == "source"}
         self.streams = EndOfStream(plan, self.slots, self._send, self._error,
                                    drain_timeout=opts.drain_timeout, exactly_once=self.eo,
                                    sources=self.sources)
@@ -104,6 +112,7 @@ class Coordinator(Barrier, Exits):
             P.HELLO: self._on_hello, P.BOUND: self._on_bound, P.READY: self._on_ready,
             P.STATS: self._on_stats, P.COUNT: self._on_count, P.TOTAL: self._on_total,
             P.FINISHED: self._on_finished, P.LOW: self._on_low, P.ACK: self._on_ack,
+            P.TOOK: self._on_took,
             P.STOPPING: self._on_stopping, P.FATAL: self._on_fatal,
         }
 
@@ -318,17 +327,25 @@ class Coordinator(Barrier, Exits):
 
     def _on_ack(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
         """exactly-once: acknowledgements go back to the source replica that numbered them."""
+        self._to_sources(P.ACK, msg)
+
+    def _on_took(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        """exactly-once: a transform took records: their source learns who holds them, so a
+        death resends only what the dead replica held."""
+        self._to_sources(P.TOOK, msg, by=slot.id, hop1=slot.node in self.hop1)
+
+    def _to_sources(self, kind: str, msg: dict[str, Any], **extra: Any) -> None:
         if not self.sources:
             return
         k = len(self.sources)
         if "r" in msg:  # a range: all from one source
-            self._send(self.sources[msg["r"][0] % k], P.ACK, r=msg["r"])
+            self._send(self.sources[msg["r"][0] % k], kind, r=msg["r"], **extra)
             return
         per: dict[int, list[int]] = {}
         for i in msg["ids"]:
             per.setdefault(i % k, []).append(i)
         for j, part in per.items():
-            self._send(self.sources[j], P.ACK, ids=part)
+            self._send(self.sources[j], kind, ids=part, **extra)
 
     def _on_stopping(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
         if msg.get("reason") != "stopped by zflow":  # that one is implied: no noise
@@ -386,7 +403,8 @@ class Coordinator(Barrier, Exits):
         """Every replica finished: completed, unless records were lost, skipped or
         dead-lettered on the way (then exit 4, and the summary says how many and where)."""
         verdict = self.losses.verdict(
-            self.streams.transit(), sum(s.counters.all_errors for s in self.slots.values()),
+            self.streams.transit(),
+            sum(s.counters.all_errors for s in self.slots.values()) + sum(self.poisoned.values()),
             self.eo)
         self.model.losses = verdict.as_dict()
         message = verdict.message()
@@ -454,9 +472,11 @@ class Coordinator(Barrier, Exits):
         code = self.code if self.code is not None else exitcodes.OK
         self.model.announce("overall", state=self.outcome.value)
         for n in self.plan.nodes.values():
-            if n.on_error == "dead-letter" and n.kind == "python":
-                count = sum(s.counters.all_errors for s in self.slots.values()
-                            if s.node == n.name)
+            if n.kind == "python":
+                count = self.poisoned.get(n.name, 0)
+                if n.on_error == "dead-letter":
+                    count += sum(s.counters.all_errors for s in self.slots.values()
+                                 if s.node == n.name)
                 if count:
                     self.model.set_dead_letter(n.name, dead_letter_path(self.plan, n), count)
         self.model.finish(self.outcome.value, code, self.message)

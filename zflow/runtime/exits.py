@@ -13,11 +13,13 @@ A mixin of `Coordinator` (coordinator.py), which owns the state these methods us
 from __future__ import annotations
 
 import signal
+from typing import Any
 
 from zflow import exitcodes
 from zflow.runtime import protocol as P
 from zflow.runtime.restarts import next_restart
 from zflow.runtime.slots import Slot
+from zflow.runtime.spec import dead_letter_path
 from zflow.runtime.states import Outcome, ReplicaState, RunPhase
 
 S = ReplicaState
@@ -25,6 +27,8 @@ S = ReplicaState
 STOPPED_BY_US = frozenset({0, -signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM})
 #: how long an exit waits for the replica's last message (FINISHED or FATAL)
 EXIT_GRACE = 0.5
+#: exactly-once: failures on the same record before it is dead-lettered (a poison record)
+POISON_ATTEMPTS = 3
 
 
 class Exits:
@@ -95,14 +99,50 @@ class Exits:
             # nothing for later: it restarts and finishes at once.
             self._fail_run(slot, f"{slot.id} exited with code {code} after its input ended")
             return
-        if self.eo:  # what that replica held is gone: sources resend what is unacknowledged
-            for src in self.sources:
-                if src is not slot:
-                    self._send(src, P.RESEND)
+        if self.eo:  # what that replica held is gone: its sources resend it
+            self._count_attempt(slot)
+            self._resend_held(slot)
         if code == 0 and n.restart != "always":  # `always` also restarts clean exits
             self._fail_run(slot, f"{slot.id} exited (code 0) before its stream ended")
             return
         self._maybe_restart(slot, now)
+
+    def _count_attempt(self, slot: Slot) -> None:
+        """A replica that failed on a record named it: after POISON_ATTEMPTS failures, on
+        whichever replicas, the record is dead-lettered by its source instead of resent (before
+        the resend below, so it is not tried once more), and the run ends incomplete."""
+        fatal = slot.fatal or {}
+        i = fatal.get("id")
+        if fatal.get("phase") != "run" or type(i) is not int or not self.sources:
+            return
+        n = self.attempts[i] = self.attempts.get(i, 0) + 1
+        if n < POISON_ATTEMPTS:
+            return
+        del self.attempts[i]
+        node = self.plan.nodes[slot.node]
+        path = dead_letter_path(self.plan, node)
+        self.poisoned[node.name] = self.poisoned.get(node.name, 0) + 1
+        self._send(self.sources[i % len(self.sources)], P.POISON, id=i, node=node.name,
+                   replica=slot.index, error=fatal.get("message"), attempts=n, path=path)
+        self._log(slot, f"a record failed {n} times ({fatal.get('message')}): dead-lettered "
+                        f"to {path}")
+
+    def _resend_held(self, slot: Slot) -> None:
+        """A replica that takes straight from the sources held what it said it took, and what
+        sat in its pipe: sources resend exactly that. Deeper in the pipeline zflow does not
+        know which pipe held what: everything unacknowledged is resent (the sink drops the
+        duplicates)."""
+        if slot.node in self.hop1:
+            live = [s.id for s in self.slots.values() if s.node in self.hop1
+                    and s.state is ReplicaState.RUNNING and s is not slot]
+            fields: dict[str, Any] = {"dead": slot.id, "live": live}
+        elif self.plan.nodes[slot.node].shape == "source":
+            return  # a restarted source replays its own records
+        else:
+            fields = {}
+        for src in self.sources:
+            if src is not slot:
+                self._send(src, P.RESEND, **fields)
 
     def _maybe_restart(self, slot: Slot, now: float) -> None:
         policy = self.policies[slot.node]

@@ -17,7 +17,10 @@ replica → supervisor                         supervisor → replica
   stopping {reason}
   fatal {phase, message, socket?, endpoint?}
   ack {ids}          (exactly-once: sink/transform)  ack {ids}  (forwarded to the source)
-                                               resend              (a replica died: resend unacked)
+  took {ids}         (exactly-once: a transform took a frame)  took {ids, by, hop1} (forwarded)
+                                               resend {dead?, live?}  (resend what `dead` held,
+                                                 or, without `dead`, all that is unacked)
+                                               poison {id, node, error, path}  (dead-letter it)
   low {id}           (exactly-once source: lowest unacknowledged id; forwarded to sinks)
 """
 
@@ -36,7 +39,7 @@ CONNECT, PROBE, START, DRAIN, INPUT_END, STOP, INTERRUPT = (
     "connect", "probe", "start", "drain", "input_end", "stop", "interrupt",
 )
 # exactly-once, both ways
-ACK, RESEND, LOW = "ack", "resend", "low"
+ACK, RESEND, LOW, TOOK, POISON = "ack", "resend", "low", "took", "poison"
 
 ENV_CONTROL = "ZFLOW_CONTROL"
 ENV_SPEC = "ZFLOW_SPEC"

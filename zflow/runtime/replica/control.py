@@ -17,6 +17,7 @@ from zflow.runtime import codec
 from zflow.runtime import protocol as P
 from zflow.runtime.replica.errors import Stop
 from zflow.runtime.replica.exactly_once import acknowledge
+from zflow.runtime.replica.on_error import write_dead_letter
 from zflow.runtime.replica.sockets import connect
 
 if TYPE_CHECKING:
@@ -50,6 +51,9 @@ class Control:
         self.interrupted = False  # the run was interrupted: Totals says so
         self.expected: dict[str, int | None] = {}  # input socket → records its senders sent
         self.resend = False  # exactly-once source: resend what is unacknowledged
+        #: exactly-once source: replicas that died (and the receivers alive then), to resend
+        #: what each held
+        self.deaths: list[tuple[str, list[str]]] = []
         self.finished_sent = False
         # sockets with a part in the control plane (sockets.build fills these)
         self.control_in: dict[zmq.Socket, bytes] = {}  # stop_on sockets → the message
@@ -75,6 +79,8 @@ class Control:
             P.CONNECT: self.on_connect,
             P.ACK: self.on_ack,
             P.RESEND: self.on_resend,
+            P.TOOK: self.on_took,
+            P.POISON: self.on_poison,
             P.LOW: self.on_low,
             P.INTERRUPT: self.on_interrupt,
         }
@@ -143,7 +149,29 @@ class Control:
         acknowledge(self.node.unacked, self.node.seen.stride, msg)
 
     def on_resend(self, msg: dict[str, Any]) -> None:
-        self.resend = True
+        if "dead" in msg:
+            self.deaths.append((msg["dead"], msg.get("live") or []))
+        else:
+            self.resend = True
+
+    def on_poison(self, msg: dict[str, Any]) -> None:
+        """A record of ours failed replica after replica: into the dead-letter file, and
+        never sent again (it would only fail again, and take its frame with it)."""
+        unacked = self.node.unacked
+        i = msg["id"]
+        if i not in unacked:
+            return
+        write_dead_letter(msg.get("path") or "", {
+            "node": msg.get("node"), "replica": msg.get("replica"), "record": unacked[i],
+            "error": msg.get("error"), "attempts": msg.get("attempts"),
+            "note": "the record as the source sent it; it failed every time it was tried"})
+        del unacked[i]
+
+    def on_took(self, msg: dict[str, Any]) -> None:
+        r = msg.get("r")
+        ids = range(r[0], r[0] + r[1] * self.node.seen.stride, self.node.seen.stride) if r \
+            else msg.get("ids") or []
+        self.node.unacked.took(ids, msg.get("by", ""), bool(msg.get("hop1")))
 
     def on_low(self, msg: dict[str, Any]) -> None:
         self.node.seen.forget_below(msg["id"])

@@ -8,14 +8,13 @@ to the supervisor.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import zmq
 
 from zflow.runtime import codec
 from zflow.runtime import context as zctx
 from zflow.runtime.replica.control import Control, dealer
-from zflow.runtime.replica.exactly_once import Seen
+from zflow.runtime.replica.exactly_once import Seen, Unacked
 from zflow.runtime.replica.sockets import Inbox
 from zflow.runtime.spec import ReplicaSpec
 
@@ -40,7 +39,7 @@ class Node:
         self.t_start = time.monotonic()
         # exactly-once: sources keep what is unacknowledged; sinks remember what they have seen
         self.eo = spec.delivery == "exactly-once"
-        self.unacked: dict[int, Any] = {}
+        self.unacked = Unacked(spec.sources)
         self.seen = Seen(spec.sources)
         self.context = zctx.NodeContext(
             topology=spec.topology, node=spec.node, replica=spec.replica,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import time
 import traceback
+from collections.abc import Iterator, MutableMapping
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from zflow.runtime import codec
 from zflow.runtime import protocol as P
 from zflow.runtime.replica.errors import NodeFailure, Stop
 from zflow.runtime.replica.on_error import record_error
+from zflow.runtime.replica.sockets import fair_batches
 
 if TYPE_CHECKING:
     from zflow.runtime.replica.core import Node
@@ -84,69 +86,268 @@ class Seen:
             his.insert(0, seq)
 
 
-def acknowledge(unacked: dict[int, Any], stride: int, msg: dict[str, Any]) -> None:
+class Frame:
+    """One frame a source sent: its ids are first, first+stride, … (n of them)."""
+
+    __slots__ = ("first", "n", "records", "left", "holder", "sent")
+
+    def __init__(self, first: int, n: int, records: list[Any], sent: int) -> None:
+        self.first = first
+        self.n = n
+        self.records = records
+        #: ids still unacknowledged once some were acknowledged alone (None: all of them)
+        self.left: set[int] | None = None
+        #: the replica that last said it took these records (None: nobody yet)
+        self.holder: str | None = None
+        self.sent = sent  # the source's send counter when it was (re)sent
+
+
+class Unacked(MutableMapping):
+    """What a source has sent and not had acknowledged, kept per frame.
+
+    A frame is acknowledged as a whole in the common case (one dict operation per frame, not
+    per record: this is what makes exactly-once cheap enough to be the default). It also
+    remembers who holds each frame (`took` reports), so that when a replica dies the source
+    resends only what that replica held: under continuous churn a death costs its share of the
+    window, not the whole window. As a mapping it is id → record, for the rare paths (acks of
+    single ids) and for tests.
+    """
+
+    def __init__(self, stride: int) -> None:
+        self.stride = stride
+        self.frames: dict[int, Frame] = {}  # first id → frame, in ascending order of ids
+        self.count = 0  # records unacknowledged
+        self.sent = 0  # frames sent (and resent): the order of sends, for `took`
+        #: first-hop receivers → the latest send they took (per pipe, frames arrive in order)
+        self.taken: dict[str, int] = {}
+        #: frames nobody had taken when a receiver died, and the receivers alive then
+        self.suspects: list[tuple[Frame, int, frozenset[str]]] = []
+
+    # -- the hot path --------------------------------------------------------------------------
+    def add(self, first: int, records: list[Any]) -> Frame:
+        f = Frame(first, len(records), records, self.sent)
+        self.sent += 1
+        self.frames[first] = f
+        self.count += f.n
+        return f
+
+    def ack_range(self, start: int, n: int) -> None:
+        f = self.frames.get(start)
+        if f is not None and f.n == n and f.left is None:
+            del self.frames[start]
+            self.count -= n
+            return
+        self.ack_ids(range(start, start + n * self.stride, self.stride))
+
+    # -- the rest ------------------------------------------------------------------------------
+    def _frame_of(self, firsts: list[int], i: int) -> Frame | None:
+        j = bisect.bisect_right(firsts, i) - 1
+        if j < 0:
+            return None
+        f = self.frames.get(firsts[j])
+        if f is None or (i - f.first) % self.stride or (i - f.first) // self.stride >= f.n:
+            return None
+        return f
+
+    def _ids(self, f: Frame) -> Any:
+        return range(f.first, f.first + f.n * self.stride, self.stride)
+
+    def ack_ids(self, ids: Any) -> None:
+        firsts = list(self.frames)
+        for i in ids:
+            f = self._frame_of(firsts, i)
+            if f is None:
+                continue
+            if f.left is None:
+                f.left = set(self._ids(f))
+            if i in f.left:
+                f.left.discard(i)
+                self.count -= 1
+                if not f.left:
+                    del self.frames[f.first]
+
+    def pending(self, f: Frame) -> tuple[list[int], list[Any]]:
+        """The ids and records of `f` still unacknowledged."""
+        ids = list(self._ids(f))
+        if f.left is None:
+            return ids, f.records
+        keep = [k for k, i in enumerate(ids) if i in f.left]
+        return [ids[k] for k in keep], [f.records[k] for k in keep]
+
+    def low(self) -> int | None:
+        """The lowest unacknowledged id (None: everything is acknowledged)."""
+        for f in self.frames.values():
+            return min(f.left) if f.left else f.first
+        return None
+
+    def took(self, ids: Any, by: str, first_hop: bool) -> None:
+        """`by` took these ids (a whole frame, usually): it holds them now."""
+        f = self.frames.get(ids[0]) if ids else None
+        if f is None or len(ids) != f.n:
+            firsts = list(self.frames)
+            for i in ids:
+                g = self._frame_of(firsts, i)
+                if g is not None:
+                    g.holder = by
+            if f is None:
+                return
+        f.holder = by
+        if first_hop and f.sent > self.taken.get(by, -1):
+            self.taken[by] = f.sent
+
+    def died(self, dead: str, live: list[str]) -> list[Frame]:
+        """`dead` died: the frames it held, to resend now. Frames nobody had taken may sit in
+        its pipe, or in a live receiver's: they become suspects (see `cleared`)."""
+        self.taken.pop(dead, None)
+        now = [f for f in self.frames.values() if f.holder == dead]
+        others = frozenset(live) - {dead}
+        self.suspects.extend((f, f.sent, others) for f in self.frames.values()
+                             if f.holder is None)
+        return now
+
+    def cleared(self) -> list[Frame]:
+        """Suspects now known to have been in a dead pipe: every receiver alive at the death
+        has taken something sent after them, and a pipe delivers in order."""
+        out, keep = [], []
+        for f, sent, live in self.suspects:
+            if self.frames.get(f.first) is not f or f.holder is not None or f.sent != sent:
+                continue  # acknowledged, taken, or resent since
+            if all(self.taken.get(r, -1) > sent for r in live):
+                out.append(f)
+            else:
+                keep.append((f, sent, live))
+        self.suspects = keep
+        return out
+
+    def resent(self, f: Frame) -> None:
+        f.holder = None
+        f.sent = self.sent
+        self.sent += 1
+
+    # -- the mapping (id → record) -------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[int]:
+        for f in list(self.frames.values()):
+            yield from (self.pending(f)[0] if f.left is not None else self._ids(f))
+
+    def __getitem__(self, i: int) -> Any:
+        f = self._frame_of(list(self.frames), i)
+        if f is None or (f.left is not None and i not in f.left):
+            raise KeyError(i)
+        return f.records[(i - f.first) // self.stride]
+
+    def __setitem__(self, i: int, record: Any) -> None:
+        if i in self:
+            del self[i]
+        self.add(i, [record])
+        self.frames = dict(sorted(self.frames.items()))
+
+    def __delitem__(self, i: int) -> None:
+        if i not in self:
+            raise KeyError(i)
+        self.ack_ids([i])
+
+    def clear(self) -> None:
+        self.frames.clear()
+        self.count = 0
+        self.suspects.clear()
+
+
+def acknowledge(unacked: Unacked, stride: int, msg: dict[str, Any]) -> None:
     """A source forgets what was acknowledged: `r` = [start, n] for a contiguous range of ids
     (start, start+stride, …), or `ids` listed one by one."""
-    pop = unacked.pop
     if "r" in msg:
         start, n = msg["r"]
-        for i in range(start, start + n * stride, stride):
-            pop(i, None)
+        unacked.ack_range(start, n)
     else:
-        for i in msg["ids"]:
-            pop(i, None)
+        unacked.ack_ids(msg["ids"])
 
 
 def ids_applier(node: Node, fn: Any, apply: Any, generator: bool, tolerant: bool) -> Any:
-    """The stream runner's `apply` for frames that carry ids (see runners.run_stream)."""
+    """The stream runner's `apply` for frames that carry ids (see runners.run_stream).
+
+    A transform that yields any number of records per record (a generator) keeps the ids of
+    what it was given: the records it yields for one id travel together as a *group*, and
+    every node after it passes groups on (a group of records per id), so the sink still drops
+    a duplicate id as a whole and acknowledges what its source numbered.
+    """
     outs = node.outboxes
     sink = not outs
     seen = node.seen
     send = node.control.send
 
-    def apply_ids(ids: Any, recs: list[Any]) -> None:
-        """exactly-once: sinks drop duplicates and acknowledge; transforms keep the ids and
-        acknowledge what they drop (None results and skipped errors).
-
-        `ids` is a range when the frame is a fresh contiguous run (the common case): a sink
-        then checks and records the frame at once and acknowledges it as one range.
-        """
+    def call(r: Any) -> list[Any]:
+        """One record in, what the transform makes of it out (a list: none, one or more)."""
         if generator:
-            raise NodeFailure("run", "exactly-once needs transforms that return one record "
-                                     "or None, not generators")
-        if sink:
-            if isinstance(ids, range) and seen.add_range(ids.start, len(ids)):
-                apply(recs)
-                send(P.ACK, r=[ids.start, len(ids)])
-                return
-            new = [r for i, r in zip(ids, recs, strict=True) if seen.add(i)]
-            if new:
-                apply(new)
-            send(P.ACK, ids=list(ids))
-            return
+            return list(fn(r))
+        out = fn(r)
+        return [] if out is None else [out]
+
+    def run_all(ids: Any, recs: list[Any], each: Any) -> list[Any]:
+        """`each` over the records; an error resumes after the failing record (tolerant), or
+        fails the replica naming the record's id (zflow counts attempts: a record that keeps
+        failing is dead-lettered, see exits.py)."""
         produced: list[Any] = []
         it = iter(recs)
-        while True:  # one call per record; an error resumes after the failing record
+        while True:
             try:
-                produced.extend(map(fn, it))
-                break
+                produced.extend(map(each, it))
+                return produced
             except (Stop, KeyboardInterrupt, SystemExit, NodeFailure):
                 raise
             except Exception as e:  # noqa: BLE001 - the user's function failed on a record
                 if not tolerant:
                     raise NodeFailure("run", f"{type(e).__name__}: {e}",
-                                      traceback=traceback.format_exc()) from None
+                                      traceback=traceback.format_exc(),
+                                      id=ids[len(produced)]) from None
                 record_error(node, recs[len(produced)], e)
                 produced.append(None)
+
+    def apply_ids(ids: Any, recs: list[Any], grouped: bool = False) -> int:
+        """exactly-once: sinks drop duplicates and acknowledge; transforms keep the ids and
+        acknowledge what they drop (None results, empty groups and skipped errors). Returns
+        the number of records taken in (a sink counts each id once).
+
+        `ids` is a range when the frame is a fresh contiguous run (the common case): a sink
+        then checks and records the frame at once and acknowledges it as one range.
+        """
+        if sink:
+            if isinstance(ids, range) and seen.add_range(ids.start, len(ids)):
+                new = recs
+                send(P.ACK, r=[ids.start, len(ids)])
+            else:
+                new = [r for i, r in zip(ids, recs, strict=True) if seen.add(i)]
+                send(P.ACK, ids=list(ids))
+            if grouped:
+                new = [x for g in new for x in g]
+            if new:
+                apply(new)
+            return len(new)
+        if grouped:  # a group in, a group out: what each of its records makes
+            produced = run_all(ids, recs, lambda g: [y for x in g for y in call(x)] or None)
+        elif generator:
+            produced = run_all(ids, recs, lambda r: call(r) or None)
+        else:
+            produced = run_all(ids, recs, fn)
+        out_grouped = grouped or generator
+        taken = sum(map(len, recs)) if grouped else len(recs)
+        # a frame out per frame in: the source's frames stay whole, so acknowledging one is
+        # one step, and a frame that fails downstream takes no other frame's records with it
         if produced.count(None) == 0:
             for ob in outs:
-                ob.extend_ids(ids, produced)  # type: ignore[attr-defined]
-            return
+                ob.extend_ids(ids, produced, out_grouped)  # type: ignore[attr-defined]
+                ob.flush()
+            return taken
         keep = [(i, o) for i, o in zip(ids, produced, strict=True) if o is not None]
         if keep:
             for ob in outs:
-                ob.extend_ids([i for i, _ in keep], [o for _, o in keep])  # type: ignore
+                ob.extend_ids([i for i, _ in keep], [o for _, o in keep],  # type: ignore
+                              out_grouped)
+                ob.flush()
         send(P.ACK, ids=[i for i, o in zip(ids, produced, strict=True) if o is None])
+        return taken
 
     return apply_ids
 
@@ -156,60 +357,82 @@ def run_source(node: Node, iterable: Any) -> None:
 
     An id is `seq * sources + index`, so every source replica numbers its own records and a
     restarted source that replays its input produces the same ids (the sink drops them).
+    A replica's death resends what it held (`resend {dead}`); nothing acknowledged for a lease,
+    or a plain `resend`, resends everything unacknowledged.
     Returns once every record is acknowledged, or when told to stop; the caller ends the stream.
     """
     ctl = node.control
     spec = node.spec
     if hasattr(iterable, "__len__"):
         ctl.send(P.TOTAL, n=len(iterable))
+        fair_batches(node, len(iterable))
     outs: list[codec.IdOutbox] = node.outboxes  # type: ignore[assignment]
     stride = spec.sources
     index = spec.source_index
     window = spec.window
     lease = spec.lease
     step = max([o.batch for o in outs] + [1])
-    unacked = node.unacked
+    unacked: Unacked = node.unacked
     it = iter(iterable)
     seq = 0
     last_progress = time.monotonic()
     next_low = last_progress + 0.25
     exhausted = False
-    while not ctl.stop_requested:
-        room = window - len(unacked)
+
+    def resend(frames: Any) -> None:
+        for f in frames:
+            ids, recs = unacked.pending(f)
+            unacked.resent(f)
+            for o in outs:
+                o.extend_ids(ids, recs)
+                o.flush()
+
+    while True:
+        if ctl.stop_requested:
+            if not ctl.interrupted or ctl.abandon or not unacked.count:
+                break
+            exhausted = True  # interrupted: nothing new, but what is in flight still counts
+        room = window - unacked.count
         if not exhausted and room > 0:
             chunk = list(islice(it, min(step, room)))
             if chunk:
                 first = seq * stride + index
-                ids = list(range(first, first + len(chunk) * stride, stride))
                 seq += len(chunk)
-                unacked.update(zip(ids, chunk, strict=True))
+                unacked.add(first, chunk)
+                ids = range(first, first + len(chunk) * stride, stride)
                 for o in outs:
                     o.extend_ids(ids, chunk)
                     o.flush()
             else:
                 exhausted = True
-        if exhausted and not unacked:
+        if exhausted and not unacked.count:
             break
-        before = len(unacked)
-        if exhausted or len(unacked) >= window:
+        before = unacked.count
+        if exhausted or unacked.count >= window:
             if ctl.ctrl.poll(50, zmq.POLLIN):
                 ctl.drain()
         else:
             ctl.drain()
         ctl.probe_tick()
         now = time.monotonic()
-        if len(unacked) != before:
+        if unacked.count != before:
             last_progress = now
-        elif unacked and now - last_progress > lease:
+        elif unacked.count and now - last_progress > lease:
             ctl.resend = True  # nothing acknowledged for a lease: assume it was lost
         if now >= next_low:  # tell the sink what it may forget
             next_low = now + 0.25
-            ctl.send(P.LOW, id=min(unacked) if unacked else seq * stride + index)
-        if ctl.resend and unacked:
+            low = unacked.low()
+            ctl.send(P.LOW, id=seq * stride + index if low is None else low)
+        if ctl.resend and unacked.count:
             ctl.resend = False
+            ctl.deaths.clear()
+            unacked.suspects.clear()
             last_progress = now
-            ids = list(unacked)
-            for o in outs:
-                o.extend_ids(ids, [unacked[i] for i in ids])
-                o.flush()
+            resend(list(unacked.frames.values()))
+        elif ctl.deaths:
+            for dead, live in ctl.deaths:
+                resend(unacked.died(dead, live))
+            ctl.deaths.clear()
+        if unacked.suspects:
+            resend(unacked.cleared())
         ctl.tick()

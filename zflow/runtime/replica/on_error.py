@@ -21,15 +21,17 @@ if TYPE_CHECKING:
     from zflow.runtime.replica.sockets import Inbox
 
 
-def undecodable(node: Node, box: Inbox, frame: bytes, exc: Exception) -> None:
-    """A frame that cannot be decoded: counted, dead-lettered if asked, never fatal."""
+def undecodable(node: Node, box: Inbox, frame: bytes, exc: Exception,
+                records: int = 1) -> None:
+    """A frame that cannot be decoded: counted (as the records it held, where its ids say),
+    dead-lettered if asked, never fatal."""
     why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     err = DecodeError(f"cannot decode a {len(frame)}-byte frame on socket {box.name!r} "
                       f"({box.codec}): {why}")
-    node.errors += 1
+    node.errors += records
     if node.spec.on_error == "dead-letter":
         _dead_letter(node, frame[:4096], err)
-    if node.errors <= 3:  # said, but a flood of garbage does not flood the output
+    if node.errors - records < 3:  # said, but a flood of garbage does not flood the output
         print(f"zflow: {err}; skipped", file=sys.stderr, flush=True)
 
 
@@ -46,17 +48,22 @@ def record_error(node: Node, record: Any, exc: BaseException) -> None:
 
 def _dead_letter(node: Node, record: Any, exc: BaseException) -> None:
     spec = node.spec
-    if spec.dead_letter:
-        line = {
-            "node": spec.node, "replica": spec.replica,
-            "record": record if isinstance(record, (str, int, float, list, dict, bool))
-            else repr(record),
-            "error": f"{type(exc).__name__}: {exc}",
-            "traceback": "".join(traceback.format_exception(exc)[-3:]),
-        }
-        try:
-            with open(spec.dead_letter, "a", encoding="utf-8") as f:
-                f.write(json.dumps(line, default=repr) + "\n")
-        except OSError as e:
-            raise NodeFailure("run", f"cannot write dead letter to {spec.dead_letter}: "
-                                     f"{e.strerror}") from None
+    write_dead_letter(spec.dead_letter, {
+        "node": spec.node, "replica": spec.replica, "record": record,
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc)[-3:]),
+    })
+
+
+def write_dead_letter(path: str, line: dict[str, Any]) -> None:
+    """Append one JSON line; a record JSON cannot carry is written as its repr()."""
+    if not path:
+        return
+    rec = line.get("record")
+    if not isinstance(rec, (str, int, float, list, dict, bool)):
+        line = {**line, "record": repr(rec)}
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line, default=repr) + "\n")
+    except OSError as e:
+        raise NodeFailure("run", f"cannot write dead letter to {path}: {e.strerror}") from None

@@ -25,6 +25,7 @@ from zflow.runtime.replica import exactly_once
 from zflow.runtime.replica.errors import NodeFailure, Stop
 from zflow.runtime.replica.on_error import record_error, undecodable
 from zflow.runtime.replica.socketio import SocketIO
+from zflow.runtime.replica.sockets import fair_batches
 from zflow.runtime.replica.target import takes_only_context
 
 if TYPE_CHECKING:
@@ -67,13 +68,8 @@ def run_source(node: Node, iterable: Any) -> Any:
     ctl = node.control
     outs = node.outboxes
     if hasattr(iterable, "__len__"):
-        total = len(iterable)
-        ctl.send(P.TOTAL, n=total)
-        # a short stream is cut into enough frames to reach every receiving replica
-        # (PUSH balances per frame): at least 4 frames per receiver, never over `batch`
-        for o in outs:
-            fair = total // (4 * max(1, node.spec.socket(o.name).peer_replicas))
-            o.batch = max(1, min(o.batch, fair))
+        ctl.send(P.TOTAL, n=len(iterable))
+        fair_batches(node, len(iterable))
     it = iter(iterable)
     # Adaptive chunks: a fast source grows to full frames; a slow one (a chunk taking over
     # 1 ms to produce) shrinks to one record per frame, so batching never holds a record
@@ -112,8 +108,16 @@ def _tracked(recs: list[Any], cur: list[Any]) -> Any:
         yield r
 
 
+ID_FRAMES = (codec.IDR, codec.IDS, codec.IDRG, codec.IDSG)
+
+
+class ForgedFrame(ValueError):
+    """An id frame whose ids do not fit its records: nobody's honest frame."""
+
+
 def _ingest(node: Node, box: Inbox, frame: bytes, apply: Any, apply_ids: Any) -> None:
     ids = None
+    grouped = False
     try:
         mark = codec.parse_control_frame(frame) if box.zf else None
         if mark is not None:  # a probe or an end marker, never data
@@ -127,19 +131,23 @@ def _ingest(node: Node, box: Inbox, frame: bytes, apply: Any, apply_ids: Any) ->
             # a frame says how many records it holds only through its own list: a peer (or a
             # stranger on a tcp socket) cannot claim a count or ids it did not send
             kind = frame[:1]
-            if kind in (codec.IDR, codec.IDS):
+            if kind in ID_FRAMES:
                 if not (node.eo and box.end == "count"):
                     raise ValueError("an exactly-once frame on a socket without exactly-once")
-                if kind == codec.IDR:
+                grouped = kind in (codec.IDRG, codec.IDSG)
+                if kind in (codec.IDR, codec.IDRG):
                     first, n, recs = codec._unpackb(frame[1:])
-                    if type(first) is not int or type(n) is not int or n != len(recs):
-                        raise ValueError("id range does not match its records")
+                    if (type(first) is not int or type(n) is not int
+                            or not isinstance(recs, list) or n != len(recs)):
+                        raise ForgedFrame("id range does not match its records")
                     ids = range(first, first + n * node.seen.stride, node.seen.stride)
                 else:
                     ids, recs = codec._unpackb(frame[1:])
                     if (not isinstance(ids, list) or not isinstance(recs, list)
                             or len(ids) != len(recs) or any(type(i) is not int for i in ids)):
-                        raise ValueError("ids do not match their records")
+                        raise ForgedFrame("ids do not match their records")
+                if grouped and not all(isinstance(g, list) for g in recs):
+                    raise ForgedFrame("a group of records that is not a list")
             elif node.eo and box.end == "count":
                 raise ValueError("a frame without ids on an exactly-once socket")
             else:
@@ -154,19 +162,26 @@ def _ingest(node: Node, box: Inbox, frame: bytes, apply: Any, apply_ids: Any) ->
                 return
             recs = [box.decode(frame)]
     except Exception as e:  # noqa: BLE001 - a frame that cannot be decoded is a bad record
-        undecodable(node, box, frame, e)
+        # records that cannot be decoded under honest ids: those ids are acknowledged (never
+        # a frame whose ids do not fit its records: a forged frame acknowledges nothing)
+        ids = codec.frame_ids(frame, node.seen.stride) if node.eo and box.end == "count" \
+            and frame[:1] in ID_FRAMES and not isinstance(e, ForgedFrame) else None
+        undecodable(node, box, frame, e, records=len(ids) if ids else 1)
+        if ids:  # skipped, like a record that failed: resent, it would only fail again
+            node.control.send(P.ACK, ids=list(ids))
         return
     box.nbytes += len(frame)
     if ids is None:
         box.msgs += len(recs)
         apply(recs)
-    elif node.outboxes:
-        box.msgs += len(recs)
-        apply_ids(ids, recs)
-    else:  # an exactly-once sink counts records once, not their resent duplicates
-        before = node.seen.adds
-        apply_ids(ids, recs)
-        box.msgs += node.seen.adds - before
+    else:
+        if node.outboxes:  # a transform holds these now: its sources learn it (a death resends)
+            if isinstance(ids, range):
+                node.control.send(P.TOOK, r=[ids.start, len(ids)])
+            else:
+                node.control.send(P.TOOK, ids=ids)
+        # an exactly-once sink counts records once, not their resent duplicates
+        box.msgs += apply_ids(ids, recs, grouped)
     if box.report:
         node.control.send(P.COUNT, socket=box.name, n=box.msgs)
 
@@ -272,10 +287,13 @@ def finish_stream(node: Node, end: Any) -> None:
     if end is not None:
         per = {b.name: b.msgs for b in node.inboxes.values()}
         exp = [v for v in ctl.expected.values() if v is not None]
-        unique = node.eo and not node.outboxes  # an exactly-once sink counts each id once
         totals = zctx.Totals(
-            received=node.seen.adds if unique else sum(per.values()),
-            expected=sum(exp) if exp and len(exp) == len(ctl.expected) else None,
+            received=sum(per.values()),  # an exactly-once sink counted each id once
+            # exactly-once ends a stream once the sources have every record acknowledged:
+            # what was sent here (less what was dropped, skipped or dead-lettered on the way,
+            # which the run counts) has arrived, each record once
+            expected=sum(exp) if exp and len(exp) == len(ctl.expected)
+            else sum(per.values()) if node.eo else None,
             per_socket=per,
             sent=sum(o.msgs for o in node.outboxes),
             errors=node.errors,

@@ -121,3 +121,12 @@ def connect(sockets: dict[str, zmq.Socket], endpoints: dict[str, list[str]]) -> 
             except zmq.ZMQError as e:
                 raise NodeFailure("connect", f"cannot connect to {ep}: {e.strerror}",
                                   socket=name, endpoint=ep) from None
+
+
+def fair_batches(node: Node, total: int) -> None:
+    """A short stream is cut into enough frames to reach every receiving replica (PUSH
+    balances per frame): at least 4 frames per receiver, never over `batch`."""
+    for o in node.outboxes:
+        peers = node.spec.socket(o.name).peer_replicas
+        if peers:
+            o.batch = max(1, min(o.batch, total // (4 * peers)))
