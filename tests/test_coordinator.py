@@ -754,10 +754,15 @@ def test_took_reports_go_to_the_source_with_who_took_them(tmp_path) -> None:
     s = running(tmp_path, text)
     s.say("mid.1", P.TOOK, r=[4, 10])
     s.say("mid.0", P.TOOK, ids=[1, 2, 3])
-    sent = [(rid, f) for rid, k, f in s.sent() if k == P.TOOK]
-    assert sent == [("src.0", {"r": [4, 10], "by": "mid.1", "hop1": True}),
-                    ("src.1", {"ids": [1, 3], "by": "mid.0", "hop1": True}),
-                    ("src.0", {"ids": [2], "by": "mid.0", "hop1": True})]
+    s.say("mid.0", P.TOOK, rs=[[5, 2], [6, 1], [8, 3]])
+    s.say("sink.0", P.ACK, rs=[[1, 1], [3, 2]])
+    sent = [(rid, k, f) for rid, k, f in s.sent() if k in (P.TOOK, P.ACK)]
+    assert sent == [("src.0", P.TOOK, {"r": [4, 10], "by": "mid.1", "hop1": True}),
+                    ("src.1", P.TOOK, {"ids": [1, 3], "by": "mid.0", "hop1": True}),
+                    ("src.0", P.TOOK, {"ids": [2], "by": "mid.0", "hop1": True}),
+                    ("src.1", P.TOOK, {"rs": [[5, 2]], "by": "mid.0", "hop1": True}),
+                    ("src.0", P.TOOK, {"rs": [[6, 1], [8, 3]], "by": "mid.0", "hop1": True}),
+                    ("src.1", P.ACK, {"rs": [[1, 1], [3, 2]]})]
 
 
 def test_a_dead_exactly_once_sink_fails_the_run(tmp_path) -> None:

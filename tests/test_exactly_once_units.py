@@ -148,3 +148,15 @@ def test_partly_taken_frames_are_held_by_whoever_took_a_part() -> None:
     assert u.pending(b) == ([0, 2, 4], ["x", "y", "z"])
     u.ack_ids([2])
     assert u.pending(b) == ([0, 4], ["x", "z"])
+
+
+def test_acknowledge_takes_ranges_one_range_or_ids() -> None:
+    from zflow.runtime.replica.exactly_once import acknowledge
+
+    u = Unacked(1)
+    _frames(u, 2, 2, 2, 2)
+    acknowledge(u, 1, {"rs": [[0, 2], [4, 2]]})
+    assert list(u.frames) == [2, 6]
+    acknowledge(u, 1, {"r": [2, 2]})
+    acknowledge(u, 1, {"ids": [7]})
+    assert dict(u) == {6: "r6"}

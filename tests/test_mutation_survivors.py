@@ -363,7 +363,7 @@ class Ctl:
 
 def run_source(monkeypatch, on_listen, records, *, window=100, lease=5.0, batches=(1,)):
     clock = SimpleNamespace(now=0.0)
-    clock.monotonic = lambda: clock.now
+    clock.monotonic = clock.perf_counter = lambda: clock.now
     monkeypatch.setattr(exactly_once, "time", clock)
     ctl = Ctl(clock, on_listen)
     frames: list = []
@@ -373,7 +373,8 @@ def run_source(monkeypatch, on_listen, records, *, window=100, lease=5.0, batche
         outs.append(o)
     node = SimpleNamespace(control=ctl, outboxes=outs, unacked=ctl.unacked,
                            spec=SimpleNamespace(sources=1, source_index=0, window=window,
-                                                lease=lease, socket=lambda name: SimpleNamespace(
+                                                lease=lease, window_bytes=1 << 30,
+                                                socket=lambda name: SimpleNamespace(
                                                     peer_replicas=0)))
     exactly_once.run_source(node, records)
     return ctl, frames

@@ -47,7 +47,11 @@ def test_defaults_merge_and_codec_aware_hwm() -> None:
     plan = plan_of("squares.yaml", "defaults.linger=250", "nodes.worker.sockets.work.hwm=7")
     w = plan.nodes["worker"].sockets
     assert w["work"].hwm == 7
-    assert w["results"].hwm == 100  # msgpack frames: 100 frames per pipe by default
+    # msgpack frames, exactly-once (delivery auto): 16 frames per pipe; the window bounds flow
+    assert w["results"].hwm == 16
+    assert plan.nodes["worker"].sockets["control"].hwm == 1000  # a SUB drops at its hwm
+    be = plan_of("squares.yaml", "delivery=best-effort").nodes["worker"].sockets
+    assert be["results"].hwm == 100  # best-effort: 100 frames per pipe by default
     assert w["results"].linger == 250
     assert plan.nodes["worker"].restart == "on-failure"
     assert plan.nodes["worker"].backoff_initial == pytest.approx(0.1)

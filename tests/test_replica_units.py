@@ -356,13 +356,36 @@ def test_a_sink_applies_each_id_once_and_acknowledges_every_frame() -> None:
     assert sorted(got) == sorted({f"r{i}" for i in range(9)}) and len(got) == 9
     assert box.msgs == 9  # duplicates are not counted
     assert node.control.ctrl.sent == [
-        {"t": P.ACK, "r": [0, 4]},  # a fresh range: checked and acknowledged as one
         {"t": P.ACK, "ids": [1, 3, 4, 6]},  # 4 and 6 were duplicates: acknowledged all the same
-        {"t": P.ACK, "r": [8, 1]},
         {"t": P.ACK, "ids": [7, 5]},
         {"t": P.ACK, "ids": [0, 2, 4, 6]},  # the resend: nothing new, but the source must forget
     ]
+    # fresh ranges, each checked and acknowledged as one, wait for the end of the loop's turn:
+    # then one message carries them all
+    node.control.report_ranges()
+    assert node.control.ctrl.sent[-1] == {"t": P.ACK, "rs": [[0, 4], [8, 1]]}
+    node.control.report_ranges()
+    assert len(node.control.ctrl.sent) == 4  # nothing new: nothing sent
     assert node.seen.adds == 9
+    for f in frames_of([[10, 12]], stride=2, batch=4):  # the next turn: its own message
+        runners._ingest(node, box, f, None, apply_ids)
+    node.control.report_ranges()
+    assert node.control.ctrl.sent[4:] == [{"t": P.ACK, "rs": [[10, 2]]}]
+
+
+def test_a_transform_says_what_it_took_once_per_turn_of_its_receive_loop() -> None:
+    node = fake_node(stride=1, eo=True)
+    node.outboxes.append(codec.IdOutbox("out", FakeSock(), "msgpack", 100, None))
+    apply_ids = exactly_once.ids_applier(node, lambda x: x, None, generator=False,
+                                         tolerant=False)
+    box = inbox(node, end="count")
+    for f in frames_of([[0, 1], [2, 3, 4], [9, 7]], stride=1, batch=3):
+        runners._ingest(node, box, f, None, apply_ids)
+    # a frame of scattered ids is said at once; ranges wait for the end of the turn
+    assert node.control.ctrl.sent == [{"t": P.TOOK, "ids": [9, 7]}]
+    node.control.report_ranges()
+    assert node.control.ctrl.sent[-1] == {"t": P.TOOK, "rs": [[0, 3], [3, 2]]}
+    assert box.msgs == 7
 
 
 def test_a_transform_keeps_ids_and_acknowledges_what_it_drops() -> None:

@@ -35,6 +35,10 @@ SOCKET_DEFAULTS: dict[str, Any] = {"hwm": None, "linger": 1000, "codec": "msgpac
 #: default is lower: 100 frames still keep a pipe full, and a stalled stage holds 100k records,
 #: not 1M, per pipe.
 HWM_DEFAULT = {"msgpack": 100}
+#: exactly-once: the credit window already bounds what is in flight, and what a replica's pipes
+#: hold is resent when it dies; shallow pipes keep that small (benchmarks/churn.py: a worker
+#: killed every 250 ms cost 2.1x the undisturbed time at 100 frames per pipe, 1.7x at 8)
+EO_HWM = 16
 #: sockets that drop, not block, at their high-water mark (and their SUB peers)
 LOSSY = frozenset({"PUB", "XPUB", "SUB", "XSUB"})
 
@@ -255,6 +259,11 @@ def build_plan(
     asked = str(topology.get("delivery", "auto"))
     reason = exactly_once_blocker(nodes) if asked == "auto" else ""
     delivery = asked if asked != "auto" else "best-effort" if reason else "exactly-once"
+    if delivery == "exactly-once":
+        for n in nodes.values():
+            for s in n.sockets.values():
+                if s.hwm_default and s.role == "data" and s.codec == "msgpack":
+                    s.hwm = EO_HWM
     return Plan(
         name=str(topology["name"]),
         file=os.path.abspath(file),

@@ -341,6 +341,13 @@ class Coordinator(Barrier, Exits):
         if "r" in msg:  # a range: all from one source
             self._send(self.sources[msg["r"][0] % k], kind, r=msg["r"], **extra)
             return
+        if "rs" in msg:  # ranges, each from one source
+            by: dict[int, list[Any]] = {}
+            for r in msg["rs"]:
+                by.setdefault(r[0] % k, []).append(r)
+            for j, rs in by.items():
+                self._send(self.sources[j], kind, rs=rs, **extra)
+            return
         per: dict[int, list[int]] = {}
         for i in msg["ids"]:
             per.setdefault(i % k, []).append(i)

@@ -54,6 +54,9 @@ class Control:
         #: exactly-once source: replicas that died (and the receivers alive then), to resend
         #: what each held
         self.deaths: list[tuple[str, list[str]]] = []
+        #: exactly-once: [first, n] ranges taken / acknowledged, sent by report_ranges
+        self.took_rs: list[list[int]] = []
+        self.ack_rs: list[list[int]] = []
         self.finished_sent = False
         # sockets with a part in the control plane (sockets.build fills these)
         self.control_in: dict[zmq.Socket, bytes] = {}  # stop_on sockets → the message
@@ -168,10 +171,14 @@ class Control:
         del unacked[i]
 
     def on_took(self, msg: dict[str, Any]) -> None:
-        r = msg.get("r")
-        ids = range(r[0], r[0] + r[1] * self.node.seen.stride, self.node.seen.stride) if r \
-            else msg.get("ids") or []
-        self.node.unacked.took(ids, msg.get("by", ""), bool(msg.get("hop1")))
+        stride = self.node.seen.stride
+        by, hop1 = msg.get("by", ""), bool(msg.get("hop1"))
+        took = self.node.unacked.took
+        if "rs" in msg:
+            for first, n in msg["rs"]:
+                took(range(first, first + n * stride, stride), by, hop1)
+        else:
+            took(msg.get("ids") or [], by, hop1)
 
     def on_low(self, msg: dict[str, Any]) -> None:
         self.node.seen.forget_below(msg["id"])
@@ -292,6 +299,16 @@ class Control:
         for o in node.outboxes:
             out[o.name] = [0, o.msgs, 0, o.nbytes]
         return out
+
+    def report_ranges(self) -> None:
+        """exactly-once: the ranges taken (transforms) and acknowledged (sinks) since the last
+        call, as one message each: once per turn of the receive loop, not once per frame."""
+        if self.took_rs:  # emptied in place: the stream's appliers hold these lists
+            self.send(P.TOOK, rs=self.took_rs)
+            self.took_rs.clear()
+        if self.ack_rs:
+            self.send(P.ACK, rs=self.ack_rs)
+            self.ack_rs.clear()
 
     def tick(self) -> None:
         """Send the counters when `stats_interval` has passed since the last time."""

@@ -89,11 +89,12 @@ class Seen:
 class Frame:
     """One frame a source sent: its ids are first, first+stride, … (n of them)."""
 
-    __slots__ = ("first", "n", "records", "left", "holder", "sent")
+    __slots__ = ("first", "n", "records", "left", "holder", "sent", "size")
 
-    def __init__(self, first: int, n: int, records: list[Any], sent: int) -> None:
+    def __init__(self, first: int, n: int, records: list[Any], sent: int, size: int) -> None:
         self.first = first
         self.n = n
+        self.size = size  # bytes on the wire: the window bounds these too
         self.records = records
         #: ids still unacknowledged once some were acknowledged alone (None: all of them)
         self.left: set[int] | None = None
@@ -117,6 +118,7 @@ class Unacked(MutableMapping):
         self.stride = stride
         self.frames: dict[int, Frame] = {}  # first id → frame, in ascending order of ids
         self.count = 0  # records unacknowledged
+        self.nbytes = 0  # their frames' bytes on the wire
         self.sent = 0  # frames sent (and resent): the order of sends, for `took`
         #: first-hop receivers → the latest send they took (per pipe, frames arrive in order)
         self.taken: dict[str, int] = {}
@@ -124,17 +126,22 @@ class Unacked(MutableMapping):
         self.suspects: list[tuple[Frame, int, frozenset[str]]] = []
 
     # -- the hot path --------------------------------------------------------------------------
-    def add(self, first: int, records: list[Any]) -> Frame:
-        f = Frame(first, len(records), records, self.sent)
+    def add(self, first: int, records: list[Any], size: int = 0) -> Frame:
+        f = Frame(first, len(records), records, self.sent, size)
         self.sent += 1
         self.frames[first] = f
         self.count += f.n
+        self.nbytes += size
         return f
+
+    def _drop(self, f: Frame) -> None:
+        del self.frames[f.first]
+        self.nbytes -= f.size
 
     def ack_range(self, start: int, n: int) -> None:
         f = self.frames.get(start)
         if f is not None and f.n == n and f.left is None:
-            del self.frames[start]
+            self._drop(f)
             self.count -= n
             return
         self.ack_ids(range(start, start + n * self.stride, self.stride))
@@ -164,7 +171,7 @@ class Unacked(MutableMapping):
                 f.left.discard(i)
                 self.count -= 1
                 if not f.left:
-                    del self.frames[f.first]
+                    self._drop(f)
 
     def pending(self, f: Frame) -> tuple[list[int], list[Any]]:
         """The ids and records of `f` still unacknowledged."""
@@ -251,14 +258,17 @@ class Unacked(MutableMapping):
 
     def clear(self) -> None:
         self.frames.clear()
-        self.count = 0
+        self.count = self.nbytes = 0
         self.suspects.clear()
 
 
 def acknowledge(unacked: Unacked, stride: int, msg: dict[str, Any]) -> None:
     """A source forgets what was acknowledged: `r` = [start, n] for a contiguous range of ids
-    (start, start+stride, …), or `ids` listed one by one."""
-    if "r" in msg:
+    (start, start+stride, …), `rs` a list of such ranges, or `ids` listed one by one."""
+    if "rs" in msg:
+        for start, n in msg["rs"]:
+            unacked.ack_range(start, n)
+    elif "r" in msg:
         start, n = msg["r"]
         unacked.ack_range(start, n)
     else:
@@ -277,6 +287,7 @@ def ids_applier(node: Node, fn: Any, apply: Any, generator: bool, tolerant: bool
     sink = not outs
     seen = node.seen
     send = node.control.send
+    ack_rs = node.control.ack_rs
 
     def call(r: Any) -> list[Any]:
         """One record in, what the transform makes of it out (a list: none, one or more)."""
@@ -316,7 +327,7 @@ def ids_applier(node: Node, fn: Any, apply: Any, generator: bool, tolerant: bool
         if sink:
             if isinstance(ids, range) and seen.add_range(ids.start, len(ids)):
                 new = recs
-                send(P.ACK, r=[ids.start, len(ids)])
+                ack_rs.append([ids.start, len(ids)])  # sent once per receive loop turn
             else:
                 new = [r for i, r in zip(ids, recs, strict=True) if seen.add(i)]
                 send(P.ACK, ids=list(ids))
@@ -371,7 +382,9 @@ def run_source(node: Node, iterable: Any) -> None:
     index = spec.source_index
     window = spec.window
     lease = spec.lease
-    step = max([o.batch for o in outs] + [1])
+    cap = max([o.batch for o in outs] + [1])
+    step = cap if hasattr(iterable, "__len__") else 1  # what is in memory is never slow
+    clock = time.perf_counter
     unacked: Unacked = node.unacked
     it = iter(iterable)
     seq = 0
@@ -387,28 +400,38 @@ def run_source(node: Node, iterable: Any) -> None:
                 o.extend_ids(ids, recs)
                 o.flush()
 
+    window_bytes = spec.window_bytes
     while True:
         if ctl.stop_requested:
             if not ctl.interrupted or ctl.abandon or not unacked.count:
                 break
             exhausted = True  # interrupted: nothing new, but what is in flight still counts
         room = window - unacked.count
-        if not exhausted and room > 0:
+        if not exhausted and room > 0 and unacked.nbytes < window_bytes:
+            # adaptive chunks, as best-effort's source (runners.run_source): a slow source
+            # sends each record as it comes instead of holding it for a full frame
+            t0 = clock()
             chunk = list(islice(it, min(step, room)))
+            took = clock() - t0
+            if took < 0.0002 and step < cap:
+                step = min(cap, step * 2)
+            elif took > 0.001 and step > 1:
+                step //= 2
             if chunk:
                 first = seq * stride + index
                 seq += len(chunk)
-                unacked.add(first, chunk)
                 ids = range(first, first + len(chunk) * stride, stride)
+                size = outs[0].nbytes if outs else 0
                 for o in outs:
                     o.extend_ids(ids, chunk)
                     o.flush()
+                unacked.add(first, chunk, (outs[0].nbytes - size) if outs else 0)
             else:
                 exhausted = True
         if exhausted and not unacked.count:
             break
         before = unacked.count
-        if exhausted or unacked.count >= window:
+        if exhausted or unacked.count >= window or unacked.nbytes >= window_bytes:
             if ctl.ctrl.poll(50, zmq.POLLIN):
                 ctl.drain()
         else:

@@ -177,7 +177,7 @@ def _ingest(node: Node, box: Inbox, frame: bytes, apply: Any, apply_ids: Any) ->
     else:
         if node.outboxes:  # a transform holds these now: its sources learn it (a death resends)
             if isinstance(ids, range):
-                node.control.send(P.TOOK, r=[ids.start, len(ids)])
+                node.control.took_rs.append([ids.start, len(ids)])  # see report_ranges
             else:
                 node.control.send(P.TOOK, ids=ids)
         # an exactly-once sink counts records once, not their resent duplicates
@@ -228,6 +228,7 @@ def run_stream(node: Node, fn: Any, end: Any, generator: bool) -> Any:
         held, b.held = b.held, []
         for frame in held:
             _ingest(node, b, frame, apply, apply_ids)
+    ctl.report_ranges()
     boxes = node.inboxes_by_sock
     ingest = _ingest
     settle_until = 0.0
@@ -276,6 +277,7 @@ def run_stream(node: Node, fn: Any, end: Any, generator: bool) -> Any:
                 settle_until = time.monotonic() + SETTLE
         for o in outs:
             o.flush()
+        ctl.report_ranges()
         ctl.tick()
     return None
 
@@ -283,6 +285,7 @@ def run_stream(node: Node, fn: Any, end: Any, generator: bool) -> Any:
 def finish_stream(node: Node, end: Any) -> None:
     """End of stream: end hook, flush, end markers, send_on_end, then report totals."""
     ctl = node.control
+    ctl.report_ranges()
     result = None
     if end is not None:
         per = {b.name: b.msgs for b in node.inboxes.values()}
