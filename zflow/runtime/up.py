@@ -129,6 +129,10 @@ def _up(args: argparse.Namespace, zygote: object) -> int:
         mode = "live"
     model, view = status_for(plan, mode, args.replicas, args.log_dir,
                              log_prefix=not getattr(args, "no_log_prefix", False))
+    # more subscribers of the model (a detached run's recorder, the metrics endpoint): each
+    # returns the view the supervisor drives, wrapping the one it was given
+    for hook in getattr(args, "status_hooks", ()):
+        view = hook(plan, model, view)
     opts = Options(verbose=args.verbose, telemetry=not args.no_telemetry, grace=args.grace,
                    drain_timeout=args.drain_timeout,
                    start_timeout=getattr(args, "start_timeout", 30.0))
