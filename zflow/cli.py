@@ -572,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "examples, 'zflow --help' for more.\n")
         return exitcodes.USAGE
     parser.argv = argv  # type: ignore[attr-defined]  # for error(): which command's help
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.command is None:
         parser.error("a command is needed: " + ", ".join(name for name, _ in COMMANDS))
     if args.command == "schema":
@@ -743,6 +743,18 @@ def _add_run_commands(sub: Any, helps: dict[str, str]) -> None:
     d.add_argument("--all", action="store_true", help="every run in the registry")
     d.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                    help="as for zflow stop; default 30")
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, except that `zflow logs NAME -f NODE` works: argparse takes the positionals
+    before the first option together and would call NODE unrecognized."""
+    args, extra = parser.parse_known_args(argv)
+    if (extra and args.command == "logs" and args.replica is None and len(extra) == 1
+            and not extra[0].startswith("-")):
+        args.replica, extra = extra[0], []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def _run_command(args: argparse.Namespace) -> int:

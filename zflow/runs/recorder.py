@@ -145,6 +145,7 @@ class Recorder:
         self._last, self._dirty = time.monotonic(), False
         snap = self.model.snapshot(logs=False)
         snap["saved"] = time.time()
+        snap.update(self.verdict)
         snap["model"] = dump(self.model)
         write_json(self.run.path / "status.json", snap)
         pids = {r.pid for rs in self.model.replicas.values() for r in rs if r.pid}
