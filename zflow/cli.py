@@ -84,19 +84,25 @@ examples:
   zflow up --json topologies/squares.yaml   JSON lines: states, stats each second, the result
   zflow up --quiet --log-dir logs/ topologies/squares.yaml   errors and the result only
   zflow up --dry-run topologies/squares.yaml   the plan (replicas, endpoints); starts nothing
+  zflow up -d topologies/squares.yaml       in the background: prints the run's name (zflow ps,
+                                            zflow logs -f NAME, zflow stop NAME)
+  zflow up --metrics 9100 topologies/squares.yaml   Prometheus /metrics, /healthz, /ready
   cat squares.yaml | zflow up -             the topology from standard input
 
 --set and --scale are applied before validation: an override is checked like the file itself.
 With --json, a topology that is not valid is reported on stdout as a JSON list of problems (the
 shape of 'zflow validate --format json').
+With -d, zflow returns once the run is running (exit 0), or with the codes below if it could
+not start, saying why as an attached run would.
 
 """ + _exit_codes(
     (exitcodes.OK, "the run completed: every node finished its stream"),
     (exitcodes.FAILED, "the topology is invalid, or a node failed beyond its restart policy "
                        "(the message names the replica)"),
-    USAGE_ROW,
+    USAGE_ROW[:1] + (USAGE_ROW[1] + "; --metrics without prometheus_client installed",),
     (exitcodes.START_FAILED, "the run could not start (endpoint in use, run: target missing or "
-                             "failing at import, command not found); nothing is left running"),
+                             "failing at import, command not found, --metrics port in use); "
+                             "nothing is left running"),
     (exitcodes.INCOMPLETE, "the run ended, but records were lost, skipped or dead-lettered "
                            "(the summary says how many and where)"),
     (exitcodes.INTERRUPTED, "the run was interrupted (Ctrl-C or SIGTERM)"),
@@ -356,6 +362,8 @@ def _commands_spec(parser: argparse.ArgumentParser) -> dict[str, dict[str, Any]]
                         choices[o] = [str(c) for c in a.choices]
             elif a.metavar == "FILE":
                 positional = "file"
+            elif a.metavar == "NAME":
+                positional = "run"
             elif a.choices:
                 positional = " ".join(str(c) for c in a.choices)
         spec[name] = {"opts": opts, "takes": takes, "choices": choices, "positional": positional}
@@ -378,6 +386,8 @@ def _bash(parser: argparse.ArgumentParser) -> str:
         if c["positional"] == "file":
             pos = ('COMPREPLY=($(compgen -f -X \'!*.@(yaml|yml)\' -- "$cur") '
                    '$(compgen -d -- "$cur")); [[ "-" == "$cur"* ]] && COMPREPLY+=(-)')
+        elif c["positional"] == "run":
+            pos = f'COMPREPLY=($(compgen -W "$(zflow {COMPLETE_RUNS} 2>/dev/null)" -- "$cur"))'
         elif c["positional"]:
             pos = f'COMPREPLY=($(compgen -W {_sh_quote(c["positional"])} -- "$cur"))'
         else:
@@ -450,6 +460,8 @@ def _zsh(parser: argparse.ArgumentParser) -> str:
             lines.append(f"'{o}[{zq(h)}]{act}'")
         if c["positional"] == "file":
             rest = "'*:topology file:_zflow_files'"
+        elif c["positional"] == "run":
+            rest = "'*:run:_zflow_runs'"
         elif c["positional"]:
             rest = f"':shell:({c['positional']})'"
         else:
@@ -466,6 +478,11 @@ def _zsh(parser: argparse.ArgumentParser) -> str:
 # zsh completion for zflow: zflow completion zsh > "${{fpath[1]}}/_zflow"
 _zflow_files() {{
     _alternative 'files:topology file:_files -g "*.(yaml|yml)(-.)"' 'stdin:standard input:(-)'
+}}
+_zflow_runs() {{
+    local -a runs
+    runs=(${{(f)"$(zflow {COMPLETE_RUNS} 2>/dev/null)"}})
+    compadd -- $runs
 }}
 _zflow_nodes() {{
     local file w
@@ -548,6 +565,8 @@ def _fish(parser: argparse.ArgumentParser) -> str:
             out.append(f"complete -c zflow {cond} {flag}{extra} -d {_sh_quote(h)}")
         if c["positional"] == "file":
             out.append(f"complete -c zflow {cond} -k -a '(__zflow_files)'")
+        elif c["positional"] == "run":
+            out.append(f"complete -c zflow {cond} -a '(zflow {COMPLETE_RUNS} 2>/dev/null)'")
         elif c["positional"]:
             out.append(f"complete -c zflow {cond} -a {_sh_quote(c['positional'])}")
     return "\n".join(out) + "\n"
@@ -561,6 +580,8 @@ def completion_script(shell: str, parser: argparse.ArgumentParser | None = None)
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [COMPLETE_RUNS]:
+        return _complete_runs()
     if argv[:1] == [COMPLETE_NODES]:
         for name in complete_nodes(argv[1]) if len(argv) > 1 else []:
             print(name)
@@ -755,6 +776,18 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
+
+
+def _complete_runs() -> int:
+    """Run names for completion: never fails."""
+    try:
+        from zflow.runs.registry import runs
+
+        for run in runs():
+            print(run.name)
+    except Exception:
+        pass
+    return exitcodes.OK
 
 
 def _run_command(args: argparse.Namespace) -> int:
