@@ -112,12 +112,18 @@ def _wait(r: int, proc: subprocess.Popen) -> tuple[dict[str, Any] | None, int]:
         os.close(r)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _supervise(args: argparse.Namespace) -> int:
     """The detached supervisor: `zflow up` with the recorder subscribed, then the outcome."""
     from zflow.runs.recorder import Recorder
     from zflow.runtime.up import up_command
     from zflow.status.tee import Tee
 
+    # a `zflow stop` before the supervisor installs its handlers still ends with an outcome
+    signal.signal(signal.SIGTERM, _interrupt)
     path = Path(os.environ.pop(RUN_ENV))
     fd = int(os.environ.pop(VERDICT_ENV))
     os.set_inheritable(fd, False)  # no replica holds the pipe open past the supervisor
@@ -137,6 +143,8 @@ def _supervise(args: argparse.Namespace) -> int:
     code = exitcodes.FAILED
     try:
         code = up_command(args)
+    except KeyboardInterrupt:
+        code = exitcodes.INTERRUPTED
     finally:
         model = recorder[0].model if recorder else None
         state = model.overall if model is not None and model.finished else \

@@ -149,10 +149,11 @@ class Follower:
                 now_ino = os.stat(path).st_ino
             except FileNotFoundError:
                 continue
-            if now_ino != ino:  # rotated: the old file is read to its end, then the new one
+            if now_ino != ino:  # rotated: the old file is read to its end, then the newer ones
                 out.extend(self._drain(k, f))
                 f.close()
                 self.partial.pop(k, None)
+                out.extend(self._rotated_since(k, ino))
                 try:
                     nf = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
                 except FileNotFoundError:
@@ -162,6 +163,19 @@ class Follower:
                 out.extend(self._drain(k, nf))
         out.sort(key=lambda x: x.stamp)
         return out
+
+    def _rotated_since(self, k: tuple[str, int], ino: int) -> list[Line]:
+        """Rotated files newer than the one followed (rotated more than once between polls)."""
+        current = f"{k[0]}.{k[1]}.log"
+        older = [p for p in replica_files(self.logs).get(k, []) if p.name != current]
+        inos = []
+        for p in older:
+            try:
+                inos.append(os.stat(p).st_ino)
+            except FileNotFoundError:
+                inos.append(None)
+        newer = older[inos.index(ino) + 1:] if ino in inos else older
+        return list(_read(k, newer, None))
 
     def _drain(self, k: tuple[str, int], f: TextIO) -> list[Line]:
         data = self.partial.pop(k, "") + f.read()
