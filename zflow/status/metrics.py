@@ -221,10 +221,9 @@ class _Collector:
         s_bout = counter("zflow_socket_bytes_out", "bytes sent on a socket", ["node", "socket"])
         for node, n in snap["nodes"].items():
             labels = [topo, node]
-            for fam, key in ((n_in, "msgs_in"), (n_out, "msgs_out"), (b_in, "bytes_in"),
-                             (b_out, "bytes_out"), (n_rate, "rate")):
-                if n[key] is not None:  # a command node's counts are unknown, not zero
-                    fam.add_metric(labels, float(n[key]))
+            # a command node's counts are unknown, not zero: left out
+            _put(((n_in, "msgs_in"), (n_out, "msgs_out"), (b_in, "bytes_in"),
+                  (b_out, "bytes_out"), (n_rate, "rate")), labels, n)
             n_err.add_metric(labels, float(n["errors"]))
             n_rst.add_metric(labels, float(n["restarts"]))
             n_reps.add_metric(labels, float(n["replicas"]))
@@ -265,10 +264,9 @@ class _Collector:
                        ["src", "dst"])
         for e in snap["edges"]:
             el = [topo, e["src"], e["dst"]]
-            for fam, key in ((e_sent, "sent"), (e_recv, "received"), (e_flight, "in_flight"),
-                             (e_rate, "rate")):
-                if e[key] is not None:  # not measurable on this edge (fan-out, shared socket)
-                    fam.add_metric(el, float(e[key]))
+            # what cannot be told on this edge (fan-out, a shared socket) is left out
+            _put(((e_sent, "sent"), (e_recv, "received"), (e_flight, "in_flight"),
+                  (e_rate, "rate")), el, e)
         yield from (e_sent, e_recv, e_flight, e_rate)
 
         p = snap["progress"]
@@ -279,3 +277,10 @@ class _Collector:
             total = gauge("zflow_progress_records_expected", "the stream's known length", [])
             total.add_metric([topo], float(p["total"]))
             yield total
+
+
+def _put(pairs: tuple[tuple[Any, str], ...], labels: list[str], values: dict[str, Any]) -> None:
+    """One sample per (family, key) whose value is known (None: not measurable, not zero)."""
+    for fam, key in pairs:
+        if values[key] is not None:
+            fam.add_metric(labels, float(values[key]))
