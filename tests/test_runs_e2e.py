@@ -104,7 +104,7 @@ def test_detached_lifecycle_up_ps_logs_stop_down(state: dict[str, str]) -> None:
             if select.select([fd], [], [], 0.5)[0]:
                 got += os.read(fd, 65536)
         seen = got.decode().splitlines(keepends=True)
-        assert any(x.startswith("src.0  │ tick 50") for x in seen), seen
+        assert any(x.startswith("src.0    │ tick 50") for x in seen), seen
         procs = json.loads((entry / "procs.json").read_text())
         assert len(procs) == 4 and all(alive(p, s) for p, s in procs)
 
@@ -118,8 +118,8 @@ def test_detached_lifecycle_up_ps_logs_stop_down(state: dict[str, str]) -> None:
             follow.communicate()
     assert follow.returncode == 0, err
     seen = (got.decode() + out).splitlines(keepends=True)
-    assert any(x.startswith("sink.0 │ total after 100:") for x in seen), seen
-    assert seen.index("src.0  │ tick 50\n") < seen.index("src.0  │ tick 100\n")
+    assert any(x.startswith("sink.0   │ total after 100:") for x in seen), seen
+    assert seen.index("src.0    │ tick 50\n") < seen.index("src.0    │ tick 100\n")
 
     # nothing of the run is alive; its outcome is kept until `down`
     assert not alive(sup, sup_start)
@@ -132,6 +132,16 @@ def test_detached_lifecycle_up_ps_logs_stop_down(state: dict[str, str]) -> None:
                                                    "already ended)\n")
     everything = zflow(state, "logs", name, "--no-log-prefix", "sink")
     assert everything.stdout.splitlines()[0].startswith("total after 100: ")
+    assert zflow(state, "logs", name, "--tail", "1", "src.0").stdout.count("\n") == 1
+    nope = zflow(state, "logs", name, "nope")
+    assert nope.returncode == exitcodes.FAILED
+    assert nope.stderr == f"zflow: run {name} has no node or replica 'nope' (nodes: src, " \
+                          "double, sink)\n"
+    bad = zflow(state, "logs", name, "--since", "yesterday")
+    assert bad.returncode == exitcodes.USAGE and "not a duration" in bad.stderr
+    top = zflow(state, "top", name)  # of a run that has ended: its summary, at once
+    assert top.returncode == 0 and f"{name} interrupted in " in top.stdout
+    assert "sink: n=" in top.stdout and "interrupted=True" in top.stdout
 
     down = zflow(state, "down", name)
     assert (down.returncode, down.stdout) == (0, f"{name}: interrupted (exit 130); removed\n")

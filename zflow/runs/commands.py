@@ -212,8 +212,10 @@ def logs_command(args: argparse.Namespace) -> int:
                  f"({', '.join(names) or 'no output yet'})")
             return exitcodes.FAILED
     color = _color()
-    fmt = logs.formatter(keys or _expected_keys(run, args.replica), not args.no_log_prefix,
-                         color, timestamps=args.timestamps)
+    # as wide as the widest label of every replica (as the live screen), not only of those
+    # that wrote something yet: `logs -f` keeps one width for the whole run
+    fmt = logs.formatter(set(keys) | set(_expected_keys(run, args.replica)),
+                         not args.no_log_prefix, color, timestamps=args.timestamps)
     out = sys.stdout
     for line in logs.history(files, keys, since, args.tail):
         out.write(fmt(line) + "\n")
