@@ -637,6 +637,9 @@ def _add_long_running_options(u: argparse.ArgumentParser) -> None:
     u.add_argument("-d", "--detach", action="store_true",
                    help="run in the background: print the run's name once it is running "
                         "(see zflow ps, logs, stop)")
+    u.add_argument("--watch", action="store_true",
+                   help="restart a node's replicas when its code (run: module, command files) "
+                        "or its part of the topology changes")
     u.add_argument("--metrics", type=_metrics_address, metavar="[HOST:]PORT",
                    help="serve Prometheus metrics on /metrics, and /healthz and /ready probes "
                         "(loopback unless HOST is given; port 0 picks a free one; needs the "

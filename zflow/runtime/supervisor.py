@@ -34,6 +34,8 @@ class Supervisor:
         self.opts = opts
         self.zygote = zygote
         self.interrupts = 0
+        #: --watch: a zflow.runtime.watch.Watcher, polled once a second
+        self.watcher: Any = None
 
     def run(self) -> int:
         make_run_dir(self.plan)
@@ -129,6 +131,8 @@ class Supervisor:
                     watched.discard(fd)
             if now >= next_sample:
                 next_sample = now + 1.0
+                if self.watcher is not None:
+                    self._watch(now)
                 launcher.adopt()
                 for rid, pid, cpu, rss in launcher.sample(now):
                     slot = coord.slots[rid]
@@ -139,6 +143,13 @@ class Supervisor:
         code = coord.finish()
         self.view.close()
         return code
+
+    def _watch(self, now: float) -> None:
+        reloads, notes = self.watcher.poll()
+        for note in notes:
+            self.model.error(f"--watch: {note}")
+        for node, why in reloads:
+            self.coord.reload(node, now, why)
 
     def _flush(self) -> None:
         for ident, kind, fields in self.coord.take():
