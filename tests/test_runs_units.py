@@ -171,3 +171,39 @@ def test_metrics_addresses() -> None:
     for bad in ("http", "1.2.3.4:", "host:70000", "-1"):
         with pytest.raises(ValueError, match=r"\[HOST:\]PORT"):
             parse_address(bad)
+
+
+def test_probes_follow_the_run_and_the_supervisor_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib.error
+    import urllib.request
+
+    from zflow.status import metrics
+
+    model = StatusModel("pipe", [NodeInfo("cmd", 1, "sink", "command")], [])
+    server = metrics.MetricsServer("127.0.0.1:0").attach(model)
+    base = server.url.rsplit("/", 1)[0]
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(base + path, timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    server.start()
+    try:
+        assert get("/ready") == (503, "starting\n")  # the barrier has not opened
+        model.set_overall("running")
+        server.event("overall", state="running")
+        assert get("/ready") == (200, "running\n") and get("/healthz") == (200, "ok\n")
+        text = get("/metrics")[1]
+        assert 'zflow_run_state{state="running",topology="pipe"} 1.0' in text
+        assert "zflow_node_records_in_total{" not in text  # a command node's: unknown, not 0
+        assert 'zflow_node_replicas{node="cmd",topology="pipe"} 1.0' in text
+        model.set_overall("draining")
+        server.event("overall", state="interrupted")
+        assert get("/ready") == (503, "draining\n")
+        monkeypatch.setattr(metrics, "HEALTH_STALE", 0.0)  # the loop stopped refreshing
+        assert get("/healthz") == (503, "supervisor not responding\n")
+    finally:
+        server.close()
