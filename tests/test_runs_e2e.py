@@ -8,6 +8,7 @@ each wait polls for its condition with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -18,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,27 @@ def run_info(env: dict[str, str], name: str) -> dict[str, Any]:
 
 def alive(pid: int, start: int | None) -> bool:
     return start is not None and proc_start(pid) == start
+
+
+@contextlib.contextmanager
+def attached(env: dict[str, str], out_path: Path, *args: str) -> Iterator[subprocess.Popen]:
+    """`zflow up --json ARGS` (its stdout in `out_path`), always reaped: killed if still running."""
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "zflow", "up", "--json", *args],
+                                stdout=out, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def interrupt(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == exitcodes.INTERRUPTED
 
 
 def start_detached(env: dict[str, str], name: str, *extra: str) -> subprocess.CompletedProcess:
@@ -172,11 +194,7 @@ def test_metrics_during_a_run_match_the_final_totals(state: dict[str, str],
                                                      tmp_path: Path) -> None:
     name = unique()
     out_path = tmp_path / "out.jsonl"
-    with open(out_path, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "zflow", "up", "--json", "--metrics", "0", str(TICKER),
-             "--set", f"name={name}"], stdout=out, stderr=subprocess.PIPE, text=True, env=state)
-    try:
+    with attached(state, out_path, "--metrics", "0", str(TICKER), "--set", f"name={name}") as proc:
         assert proc.stderr is not None
         said = proc.stderr.readline()  # printed before the run starts: the bound port
         assert said.startswith("zflow: metrics on http://127.0.0.1:"), said
@@ -206,14 +224,7 @@ def test_metrics_during_a_run_match_the_final_totals(state: dict[str, str],
         assert m[("zflow_node_restarts_total", (("node", "double"),))] == 0
         assert m[("zflow_node_replicas_up", (("node", "double"),))] == 2
         scraped_src = m[("zflow_node_records_out_total", (("node", "src"),))]
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == exitcodes.INTERRUPTED
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        assert proc.stderr is not None
-        proc.stderr.close()
+        interrupt(proc)
     lines = [json.loads(x) for x in out_path.read_text().splitlines() if x.startswith("{")]
     res = next(x for x in lines if x.get("event") == "result")
     nodes = res["nodes"]
@@ -336,15 +347,6 @@ def test_watch_restarts_the_node_whose_code_changed(state: dict[str, str],
         (work / f).write_text((TESTS / f).read_text())
     (work / "watched.py").write_text("def double(x):\n    return 2 * x\n")
     out_path = tmp_path / "out.jsonl"
-    with open(out_path, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "zflow", "up", "--json", "--watch", str(work / "ticker.yaml"),
-             "--set", f"name={name}", "--set", "nodes.src.params.n=0",
-             "--set", "nodes.double.run=watched:double",
-             # records queued to a replica that is restarted are lost in best-effort delivery:
-             # the drain after the interrupt waits this long for them
-             "--drain-timeout", "1"],
-            stdout=out, stderr=subprocess.PIPE, text=True, env=state)
 
     def events() -> list[dict]:
         return [json.loads(x) for x in out_path.read_text().splitlines() if x.startswith("{")]
@@ -353,7 +355,11 @@ def test_watch_restarts_the_node_whose_code_changed(state: dict[str, str],
         return [e for e in events() if e.get("event") == "log" and e.get("node") == node
                 and text in e.get("line", "")]
 
-    try:
+    with attached(state, out_path, "--watch", str(work / "ticker.yaml"), "--set", f"name={name}",
+                  "--set", "nodes.src.params.n=0", "--set", "nodes.double.run=watched:double",
+                  # records queued to a replica that is restarted are lost in best-effort
+                  # delivery: the drain after the interrupt waits this long for them
+                  "--drain-timeout", "1") as proc:
         until(lambda: any(e.get("event") == "overall" and e.get("state") == "running"
                           for e in events()), what="running")
         (work / "watched.py").write_text(
@@ -365,14 +371,7 @@ def test_watch_restarts_the_node_whose_code_changed(state: dict[str, str],
         topo.write_text(topo.read_text().replace("replicas: 2", "replicas: 3"))
         until(lambda: any("double: replicas 2 → 3: not applied" in e.get("message", "")
                           for e in events() if e.get("event") == "error"), what="a note")
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == exitcodes.INTERRUPTED
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        assert proc.stderr is not None
-        proc.stderr.close()
+        interrupt(proc)
     res = next(e for e in events() if e.get("event") == "result")
     assert res["nodes"]["double"]["restarts"] == 2 and res["nodes"]["src"]["restarts"] == 0
     assert res["nodes"]["double"]["replicas"] == 2 and res["nodes"]["sink"]["restarts"] == 0
