@@ -13,7 +13,7 @@ from coordinator_script import PIPELINE, running
 from zflow.plan import build_plan
 from zflow.runtime import protocol as P
 from zflow.runtime.up import replan
-from zflow.runtime.watch import Watcher, code_files
+from zflow.runtime.watch import Changes, Watcher, code_files
 from zflow.spec import load
 
 
@@ -55,6 +55,42 @@ def test_no_reload_of_an_exactly_once_sink(tmp_path: Path) -> None:
     assert s.coord.reload("mid", s.now, "m.py changed")  # a transform may
 
 
+def test_more_replicas_join_a_running_transform_and_count_in_its_stream(tmp_path: Path) -> None:
+    s = running(tmp_path)
+    assert s.coord.scale_up("mid", 3, s.now) is None
+    assert s.launcher.specs[-1].id == "mid.2" and s.plan.nodes["mid"].replicas == 3
+    assert s.plan.nodes["sink"].sockets["inp"].senders == 3
+    s.say("mid.2", P.BOUND, endpoints={})
+    s.tick()
+    assert s.sent_kinds(P.CONNECT) == ["mid.2"]
+    s.say("mid.2", P.READY)
+    s.tick()
+    assert ("mid.2", P.START, {}) in s.sent() and s.state("mid.2") == "running"
+    # the stream ends when what the three received adds up to what was sent
+    s.finish("src.0", out=[0, 90, 0, 0])
+    s.tick()
+    s.sent()
+    for rid in ("mid.0", "mid.1", "mid.2"):
+        s.say(rid, P.COUNT, socket="inp", n=30)
+    s.tick()
+    assert sorted(s.sent_kinds(P.INPUT_END)) == ["mid.0", "mid.1", "mid.2"]
+    assert len(s.model.replicas["mid"]) == 3
+
+
+def test_only_a_connecting_counted_transform_gets_replicas_at_run_time(tmp_path: Path) -> None:
+    s = running(tmp_path)
+    assert s.coord.scale_up("sink", 2, s.now) == \
+        "only a Python transform can get more replicas while it runs"
+    assert s.coord.scale_up("mid", 1, s.now) == "fewer replicas need a new run"
+    marked = PIPELINE.replace("out: {type: PUSH, connect: sink.inp}",
+                              "out: {type: PUSH, connect: sink.inp, codec: json}")
+    (tmp_path / "json").mkdir()
+    t = running(tmp_path / "json", marked.replace("run: m:Sink", "command: [cat]"))
+    assert t.coord.scale_up("mid", 3, t.now) == "sink.inp does not end by count (it ends by " \
+                                                 "peers)"
+    assert t.launcher.specs[-1].id != "mid.2"
+
+
 def test_the_watcher_reloads_changed_code_and_says_what_it_does_not_apply(
         tmp_path: Path) -> None:
     topo = tmp_path / "t.yaml"
@@ -66,18 +102,21 @@ def test_the_watcher_reloads_changed_code_and_says_what_it_does_not_apply(
     current = build_plan(load(str(topo)).topology, str(topo), run_dir=str(tmp_path / "run"))
     w = Watcher(current, lambda: replan(args, current))
     assert code_files(current, current.nodes["mid"]) == [str(tmp_path / "m.py")]
-    assert w.poll() == ([], [])
+    assert w.poll() == Changes()
     (tmp_path / "m.py").write_text("def double(x): return 3 * x\n")
-    assert w.poll() == ([("mid", "m.py changed"), ("sink", "m.py changed"),
-                         ("src", "m.py changed")], [])
+    assert w.poll().reloads == [("mid", "m.py changed"), ("sink", "m.py changed"),
+                                ("src", "m.py changed")]
     topo.write_text(text.replace("replicas: 2", "replicas: 3")
                     .replace("run: m:Sink", "run: m:Sink\n    params: {scale: 2}"))
-    reloads, notes = w.poll()
-    assert reloads == [("sink", "its params changed in the topology")]
-    assert notes == ["mid: replicas 2 → 3: not applied (restart the run)"]
+    got = w.poll()
+    assert got.reloads == [("sink", "its params changed in the topology")]
+    assert got.scales == [("mid", 3)] and got.notes == []  # the coordinator scales, if it can
     assert current.nodes["sink"].params == {"scale": 2}  # the next incarnation's spec
     assert current.nodes["mid"].replicas == 2
+    topo.write_text(text.replace("max_restarts: 2", "max_restarts: 3"))
+    got = w.poll()
+    assert got.notes == ["mid: max_restarts changed: not applied (restart the run)"]
     topo.write_text("version: 1\nname: [\n")
-    reloads, notes = w.poll()
-    assert reloads == [] and "is not valid; the run goes on as it was" in notes[0]
+    got = w.poll()
+    assert got.reloads == [] and "is not valid; the run goes on as it was" in got.notes[0]
     assert dataclasses.asdict(current)["nodes"]["mid"]["replicas"] == 2

@@ -338,8 +338,8 @@ def test_a_detached_start_failure_is_reported_like_an_attached_one(
 def test_watch_restarts_the_node_whose_code_changed(state: dict[str, str],
                                                      tmp_path: Path) -> None:
     """--watch: a node's module rewritten → its replicas restart with the new code, the rest
-    run on; a params change in the topology reloads that node; a replica count change is said,
-    not applied."""
+    run on; one more replica in the topology joins the running node and takes records; fewer is
+    said, not applied."""
     name = unique()
     work = tmp_path / "topo"
     work.mkdir()
@@ -368,11 +368,22 @@ def test_watch_restarts_the_node_whose_code_changed(state: dict[str, str],
         assert {e["replica"] for e in said("double", "reloading: ")} == {0, 1}
         assert said("src", "reloading") == [] and said("sink", "reloading") == []
         topo = work / "ticker.yaml"
-        topo.write_text(topo.read_text().replace("replicas: 2", "replicas: 3"))
-        until(lambda: any("double: replicas 2 → 3: not applied" in e.get("message", "")
-                          for e in events() if e.get("event") == "error"), what="a note")
+        text = topo.read_text()
+        topo.write_text(text.replace("replicas: 2", "replicas: 3"))  # one more, the rest run on
+        until(lambda: any(e.get("event") == "state" and (e["node"], e["replica"], e["state"])
+                          == ("double", 2, "running") for e in events()), what="double.2")
+        done = until(lambda: (lambda n: n if n > 0 else None)(
+            next((e["nodes"]["double"]["replica"][2]["msgs_in"] for e in reversed(events())
+                  if e.get("event") == "stats" and len(e["nodes"]["double"]["replica"]) == 3),
+                 0)), what="double.2 taking records")
+        assert done > 0
+        topo.write_text(text)  # fewer: not while it runs
+        until(lambda: any("double: replicas 3 → 2: not applied: fewer replicas need a new run"
+                          in e.get("message", "") for e in events()
+                          if e.get("event") == "error"), what="a note")
         interrupt(proc)
     res = next(e for e in events() if e.get("event") == "result")
     assert res["nodes"]["double"]["restarts"] == 2 and res["nodes"]["src"]["restarts"] == 0
-    assert res["nodes"]["double"]["replicas"] == 2 and res["nodes"]["sink"]["restarts"] == 0
+    assert res["nodes"]["double"]["replicas"] == 3 and res["nodes"]["sink"]["restarts"] == 0
+    assert res["nodes"]["double"]["replica"][2]["msgs_in"] >= done
     assert leftovers(name) == []

@@ -145,11 +145,17 @@ class Supervisor:
         return code
 
     def _watch(self, now: float) -> None:
-        reloads, notes = self.watcher.poll()
-        for note in notes:
+        changes = self.watcher.poll()
+        for note in changes.notes:
             self.model.error(f"--watch: {note}")
-        for node, why in reloads:
+        for node, why in changes.reloads:
             self.coord.reload(node, now, why)
+        for node, replicas in changes.scales:
+            before = self.plan.nodes[node].replicas
+            why = self.coord.scale_up(node, replicas, now)
+            if why is not None:
+                self.model.error(f"--watch: {node}: replicas {before} → {replicas}: not "
+                                 f"applied: {why} (restart the run)")
 
     def _flush(self) -> None:
         for ident, kind, fields in self.coord.take():

@@ -6,7 +6,8 @@ node's module file, found next to the topology as the replicas import it (`mod.s
 node's argv entries that name a file (`scripts/upper.py`); and the topology file itself. A
 changed topology is loaded and validated again with the same --set/--scale: nodes whose code or
 configuration changed (`run`, `command`, `params`, `env`, `cwd`) are reloaded with their new
-spec; what would change the wiring or the replica count is reported, not applied.
+spec; a node with more replicas gets them (the coordinator says where it cannot); what would
+change the wiring is reported, not applied.
 """
 
 from __future__ import annotations
@@ -46,8 +47,18 @@ def _stamp(path: str) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
+@dataclasses.dataclass
+class Changes:
+    """What one poll found: nodes to reload (node, why), replica counts to grow to (node, n),
+    and what is not applied."""
+
+    reloads: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    scales: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
 class Watcher:
-    """`poll()` → (node, why) pairs to reload, and messages about what was not applied."""
+    """`poll()` → the Changes since the previous poll."""
 
     def __init__(self, plan: Plan, replan: Callable[[], Plan | str] | None) -> None:
         """`replan`: the topology loaded again (a Plan), or why it could not be (a str); None
@@ -67,14 +78,15 @@ class Watcher:
     def _paths(self) -> list[str]:
         return [*self.files, *([self.topology] if self.topology else [])]
 
-    def poll(self) -> tuple[list[tuple[str, str]], list[str]]:
+    def poll(self) -> Changes:
         changed = [p for p in self._paths() if _stamp(p) != self.stamps.get(p)]
+        out = Changes()
         if not changed:
-            return [], []
+            return out
         for p in changed:
             self.stamps[p] = _stamp(p)
         reload: dict[str, str] = {}
-        notes: list[str] = []
+        notes = out.notes
         for p in changed:
             for node in sorted(self.files.get(p, ())):
                 reload.setdefault(node, f"{self._name(p)} changed")
@@ -84,20 +96,22 @@ class Watcher:
                 notes.append(f"{self._name(self.topology)} changed but is not valid; the "
                              f"run goes on as it was: {new}")
             else:
-                for node, why in self._apply(new, notes):
+                for node, why in self._apply(new, out):
                     reload.setdefault(node, why)
                 self._index()
                 for p in self._paths():
                     self.stamps.setdefault(p, _stamp(p))
-        return sorted(reload.items()), notes
+        out.reloads = sorted(reload.items())
+        return out
 
     def _name(self, path: str) -> str:
         """A file as the topology names it: relative to the topology's directory."""
         return os.path.relpath(path, self.plan.base_dir)
 
-    def _apply(self, new: Plan, notes: list[str]) -> list[tuple[str, str]]:
+    def _apply(self, new: Plan, changes: Changes) -> list[tuple[str, str]]:
         """Put the new specs of changed nodes into the running plan; say what is not applied."""
         out = []
+        notes = changes.notes
         old_names, new_names = set(self.plan.nodes), set(new.nodes)
         for name in sorted(new_names ^ old_names):
             verb = "added" if name in new_names else "removed"
@@ -109,6 +123,9 @@ class Watcher:
             if "sockets" in diff and _peers_only(old, cur):
                 diff.remove("sockets")  # another node's replica count changed (said there)
             kept = [f for f in diff if f not in APPLIED]
+            if kept == ["replicas"] and diff == kept:  # the coordinator adds them, if it can
+                changes.scales.append((name, cur.replicas))
+                continue
             if kept:
                 what = ", ".join(_describe(f, old, cur) for f in kept)
                 notes.append(f"{name}: {what}: not applied (restart the run)")
