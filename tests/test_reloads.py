@@ -48,7 +48,7 @@ def test_an_exit_that_was_not_asked_for_is_still_a_crash(tmp_path: Path) -> None
 
 def test_no_reload_of_an_exactly_once_sink(tmp_path: Path) -> None:
     """Its memory of what it processed cannot be rebuilt: a reload would break the guarantee."""
-    s = running(tmp_path, PIPELINE.replace("name: pipe", "name: pipe\n    delivery: exactly-once"))
+    s = running(tmp_path, PIPELINE.replace("delivery: best-effort", "delivery: exactly-once"))
     assert not s.coord.reload("sink", s.now, "m.py changed")
     assert s.launcher.signals == [] and s.state("sink.0") == "running"
     assert "not reloaded" in s.model.logs[-1].line
