@@ -228,7 +228,8 @@ def test_bash_completion(tmp_path: Path, on_path: dict) -> None:
     script = tmp_path / "zflow.bash"
     script.write_text(zflow("completion", "bash").stdout)
     assert bash_complete(script, on_path, "zflow", "") == [
-        "validate", "up", "graph", "schema", "completion", "--help", "--version"]
+        "validate", "up", "graph", "schema", "completion", "ps", "top", "logs", "stop", "down",
+        "--help", "--version"]
     assert bash_complete(script, on_path, "zflow", "up", "--dr") == ["--dry-run", "--drain-timeout"]
     assert bash_complete(script, on_path, "zflow", "graph", "--format", "") == [
         "text", "mermaid", "dot"]
@@ -240,6 +241,32 @@ def test_bash_completion(tmp_path: Path, on_path: dict) -> None:
     assert bash_complete(script, on_path, "zflow", "up", "--scale", "") == []
     files = bash_complete(script, on_path, "zflow", "up", "topologies/squ")
     assert "topologies/squares.yaml" in files and "topologies/squares.py" not in files
+
+
+def test_run_names_complete_from_the_registry(tmp_path: Path, on_path: dict) -> None:
+    """`zflow logs <TAB>` offers the runs of the user's registry (ZFLOW_STATE_DIR here)."""
+    state = tmp_path / "state"
+    for name in ("squares", "squares-2"):
+        (state / name).mkdir(parents=True)
+    env = {**on_path, "ZFLOW_STATE_DIR": str(state)}
+    assert zflow("__complete-runs", env={"ZFLOW_STATE_DIR": str(state)}).stdout == \
+        "squares\nsquares-2\n"
+    script = tmp_path / "zflow.bash"
+    script.write_text(zflow("completion", "bash").stdout)
+    for cmd in ("ps", "top", "logs", "stop", "down"):
+        assert bash_complete(script, env, "zflow", cmd, "squares-") == ["squares-2"], cmd
+    assert bash_complete(script, env, "zflow", "up", "--me") == ["--metrics"]
+    assert zflow("__complete-runs", env={"ZFLOW_STATE_DIR": str(tmp_path / "none")}).stdout == ""
+
+
+def test_run_commands_help_names_their_exit_codes() -> None:
+    logs = zflow("logs", "--help").stdout
+    assert "zflow logs -f squares" in logs and "--since" in logs and "NODE[.N]" in logs
+    assert "1    no run of that name, or no node or replica" in logs
+    stop = zflow("stop", "--help").stdout
+    assert "0    stopped, or had already ended" in stop and "stale run" in stop
+    up = zflow("up", "--help").stdout
+    assert "-d, --detach" in up and "--metrics [HOST:]PORT" in up and "zflow up -d " in up
 
 
 @pytest.mark.skipif(not shutil.which("fish"), reason="fish is not installed")

@@ -22,6 +22,12 @@ COMMANDS = [
     ("graph", "draw a topology: text in the terminal, Mermaid or Graphviz dot"),
     ("schema", "print the topology JSON Schema"),
     ("completion", "print a shell completion script (bash, zsh or fish)"),
+    # long-running topologies (zflow/runs/): runs started with `zflow up -d`
+    ("ps", "list the runs on this machine, or show one run's nodes and replicas"),
+    ("top", "the live screen of a detached run"),
+    ("logs", "a run's output, merged in time order; -f follows it"),
+    ("stop", "stop a run gracefully and print its exit status"),
+    ("down", "stop a run and remove it from the registry (cleans up stale runs)"),
 ]
 
 #: how the command line names the standard input, and how diagnostics name it
@@ -78,19 +84,25 @@ examples:
   zflow up --json topologies/squares.yaml   JSON lines: states, stats each second, the result
   zflow up --quiet --log-dir logs/ topologies/squares.yaml   errors and the result only
   zflow up --dry-run topologies/squares.yaml   the plan (replicas, endpoints); starts nothing
+  zflow up -d topologies/squares.yaml       in the background: prints the run's name (zflow ps,
+                                            zflow logs -f NAME, zflow stop NAME)
+  zflow up --metrics 9100 topologies/squares.yaml   Prometheus /metrics, /healthz, /ready
   cat squares.yaml | zflow up -             the topology from standard input
 
 --set and --scale are applied before validation: an override is checked like the file itself.
 With --json, a topology that is not valid is reported on stdout as a JSON list of problems (the
 shape of 'zflow validate --format json').
+With -d, zflow returns once the run is running (exit 0), or with the codes below if it could
+not start, saying why as an attached run would.
 
 """ + _exit_codes(
     (exitcodes.OK, "the run completed: every node finished its stream"),
     (exitcodes.FAILED, "the topology is invalid, or a node failed beyond its restart policy "
                        "(the message names the replica)"),
-    USAGE_ROW,
+    USAGE_ROW[:1] + (USAGE_ROW[1] + "; --metrics without prometheus_client installed",),
     (exitcodes.START_FAILED, "the run could not start (endpoint in use, run: target missing or "
-                             "failing at import, command not found); nothing is left running"),
+                             "failing at import, command not found, --metrics port in use); "
+                             "nothing is left running"),
     (exitcodes.INCOMPLETE, "the run ended, but records were lost, skipped or dead-lettered "
                            "(the summary says how many and where)"),
     (exitcodes.INTERRUPTED, "the run was interrupted (Ctrl-C or SIGTERM)"),
@@ -221,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "lost with a dead replica in best-effort delivery); default 5")
     u.add_argument("--no-telemetry", action="store_true",
                    help="no periodic counters from nodes (benchmarks measure its cost)")
+    _add_long_running_options(u)
 
     g = sub.add_parser("graph", help=helps["graph"], epilog=GRAPH_EPILOG,
                        description="Draw a topology as it would run: nodes, sockets and edges, "
@@ -235,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print a completion script for your shell.")
     c.add_argument("shell", choices=["bash", "zsh", "fish"], metavar="SHELL",
                    help="bash, zsh or fish")
+    _add_run_commands(sub, helps)
     return p
 
 
@@ -348,6 +362,8 @@ def _commands_spec(parser: argparse.ArgumentParser) -> dict[str, dict[str, Any]]
                         choices[o] = [str(c) for c in a.choices]
             elif a.metavar == "FILE":
                 positional = "file"
+            elif a.metavar == "NAME":
+                positional = "run"
             elif a.choices:
                 positional = " ".join(str(c) for c in a.choices)
         spec[name] = {"opts": opts, "takes": takes, "choices": choices, "positional": positional}
@@ -370,6 +386,8 @@ def _bash(parser: argparse.ArgumentParser) -> str:
         if c["positional"] == "file":
             pos = ('COMPREPLY=($(compgen -f -X \'!*.@(yaml|yml)\' -- "$cur") '
                    '$(compgen -d -- "$cur")); [[ "-" == "$cur"* ]] && COMPREPLY+=(-)')
+        elif c["positional"] == "run":
+            pos = f'COMPREPLY=($(compgen -W "$(zflow {COMPLETE_RUNS} 2>/dev/null)" -- "$cur"))'
         elif c["positional"]:
             pos = f'COMPREPLY=($(compgen -W {_sh_quote(c["positional"])} -- "$cur"))'
         else:
@@ -442,6 +460,8 @@ def _zsh(parser: argparse.ArgumentParser) -> str:
             lines.append(f"'{o}[{zq(h)}]{act}'")
         if c["positional"] == "file":
             rest = "'*:topology file:_zflow_files'"
+        elif c["positional"] == "run":
+            rest = "'*:run:_zflow_runs'"
         elif c["positional"]:
             rest = f"':shell:({c['positional']})'"
         else:
@@ -458,6 +478,11 @@ def _zsh(parser: argparse.ArgumentParser) -> str:
 # zsh completion for zflow: zflow completion zsh > "${{fpath[1]}}/_zflow"
 _zflow_files() {{
     _alternative 'files:topology file:_files -g "*.(yaml|yml)(-.)"' 'stdin:standard input:(-)'
+}}
+_zflow_runs() {{
+    local -a runs
+    runs=(${{(f)"$(zflow {COMPLETE_RUNS} 2>/dev/null)"}})
+    compadd -- $runs
 }}
 _zflow_nodes() {{
     local file w
@@ -540,6 +565,8 @@ def _fish(parser: argparse.ArgumentParser) -> str:
             out.append(f"complete -c zflow {cond} {flag}{extra} -d {_sh_quote(h)}")
         if c["positional"] == "file":
             out.append(f"complete -c zflow {cond} -k -a '(__zflow_files)'")
+        elif c["positional"] == "run":
+            out.append(f"complete -c zflow {cond} -a '(zflow {COMPLETE_RUNS} 2>/dev/null)'")
         elif c["positional"]:
             out.append(f"complete -c zflow {cond} -a {_sh_quote(c['positional'])}")
     return "\n".join(out) + "\n"
@@ -553,6 +580,8 @@ def completion_script(shell: str, parser: argparse.ArgumentParser | None = None)
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [COMPLETE_RUNS]:
+        return _complete_runs()
     if argv[:1] == [COMPLETE_NODES]:
         for name in complete_nodes(argv[1]) if len(argv) > 1 else []:
             print(name)
@@ -564,7 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "examples, 'zflow --help' for more.\n")
         return exitcodes.USAGE
     parser.argv = argv  # type: ignore[attr-defined]  # for error(): which command's help
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.command is None:
         parser.error("a command is needed: " + ", ".join(name for name, _ in COMMANDS))
     if args.command == "schema":
@@ -579,11 +608,231 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "completion":
         sys.stdout.write(completion_script(args.shell, parser))
         return exitcodes.OK
+    if args.command in RUN_COMMAND_NAMES:
+        return _run_command(args)
+    if getattr(args, "detach", False) or getattr(args, "metrics", None):
+        return _up_long_running(args, argv)
     from zflow.runtime.up import up_command
 
     # the views (rich) are not imported here: the fork server starts first in up_command, and
     # everything imported before it delays every replica
     return _with_stdin(args, up_command)
+
+
+# ---------------------------------------------------------------------------------------------
+# long-running topologies: up -d / --metrics, and the commands on runs (zflow/runs/)
+
+
+def _metrics_address(text: str) -> str:
+    from zflow.status.metrics import parse_address
+
+    try:
+        parse_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _add_long_running_options(u: argparse.ArgumentParser) -> None:
+    u.add_argument("-d", "--detach", action="store_true",
+                   help="run in the background: print the run's name once it is running "
+                        "(see zflow ps, logs, stop)")
+    u.add_argument("--watch", action="store_true",
+                   help="restart a node's replicas when its code (run: module, command files) "
+                        "or its part of the topology changes")
+    u.add_argument("--metrics", type=_metrics_address, metavar="[HOST:]PORT",
+                   help="serve Prometheus metrics on /metrics, and /healthz and /ready probes "
+                        "(loopback unless HOST is given; port 0 picks a free one; needs the "
+                        "'metrics' extra)")
+
+
+RUN_COMMAND_NAMES = ("ps", "top", "logs", "stop", "down")
+#: hidden helper for completion scripts: the names of the runs in the registry, one a line
+COMPLETE_RUNS = "__complete-runs"
+NAME_HELP = "a run's name, as 'zflow up -d' printed it and 'zflow ps' lists it"
+
+_RUN_STATES = ("starting, running, draining, stopping while it runs; completed, incomplete, "
+               "failed, interrupted once it has ended; stale when its supervisor is gone "
+               "without an outcome (killed)")
+NO_RUN_ROW = (exitcodes.FAILED, "no run of that name (the message lists the runs)")
+
+PS_EPILOG = f"""\
+examples:
+  zflow ps                     every run: name, state, exit status, pid, start, uptime, file
+  zflow ps squares             one run: its nodes and replicas, as the live screen shows them
+  zflow ps --json              the list for scripts (zflow ps NAME --json: one run's status)
+
+States: {_RUN_STATES}.
+
+""" + _exit_codes((exitcodes.OK, "listed"), NO_RUN_ROW, (exitcodes.USAGE, "usage error"))
+
+TOP_EPILOG = """\
+examples:
+  zflow top squares            the live screen of a detached run; Ctrl-C leaves it running
+  zflow top --replicas squares a row per replica
+
+Redrawn from the run's status snapshot (written each second and at each state change) until
+the run ends; then its summary is printed.
+
+""" + _exit_codes((exitcodes.OK, "the run ended, or Ctrl-C"), NO_RUN_ROW,
+                  (exitcodes.USAGE, "usage error"))
+
+LOGS_EPILOG = """\
+examples:
+  zflow logs squares                    everything every replica printed, in time order
+  zflow logs -f squares                 follow it until the run ends (Ctrl-C stops following)
+  zflow logs squares worker             one node's replicas; worker.3 for one replica
+  zflow logs --tail 20 squares          the last 20 lines of each replica
+  zflow logs --since 10m squares        the last ten minutes (or 1h30m, 45s, 2026-12-01T21:30)
+  zflow logs --no-log-prefix squares results.0 > results.txt   the lines as the node wrote them
+
+Each line is prefixed 'node.N │' as on the live screen. Logs live in the run's registry entry,
+one file per replica, rotated at ZFLOW_LOG_MAX_BYTES (10 MiB) keeping ZFLOW_LOG_KEEP (3) files.
+
+""" + _exit_codes((exitcodes.OK, "printed (with -f: the run ended, or Ctrl-C)"),
+                  (exitcodes.FAILED, "no run of that name, or no node or replica of that name in "
+                                     "it"),
+                  (exitcodes.USAGE, "usage error, or a --since that is neither a duration nor a "
+                                    "timestamp"))
+
+STOP_EPILOG = """\
+examples:
+  zflow stop squares                    Ctrl-C for a detached run: drain, end(), stop; prints
+                                        'squares: interrupted (exit 130)'
+  zflow stop --timeout 60 squares       wait longer for the drain before killing
+  zflow stop squares squares-2          several runs
+
+The supervisor gets SIGTERM (the run drains as at Ctrl-C, so sinks' end() runs); after --timeout
+a second SIGTERM kills the replicas at once; 5 s later the supervisor is SIGKILLed (its guard
+still kills every replica). The run's entry is kept, with its outcome: 'zflow down' removes it.
+
+""" + _exit_codes((exitcodes.OK, "stopped, or had already ended (said so; its exit status is "
+                                 "printed either way)"),
+                  (exitcodes.FAILED, "no run of that name, or a stale run (its supervisor died: "
+                                     "use zflow down)"),
+                  (exitcodes.USAGE, "usage error"))
+
+DOWN_EPILOG = """\
+examples:
+  zflow down squares                    stop it if it runs, then remove its entry and logs
+  zflow down --all                      every run in the registry, stale ones included
+
+A stale run (its supervisor was killed) is cleaned up too: any of its replicas still alive
+(same pid and start time as recorded) is killed with its process group.
+
+""" + _exit_codes((exitcodes.OK, "removed (each run's outcome is printed)"),
+                  (exitcodes.FAILED, "no run of that name, or a supervisor that would not exit"),
+                  (exitcodes.USAGE, "usage error, or neither a name nor --all"))
+
+
+def _add_run_commands(sub: Any, helps: dict[str, str]) -> None:
+    p = sub.add_parser("ps", help=helps["ps"], epilog=PS_EPILOG,
+                       description="List the runs in this user's registry (started with "
+                                   "'zflow up -d'), or show one of them.")
+    p.add_argument("name", nargs="?", metavar="NAME", help=NAME_HELP + " (optional)")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
+
+    t = sub.add_parser("top", help=helps["top"], epilog=TOP_EPILOG,
+                       description="Show a detached run's live screen until it ends.")
+    t.add_argument("name", metavar="NAME", help=NAME_HELP)
+    t.add_argument("--replicas", action="store_true", help="one status row per replica")
+
+    lg = sub.add_parser("logs", help=helps["logs"], epilog=LOGS_EPILOG,
+                        description="Print what a run's replicas wrote, merged in time order.")
+    lg.add_argument("name", metavar="NAME", help=NAME_HELP)
+    lg.add_argument("replica", nargs="?", metavar="NODE[.N]",
+                    help="only this node's replicas, or this replica (worker.3)")
+    lg.add_argument("-f", "--follow", action="store_true",
+                    help="keep printing new lines until the run ends")
+    lg.add_argument("--tail", type=int, metavar="N",
+                    help="only the last N lines of each replica")
+    lg.add_argument("--since", metavar="DURATION|TIMESTAMP",
+                    help="only lines since then: 10m, 1h30m, 45s, or 2026-12-01T21:30:00")
+    lg.add_argument("--no-log-prefix", action="store_true",
+                    help="the lines without their 'node.N │' prefix")
+    lg.add_argument("-t", "--timestamps", action="store_true",
+                    help="show each line's time (UTC)")
+
+    s = sub.add_parser("stop", help=helps["stop"], epilog=STOP_EPILOG,
+                       description="Stop runs gracefully (as Ctrl-C would) and print their exit "
+                                   "status.")
+    s.add_argument("names", nargs="+", metavar="NAME", help=NAME_HELP + " (one or more)")
+    s.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long the graceful stop may take before the replicas are killed; "
+                        "default 30")
+
+    d = sub.add_parser("down", help=helps["down"], epilog=DOWN_EPILOG,
+                       description="Stop runs if they run, then remove them from the registry.")
+    d.add_argument("names", nargs="*", metavar="NAME", help=NAME_HELP + " (one or more)")
+    d.add_argument("--all", action="store_true", help="every run in the registry")
+    d.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="as for zflow stop; default 30")
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, except that `zflow logs NAME -f NODE` works: argparse takes the positionals
+    before the first option together and would call NODE unrecognized."""
+    args, extra = parser.parse_known_args(argv)
+    if (extra and args.command == "logs" and args.replica is None and len(extra) == 1
+            and not extra[0].startswith("-")):
+        args.replica, extra = extra[0], []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _complete_runs() -> int:
+    """Run names for completion: never fails."""
+    try:
+        from zflow.runs.registry import runs
+
+        for run in runs():
+            print(run.name)
+    except Exception:
+        pass
+    return exitcodes.OK
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    from zflow.runs import commands
+
+    return {"ps": commands.ps_command, "top": commands.top_command,
+            "logs": commands.logs_command, "stop": commands.stop_command,
+            "down": commands.down_command}[args.command](args)
+
+
+def _up_long_running(args: argparse.Namespace, argv: list[str]) -> int:
+    """`up` with -d and/or --metrics (zflow/runs/detach.py, zflow/status/metrics.py)."""
+    from zflow.runs.detach import RUN_ENV, up_detached
+    from zflow.runtime.up import up_command
+
+    detached = args.detach and not args.dry_run
+    if args.metrics and not args.dry_run:
+        from zflow.status.metrics import MetricsError, MetricsServer, require
+
+        try:
+            if detached and not os.environ.get(RUN_ENV):
+                require()  # the detached supervisor binds it; the extra is checked here
+            else:
+                server = MetricsServer(args.metrics)
+                print(f"zflow: metrics on {server.url} (/healthz, /ready)", file=sys.stderr,
+                      flush=True)
+                args.metrics_info = {"metrics": server.url}
+                args.status_hooks = [lambda plan, model, view: _tee(view, server.attach(model))]
+        except MetricsError as e:
+            print(f"zflow: {e}", file=sys.stderr)
+            missing = "needs prometheus_client" in str(e)
+            return exitcodes.USAGE if missing else exitcodes.START_FAILED
+    if detached:
+        return _with_stdin(args, lambda a: up_detached(a, argv))
+    return _with_stdin(args, up_command)
+
+
+def _tee(view: Any, other: Any) -> Any:
+    from zflow.status.tee import Tee
+
+    other.model.subscribe(other)
+    return Tee(view, other)
 
 
 def entry() -> None:

@@ -29,6 +29,7 @@ from zflow.runtime.barrier import Barrier
 from zflow.runtime.exits import Exits
 from zflow.runtime.launchers import Launcher, SpawnError
 from zflow.runtime.losses import Losses
+from zflow.runtime.reloads import Reloads
 from zflow.runtime.restarts import RestartPolicy
 from zflow.runtime.slots import Slot
 from zflow.runtime.spec import build_replica_spec, dead_letter_path
@@ -55,7 +56,7 @@ class Options:
     quiet_after: float = 10.0
 
 
-class Coordinator(Barrier, Exits):
+class Coordinator(Barrier, Exits, Reloads):
     def __init__(self, plan: Plan, model: Any, launcher: Launcher, opts: Options) -> None:
         self.plan = plan
         self.model = model
@@ -78,6 +79,7 @@ class Coordinator(Barrier, Exits):
         #: the time of the latest input (the coordinator has no clock of its own)
         self.now = 0.0
         self.deaths = 0  # replicas that died mid-run: only then can best-effort lose records
+        self.reloading: set[str] = set()  # replicas --watch stopped, to restart at their exit
         self.losses = Losses(plan)
         #: exactly-once: records (by id) that failed a replica, and how often; records that
         #: failed POISON_ATTEMPTS times were dead-lettered, per node that they failed

@@ -72,6 +72,8 @@ class Exits:
                                                      "the end")
                 self._error(self.message)
             return
+        if self._reloaded(slot, code, now, in_hand):  # --watch stopped it for new code
+            return
         if slot.finished and code in STOPPED_BY_US:  # a service zflow stopped: its end
             self._set(slot, S.STOPPED, f"exit {code}")
             return

@@ -34,6 +34,8 @@ class Supervisor:
         self.opts = opts
         self.zygote = zygote
         self.interrupts = 0
+        #: --watch: a zflow.runtime.watch.Watcher, polled once a second
+        self.watcher: Any = None
 
     def run(self) -> int:
         make_run_dir(self.plan)
@@ -129,6 +131,8 @@ class Supervisor:
                     watched.discard(fd)
             if now >= next_sample:
                 next_sample = now + 1.0
+                if self.watcher is not None:
+                    self._watch(now)
                 launcher.adopt()
                 for rid, pid, cpu, rss in launcher.sample(now):
                     slot = coord.slots[rid]
@@ -139,6 +143,19 @@ class Supervisor:
         code = coord.finish()
         self.view.close()
         return code
+
+    def _watch(self, now: float) -> None:
+        changes = self.watcher.poll()
+        for note in changes.notes:
+            self.model.error(f"--watch: {note}")
+        for node, why in changes.reloads:
+            self.coord.reload(node, now, why)
+        for node, replicas in changes.scales:
+            before = self.plan.nodes[node].replicas
+            why = self.coord.scale_up(node, replicas, now)
+            if why is not None:
+                self.model.error(f"--watch: {node}: replicas {before} → {replicas}: not "
+                                 f"applied: {why} (restart the run)")
 
     def _flush(self) -> None:
         for ident, kind, fields in self.coord.take():

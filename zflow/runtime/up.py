@@ -102,6 +102,17 @@ def _env_text(plan: Plan, shown: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def replan(args: argparse.Namespace, plan: Plan) -> Plan | str:
+    """--watch: the topology file loaded and planned again, as at the start (or why not)."""
+    from zflow.spec import load
+
+    result = load(args.file, overrides=args.set, scale=args.scale)
+    if result.topology is None:
+        errors = [d for d in result.diagnostics if d.is_error]
+        return "; ".join(f"line {d.line}: {d.message}" for d in errors[:3]) or "unreadable"
+    return build_plan(result.topology, plan.file, run_dir=plan.run_dir)
+
+
 def _up(args: argparse.Namespace, zygote: object) -> int:
     result, plan_file = load_topology(args)
     if result.topology is None:
@@ -129,10 +140,20 @@ def _up(args: argparse.Namespace, zygote: object) -> int:
         mode = "live"
     model, view = status_for(plan, mode, args.replicas, args.log_dir,
                              log_prefix=not getattr(args, "no_log_prefix", False))
+    # more subscribers of the model (a detached run's recorder, the metrics endpoint): each
+    # returns the view the supervisor drives, wrapping the one it was given
+    for hook in getattr(args, "status_hooks", ()):
+        view = hook(plan, model, view)
     opts = Options(verbose=args.verbose, telemetry=not args.no_telemetry, grace=args.grace,
                    drain_timeout=args.drain_timeout,
                    start_timeout=getattr(args, "start_timeout", 30.0))
-    code = Supervisor(plan, model, view, opts, zygote=zygote).run()  # type: ignore[arg-type]
+    supervisor = Supervisor(plan, model, view, opts, zygote=zygote)  # type: ignore[arg-type]
+    if getattr(args, "watch", False):
+        from zflow.runtime.watch import Watcher
+
+        from_stdin = bool(getattr(args, "file_label", None))
+        supervisor.watcher = Watcher(plan, None if from_stdin else lambda: replan(args, plan))
+    code = supervisor.run()
     # the run is over and its outcome decided: a Ctrl-C now (a second one, pressed while the
     # first was stopping the run) must not turn exit 130 into death by SIGINT
     import signal
