@@ -67,3 +67,17 @@ def test_continuous_churn_still_ends_with_the_exact_result() -> None:
     assert res["results"]["results"] == {"answers": n, "workers": 4,
                                          "sum": sum(i * i for i in range(n))}
     assert r["left"] == []
+
+
+def test_at_least_once_with_two_sink_replicas_under_the_same_chaos() -> None:
+    """Two sink replicas: delivery auto runs at-least-once; nothing is lost (a resent record
+    may reach the other sink replica too, so the answers add up to N or more)."""
+    r = churn.run(N, 4, 40, True, 0.25, 60.0, ["--scale", "results=2"], seed=5, max_kills=12)
+    res = r["result"]
+    assert r["kills"] >= 2 and r["left"] == []
+    assert r["code"] == 0, res.get("message")
+    parts = [res["results"][f"results.{i}"] for i in (0, 1)]
+    assert all(p["answers"] > 0 for p in parts)  # both sink replicas took work
+    assert sum(p["answers"] for p in parts) >= N
+    assert sum(p["sum"] for p in parts) >= SUM
+    assert res["losses"]["lost"] == 0

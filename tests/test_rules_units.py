@@ -683,7 +683,7 @@ def test_exactly_once_needs_push_pull_msgpack_zflow_nodes_and_one_sink() -> None
          'end the pipeline in one sink node'),
         ('ZF073', 'nodes.k2.replicas', 22, 15,
          "sink 'k2' has 3 replicas: duplicates must meet in one place to be dropped",
-         'give the sink `replicas: 1`'),
+         'give the sink `replicas: 1`, or say `delivery: at-least-once`'),
         ('ZF073', 'nodes.k3', 25, 3,
          "'k3' is a second sink: exactly-once acknowledges a record when one sink has it",
          'end the pipeline in one sink node'),
@@ -709,8 +709,14 @@ def test_exactly_once_sink_replicas() -> None:
     assert rule_diags(YAML, only=['ZF073']) == [
         ('ZF073', 'nodes.k1.replicas', 5, 15,
          "sink 'k1' has 2 replicas: duplicates must meet in one place to be dropped",
-         'give the sink `replicas: 1`'),
+         'give the sink `replicas: 1`, or say `delivery: at-least-once`'),
     ]
+    # at-least-once takes a sink of any number of replicas, and keeps the other rules
+    alo = YAML.replace("delivery: exactly-once", "delivery: at-least-once")
+    assert rule_diags(alo, only=['ZF073']) == []
+    pub = alo.replace("out: {type: PUSH, bind: auto}", "out: {type: PUB, bind: auto}")
+    assert [d[4] for d in rule_diags(pub, only=['ZF073'])] == [
+        "'t.out' is PUB: at-least-once delivery covers PUSH/PULL data sockets only"]
 
 
 def test_exactly_once_rules_apply_only_to_exactly_once() -> None:

@@ -145,11 +145,11 @@ class Plan:
     #: count groups: each a (sender sockets, receiver sockets) set of "node.socket" ids whose
     #: records are compared at end of stream
     count_groups: list[tuple[list[str], list[str]]]
-    #: "best-effort" or "exactly-once", as it runs (docs/format.md, Delivery)
+    #: "best-effort", "at-least-once" or "exactly-once", as it runs (docs/format.md, Delivery)
     delivery: str = "best-effort"
-    #: what the topology asked for: "auto" (the default), "best-effort" or "exactly-once"
+    #: what the topology asked for: "auto" (the default), or one of the above
     delivery_asked: str = "auto"
-    #: auto that could not be exactly-once: why (shown by --dry-run and the run's summary)
+    #: auto that could not be exactly-once: why (shown by --dry-run)
     delivery_reason: str = ""
 
     def bind_endpoint(self, node: str, replica: int, socket: str) -> str:
@@ -257,9 +257,12 @@ def build_plan(
 
     _assign_end_modes(nodes)
     asked = str(topology.get("delivery", "auto"))
-    reason = exactly_once_blocker(nodes) if asked == "auto" else ""
-    delivery = asked if asked != "auto" else "best-effort" if reason else "exactly-once"
-    if delivery == "exactly-once":
+    delivery, reason = asked, ""
+    if asked == "auto":
+        reason = exactly_once_blocker(nodes)
+        delivery = "exactly-once" if not reason else "at-least-once" \
+            if reason.startswith(SINK_REPLICAS) else "best-effort"
+    if delivery != "best-effort":
         for n in nodes.values():
             for s in n.sockets.values():
                 if s.hwm_default and s.role == "data" and s.codec == "msgpack":
@@ -281,8 +284,9 @@ def build_plan(
 
 def exactly_once_blocker(nodes: dict[str, NodePlan]) -> str:
     """Why this topology cannot run exactly-once ("" if it can): `delivery: auto` then runs it
-    best-effort. The conditions are ZF073's (spec/rules.py), which says the same of a topology
-    that asks for exactly-once, with locations."""
+    at-least-once if the only reason is a sink with several replicas (each drops only the
+    duplicates it sees), best-effort otherwise. The conditions are ZF073's (spec/rules.py),
+    which says the same of a topology that asks for exactly-once, with locations."""
     sinks = [n for n in nodes.values() if n.shape == "sink"]
     if not any(n.shape == "source" for n in nodes.values()):
         return "no source node"
@@ -303,9 +307,13 @@ def exactly_once_blocker(nodes: dict[str, NodePlan]) -> str:
                 return f"'{n.name}.{s.name}' talks to programs outside the topology"
     if len(sinks) != 1:
         return f"{len(sinks)} sink nodes" if sinks else "no sink node"
-    if sinks[0].replicas > 1:
-        return f"sink '{sinks[0].name}' has {sinks[0].replicas} replicas"
+    if sinks[0].replicas > 1:  # acknowledgements work; dropping duplicates does not
+        return f"{SINK_REPLICAS} '{sinks[0].name}' has {sinks[0].replicas} replicas"
     return ""
+
+
+#: the one blocker that leaves acknowledgements and resends (at-least-once) in place
+SINK_REPLICAS = "sink"
 
 
 def _endpoint(value: str, *, binding: bool) -> Endpoint | None:

@@ -96,7 +96,7 @@ class Coordinator(Barrier, Exits, Reloads):
         for name in self.services:  # services serving services: the others decide
             self.users[name] -= self.services
         self.policies = {n.name: RestartPolicy.of(n) for n in plan.nodes.values()}
-        self.eo = plan.delivery == "exactly-once"
+        self.eo = plan.delivery != "best-effort"  # acknowledged: exactly- or at-least-once
         #: nodes with PUB sockets that probe their zflow subscribers at start
         self.probers = {n.name for n in plan.nodes.values() if n.kind == "python" and any(
             s.type in ("PUB", "XPUB") and s.zflow_peers for s in n.sockets.values())}

@@ -103,7 +103,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ZF070": ("warning", "same endpoint connected twice by one socket"),
     "ZF071": ("error", "codec differs between the two ends of a connection"),
     "ZF072": ("error", "topic on a socket that does not publish (PUB / XPUB)"),
-    "ZF073": ("error", "exactly-once delivery needs a PUSH/PULL pipeline with one sink replica"),
+    "ZF073": ("error", "exactly-once (at-least-once) delivery needs a PUSH/PULL pipeline of zflow "
+                       "nodes with one sink node (of one replica)"),
     "ZF074": ("error", "too many replicas over all nodes"),
     "ZF075": ("error", "stdin and ready are options of command nodes"),
     "ZF077": ("error", "ready.log is not a valid regular expression"),

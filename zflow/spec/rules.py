@@ -614,8 +614,10 @@ def _total_replicas(nodes: dict, loc: Locator) -> list[Diagnostic]:
 
 def _exactly_once(data: dict, nodes: dict, socks: dict[tuple[str, str], Sock],
                   loc: Any) -> list[Diagnostic]:
-    """`delivery: exactly-once` works on zflow PUSH/PULL pipelines whose sink is one replica."""
-    if data.get("delivery") != "exactly-once":
+    """`delivery: exactly-once` works on zflow PUSH/PULL pipelines whose sink is one replica;
+    `at-least-once` on the same with a sink of any number of replicas."""
+    asked = data.get("delivery")
+    if asked not in ("exactly-once", "at-least-once"):
         return []
     out: list[Diagnostic] = []
     sink_seen = False
@@ -624,33 +626,34 @@ def _exactly_once(data: dict, nodes: dict, socks: dict[tuple[str, str], Sock],
         if role_control or s.type is None:
             continue
         if s.type not in ("PUSH", "PULL"):
-            out.append(loc.diag("ZF073", f"'{s.label}' is {s.type}: exactly-once delivery "
+            out.append(loc.diag("ZF073", f"'{s.label}' is {s.type}: {asked} delivery "
                                          "covers PUSH/PULL data sockets only", s.path + ("type",),
                                 hint="use PUSH/PULL for the data path, or mark control "
                                      "channels with stop_on / send_on_end"))
         elif s.d.get("codec", "msgpack") != "msgpack":
             out.append(loc.diag("ZF073", f"'{s.label}' uses codec {s.d.get('codec')}: "
-                                         "exactly-once needs zflow's msgpack frames",
+                                         f"{asked} needs zflow's msgpack frames",
                                 s.path + ("codec",)))
     for name, nd in nodes.items():
         if str(name).startswith("x-"):
             continue  # extensions are kept and ignored (docs/format.md)
         if not isinstance(nd, dict) or "command" in nd:
             if isinstance(nd, dict):
-                out.append(loc.diag("ZF073", f"node '{name}' is a command node: exactly-once "
+                out.append(loc.diag("ZF073", f"node '{name}' is a command node: {asked} "
                                              "needs zflow nodes end to end", ("nodes", name),
                                     at="key"))
             continue
         if infer_shape(nd) == "sink" and sink_seen:
-            out.append(loc.diag("ZF073", f"'{name}' is a second sink: exactly-once "
+            out.append(loc.diag("ZF073", f"'{name}' is a second sink: {asked} "
                                          "acknowledges a record when one sink has it",
                                 ("nodes", name), at="key",
                                 hint="end the pipeline in one sink node"))
         if infer_shape(nd) == "sink":
             sink_seen = True
-        if infer_shape(nd) == "sink" and _replicas(nd) > 1:
+        if infer_shape(nd) == "sink" and _replicas(nd) > 1 and asked == "exactly-once":
             p = ("nodes", name, "replicas") if "replicas" in nd else ("nodes", name)
             out.append(loc.diag("ZF073", f"sink '{name}' has {_replicas(nd)} replicas: "
                                          "duplicates must meet in one place to be dropped", p,
-                                hint="give the sink `replicas: 1`"))
+                                hint="give the sink `replicas: 1`, or say `delivery: "
+                                     "at-least-once`"))
     return out

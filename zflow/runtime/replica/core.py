@@ -38,7 +38,7 @@ class Node:
         self.errors = 0
         self.t_start = time.monotonic()
         # exactly-once: sources keep what is unacknowledged; sinks remember what they have seen
-        self.eo = spec.delivery == "exactly-once"
+        self.eo = spec.delivery != "best-effort"  # acknowledged: exactly- or at-least-once
         self.unacked = Unacked(spec.sources)
         self.seen = Seen(spec.sources)
         self.context = zctx.NodeContext(
