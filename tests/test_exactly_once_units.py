@@ -114,7 +114,7 @@ def test_a_dead_replica_s_frames_are_resent_and_untaken_ones_once_proven_in_its_
     u.took(range(6, 8), "w.2", first_hop=True)  # w.2 took d: c, sent before, was not w.2's
     assert u.cleared() == [c]
     assert (c.holder, d.holder, e.holder) == (None, "w.2", "w.1")
-    assert u.suspects == []
+    assert u.suspects == {}
 
 
 def test_a_suspect_acknowledged_or_taken_meanwhile_is_not_resent() -> None:
@@ -160,3 +160,15 @@ def test_acknowledge_takes_ranges_one_range_or_ids() -> None:
     acknowledge(u, 1, {"r": [2, 2]})
     acknowledge(u, 1, {"ids": [7]})
     assert dict(u) == {6: "r6"}
+
+
+def test_a_second_death_does_not_resend_a_suspect_twice() -> None:
+    u = Unacked(1)
+    (a,) = _frames(u, 1)
+    u.died("w.0", ["w.1", "w.2"])
+    u.died("w.1", ["w.2"])  # the frame now waits only for w.2
+    assert list(u.suspects) == [0] and u.suspects[0][2] == {"w.2"}
+    b = u.add(1, ["r1"])
+    u.took(range(1, 2), "w.2", first_hop=True)
+    assert u.cleared() == [a] and b.holder == "w.2"
+    assert u.cleared() == [] and u.suspects == {}

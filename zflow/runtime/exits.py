@@ -91,8 +91,9 @@ class Exits:
         self.deaths += 1
         self.losses.died(n.name, in_hand)
         if self.eo and n.shape == "sink":
-            self._fail_run(slot, f"{slot.id} died: with the sink's state lost, exactly-once "
-                                 "delivery cannot be kept (zflow does not restart sinks)")
+            self._fail_run(slot, f"{slot.id} died: with the sink's state lost, "
+                                 f"{self.plan.delivery} delivery cannot be kept (zflow does not "
+                                 "restart sinks)")
             return
         if (inputs_done and n.shape != "transform"
                 and any(x.receives and x.role == "data" for x in n.sockets.values())):

@@ -122,8 +122,9 @@ class Unacked(MutableMapping):
         self.sent = 0  # frames sent (and resent): the order of sends, for `took`
         #: first-hop receivers → the latest send they took (per pipe, frames arrive in order)
         self.taken: dict[str, int] = {}
-        #: frames nobody had taken when a receiver died, and the receivers alive then
-        self.suspects: list[tuple[Frame, int, frozenset[str]]] = []
+        #: frames nobody had taken when a receiver died (by first id), each with its send
+        #: counter then and the receivers alive at the latest death
+        self.suspects: dict[int, tuple[Frame, int, frozenset[str]]] = {}
 
     # -- the hot path --------------------------------------------------------------------------
     def add(self, first: int, records: list[Any], size: int = 0) -> Frame:
@@ -208,22 +209,21 @@ class Unacked(MutableMapping):
         self.taken.pop(dead, None)
         now = [f for f in self.frames.values() if f.holder == dead]
         others = frozenset(live) - {dead}
-        self.suspects.extend((f, f.sent, others) for f in self.frames.values()
-                             if f.holder is None)
+        for f in self.frames.values():
+            if f.holder is None:  # a later death narrows whom it waits for: still sound
+                self.suspects[f.first] = (f, f.sent, others)
         return now
 
     def cleared(self) -> list[Frame]:
         """Suspects now known to have been in a dead pipe: every receiver alive at the death
         has taken something sent after them, and a pipe delivers in order."""
-        out, keep = [], []
-        for f, sent, live in self.suspects:
-            if self.frames.get(f.first) is not f or f.holder is not None or f.sent != sent:
-                continue  # acknowledged, taken, or resent since
-            if all(self.taken.get(r, -1) > sent for r in live):
+        out = []
+        for first, (f, sent, live) in list(self.suspects.items()):
+            if self.frames.get(first) is not f or f.holder is not None or f.sent != sent:
+                del self.suspects[first]  # acknowledged, taken, or resent since
+            elif all(self.taken.get(r, -1) > sent for r in live):
+                del self.suspects[first]
                 out.append(f)
-            else:
-                keep.append((f, sent, live))
-        self.suspects = keep
         return out
 
     def resent(self, f: Frame) -> None:
