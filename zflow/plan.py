@@ -36,8 +36,10 @@ SOCKET_DEFAULTS: dict[str, Any] = {"hwm": None, "linger": 1000, "codec": "msgpac
 #: not 1M, per pipe.
 HWM_DEFAULT = {"msgpack": 100}
 #: exactly-once: the credit window already bounds what is in flight, and what a replica's pipes
-#: hold is resent when it dies; shallow pipes keep that small (benchmarks/churn.py: a worker
-#: killed every 250 ms cost 2.1x the undisturbed time at 100 frames per pipe, 1.7x at 8)
+#: hold is resent when it dies; shallow pipes keep that small (benchmarks/churn.py, 600k records,
+#: a worker killed every 250 ms: 2.11x the undisturbed time at 100 frames per pipe, 2.01x at 16,
+#: 1.70x at 8, under load 4-5; 16 costs no rec/s against best-effort at 1M records, 8 was not
+#: measured on a quiet enough machine)
 EO_HWM = 16
 #: sockets that drop, not block, at their high-water mark (and their SUB peers)
 LOSSY = frozenset({"PUB", "XPUB", "SUB", "XSUB"})
