@@ -256,6 +256,41 @@ def test_a_grandchild_that_left_its_process_group_is_stopped_with_the_run() -> N
     assert survivors == [], "a setsid grandchild outlived the run"
 
 
+def test_sigkill_of_zflow_kills_a_setsid_grandchild_it_had_not_scanned_yet() -> None:
+    """zflow finds descendants that left their group once a second; SIGKILLed within that
+    second, its guard still finds a setsid grandchild by the run's token in its environment."""
+    name = unique()
+    marker = f"zflowtest-{uuid.uuid4().hex[:12]}"
+    sender = ("setsid python3 -c 'import time; time.sleep(1000)' " + marker +
+              " </dev/null >/dev/null 2>&1 & exec python3 -c 'import time; time.sleep(1000)' "
+              + marker)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zflow", "up", str(TESTS / "grandchild.yaml"), "--json",
+         "--set", f"name={name}", "--set", f"nodes.shell.command=[sh, -c, {sender!r}]"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        while len(marked(marker)) < 2:  # the setsid daemon and the exec'd sleeper
+            assert proc.poll() is None, proc.stderr.read()  # type: ignore[union-attr]
+            time.sleep(0.005)
+    finally:
+        proc.kill()  # at once: most likely before the descendant scan saw the daemon
+        proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+    deadline = time.monotonic() + 2.0
+    while (marked(marker) or leftovers(name)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = marked(marker)
+    for pid in survivors:  # do not leave them behind even when the test fails
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    assert survivors == [], "a setsid grandchild outlived a SIGKILLed zflow by 2 s"
+    assert leftovers(name) == []
+
+
 def test_sigkill_of_zflow_kills_command_node_and_its_grandchild() -> None:
     name = unique()
     marker = f"zflowtest-{uuid.uuid4().hex[:12]}"

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 from typing import IO
 
 from zflow.runtime.launchers import zflow_python
+from zflow.runtime.launchers.guard import TOKEN
 
 MAX = 1 << 20
 
@@ -22,10 +24,13 @@ class Zygote:
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        #: the run's token: in the fork server's environment, so in every replica it forks
+        #: (a forked process's /proc/PID/environ is its parent's), found by the guard
+        self.token = secrets.token_hex(8)
         self.proc = subprocess.Popen(
             zflow_python("zflow.runtime.launchers.zygote", str(theirs.fileno())),
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "ZFLOW_PARENT_PID": str(os.getpid())},
+            env={**os.environ, "ZFLOW_PARENT_PID": str(os.getpid()), TOKEN: self.token},
         )
         theirs.close()
         self.sock = ours

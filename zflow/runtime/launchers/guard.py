@@ -1,11 +1,13 @@
 """The orphan guard: a tiny process that outlives a killed supervisor just long enough.
 
 The supervisor starts it with a pipe on stdin and writes `+PGID` / `-PGID` as replicas come and go,
-and `=PATH` for the run directory. When the pipe closes — the supervisor exited, crashed or was
-SIGKILLed — every process group still listed gets SIGTERM, then SIGKILL 0.5 s later, so no replica
-(nor anything a command node started) outlives zflow; then the run directory (ipc endpoints, the
-control socket) is removed. Python replicas also ask the kernel for SIGKILL on parent death;
-this covers command nodes and their children too.
+`@TOKEN` for the run's token and `=PATH` for the run directory. When the pipe closes — the
+supervisor exited, crashed or was SIGKILLed — every process group still listed gets SIGTERM, and
+so does every process whose environment carries the run's token (`ZFLOW_RUN_TOKEN`: each replica
+starts with it, and whatever it starts inherits it, even a `setsid` daemon the supervisor's
+once-a-second descendant scan had not seen yet); SIGKILL follows 0.5 s later, so nothing zflow
+started outlives it. Then the run directory (ipc endpoints, the control socket) is removed.
+Python replicas also ask the kernel for SIGKILL on parent death.
 """
 
 from __future__ import annotations
@@ -25,11 +27,32 @@ def _alive(pgid: int) -> bool:
     return True
 
 
+#: every process of a run starts with this in its environment (a new value per run)
+TOKEN = "ZFLOW_RUN_TOKEN"
+
+
+def marked(token: str) -> list[int]:
+    """Processes (of this user) whose initial environment carries the run's token."""
+    needle = f"{TOKEN}={token}".encode()
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as f:
+                env = f.read()
+        except OSError:  # gone, or another user's
+            continue
+        if needle in env.split(b"\0"):
+            found.append(int(d))
+    return found
+
+
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     groups: set[int] = set()
-    run_dir = None
+    run_dir = token = None
     for line in sys.stdin:
         line = line.strip()
         if line[:1] == "+":
@@ -38,15 +61,39 @@ def main() -> int:
             groups.discard(int(line[1:]))
         elif line[:1] == "=":
             run_dir = line[1:]
+        elif line[:1] == "@":
+            token = line[1:]
     live = _signal([g for g in groups if _alive(g)], signal.SIGTERM)
+    pids = _kill(marked(token), signal.SIGTERM) if token else []
     deadline = time.monotonic() + 0.5
-    while live and time.monotonic() < deadline:
+    while (live or pids) and time.monotonic() < deadline:
         time.sleep(0.02)
         live = [g for g in live if _alive(g)]
+        pids = [p for p in pids if _alive_pid(p)]
     _signal(live, signal.SIGKILL)
+    _kill(pids, signal.SIGKILL)
+    if token:  # anything started meanwhile
+        _kill(marked(token), signal.SIGKILL)
     if run_dir and os.path.basename(run_dir).startswith("zflow-"):
         shutil.rmtree(run_dir, ignore_errors=True)
     return 0
+
+
+def _alive_pid(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _kill(pids: list[int], sig: int) -> list[int]:
+    for p in pids:
+        try:
+            os.kill(p, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return pids
 
 
 def _signal(groups: list[int], sig: int) -> list[int]:

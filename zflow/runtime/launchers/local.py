@@ -26,6 +26,7 @@ from zflow.plan import Plan
 from zflow.runtime import protocol as P
 from zflow.runtime.launchers import Spawned, SpawnError, zflow_python
 from zflow.runtime.launchers.forkserver import Zygote
+from zflow.runtime.launchers.guard import TOKEN
 from zflow.runtime.spec import ReplicaSpec, command_env
 
 OnLine = Callable[[str, str, str], None]  # (replica id, "stdout" | "stderr", line)
@@ -70,6 +71,7 @@ class LocalLauncher:
         )
         if run_dir:  # removed by the guard even if this process is SIGKILLed
             self._guard(f"={run_dir}")
+        self._guard(f"@{self.zygote.token}")  # every replica carries it (guard.py)
         # a process a replica started that leaves its process group (setsid, a daemon) is
         # orphaned to us, not to init, so the descendant scan below still finds it
         _child_subreaper()
@@ -81,6 +83,7 @@ class LocalLauncher:
         env.update(spec.env)
         env["PYTHONUNBUFFERED"] = "1"
         env["ZFLOW_PARENT_PID"] = str(os.getpid())
+        env[TOKEN] = self.zygote.token
         endpoints: dict[str, str] = {}
         if spec.kind == "python":
             env["PYTHONPATH"] = os.pathsep.join(
