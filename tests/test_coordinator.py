@@ -195,6 +195,34 @@ def test_a_command_node_is_spawned_once_what_it_connects_to_has_bound(tmp_path) 
     assert s.model.overall == "running"
 
 
+def test_a_command_node_that_died_mid_stream_leaves_the_run_incomplete(tmp_path) -> None:
+    """zflow cannot count inside a program: what a command replica held when it died may be
+    lost, so the run does not say completed (exit 4, naming the replica)."""
+    s = Script(tmp_path, COMMAND_WORKERS).start()
+    s.say("src.0", P.BOUND, endpoints={"out": "tcp://127.0.0.1:41234"})
+    s.tick()
+    for rid in ("work.0", "work.1"):
+        s.coord.endpoints_ready(rid)
+    s.tick()
+    s.say("src.0", P.READY)
+    s.tick()
+    assert s.model.overall == "running"
+    s.exit("work.1", -9)
+    s.tick(1.0)  # the back-off: a new incarnation
+    assert s.state("work.1") == "starting" and len(s.launcher.specs) == 4
+    s.coord.endpoints_ready("work.1")
+    s.finish("src.0", out=[0, 100, 0, 0])
+    s.tick()
+    s.exit("work.0", 0)
+    s.exit("work.1", 0)
+    s.tick()
+    assert s.coord.code == exitcodes.INCOMPLETE
+    assert s.coord.message == (
+        "incomplete: records may have been lost inside work.1 (command nodes that died "
+        "mid-stream: zflow cannot count inside them)")
+    assert s.model.losses["uncounted"] == ["work.1"] and s.model.losses["lost"] == 0
+
+
 def test_a_command_node_done_before_the_barrier_opens_does_not_hold_it(tmp_path) -> None:
     """A Guide-style program may do its work and exit 0 within milliseconds."""
     text = COMMAND_WORKERS.replace("replicas: 2", "replicas: 1")
@@ -437,7 +465,7 @@ def test_a_run_that_lost_records_is_incomplete_and_says_where(tmp_path) -> None:
         "incomplete: 15 records lost\n"
         "  10 of 100 records sent to mid.inp never arrived\n"
         "  5 records were inside mid replicas that died")
-    assert s.model.losses == {"lost": 15, "skipped": 0, "places": [
+    assert s.model.losses == {"lost": 15, "skipped": 0, "uncounted": [], "places": [
         "10 of 100 records sent to mid.inp never arrived",
         "5 records were inside mid replicas that died"]}
     assert sorted(s.sent_kinds(P.STOP)) == ["mid.0", "mid.1", "sink.0", "src.0"]
@@ -482,7 +510,7 @@ def test_nothing_lost_nothing_skipped_is_completed(tmp_path) -> None:
     s.finish("sink.0", inp=[10, 0, 0, 0])
     s.tick()
     assert s.coord.code == exitcodes.OK and s.coord.message is None
-    assert s.model.losses == {"lost": 0, "places": [], "skipped": 0}
+    assert s.model.losses == {"lost": 0, "places": [], "skipped": 0, "uncounted": []}
 
 
 # -- late joiners and restarts ----------------------------------------------------------------

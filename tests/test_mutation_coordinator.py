@@ -867,7 +867,11 @@ def test_loss_verdict_messages() -> None:
         "split above is approximate; the total is exact)")
     assert Verdict(0, 2, ["p"], approximate=True).message() == (
         "incomplete: 2 records failed and were skipped or dead-lettered (on_error)")
-    assert Verdict(4, 1, ["p"]).as_dict() == {"lost": 4, "places": ["p"], "skipped": 1}
+    assert Verdict(4, 1, ["p"]).as_dict() == {"lost": 4, "places": ["p"], "skipped": 1,
+                                              "uncounted": []}
+    assert Verdict(0, 0, uncounted=["c.0", "c.2"]).message() == (
+        "incomplete: records may have been lost inside c.0, c.2 (command nodes that died "
+        "mid-stream: zflow cannot count inside them)")
 
 
 def test_losses_count_what_dead_replicas_held(tmp_path) -> None:
@@ -897,7 +901,12 @@ def test_losses_count_what_dead_replicas_held(tmp_path) -> None:
     assert (v.lost, v.places, v.approximate) == (5, ["5 records were inside mid replicas that "
                                                      "died"], False)
     assert losses.verdict([(g1, 4)], skipped=2, exactly_once=True).__dict__ == {
-        "lost": 0, "skipped": 2, "places": [], "approximate": False}
+        "lost": 0, "skipped": 2, "places": [], "approximate": False, "uncounted": []}
+    losses.died("cmd", 0, "cmd.1")
+    losses.died("cmd", 0, "cmd.1")  # named once, however often it died
+    assert losses.verdict([], skipped=0, exactly_once=True).uncounted == ["cmd.1"]
+    assert losses.verdict([], skipped=0, exactly_once=False).uncounted == ["cmd.1"]
+    losses.uncounted.clear()
     losses.held = {"mid": -9}
     v = losses.verdict([(g1, 3)], skipped=0, exactly_once=False)
     assert (v.lost, v.places, v.approximate) == (0, ["3 of 20 records sent to mid.inp never "

@@ -235,7 +235,7 @@ def test_skip_policy_counts_errors_and_ends_incomplete() -> None:
     assert res["overall"] == "incomplete" and res["progress"]["done"] == 99
     assert res["message"] == ("incomplete: 1 record failed and was skipped or dead-lettered "
                               "(on_error)")
-    assert res["losses"] == {"lost": 0, "places": [], "skipped": 1}
+    assert res["losses"] == {"lost": 0, "places": [], "skipped": 1, "uncounted": []}
     assert res["results"]["sink"]["n"] == 99
     assert res["nodes"]["mid"]["errors"] == 1
 

@@ -89,7 +89,7 @@ class Exits:
             self._fail_start(slot)
             return
         self.deaths += 1
-        self.losses.died(n.name, in_hand)
+        self.losses.died(n.name, in_hand, slot.id if n.kind == "command" else None)
         if self.eo and n.shape == "sink":
             self._fail_run(slot, f"{slot.id} died: with the sink's state lost, "
                                  f"{self.plan.delivery} delivery cannot be kept (zflow does not "
