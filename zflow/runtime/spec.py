@@ -96,6 +96,9 @@ class ReplicaSpec:
     #: command nodes only: the endpoints each connecting socket connects to, known at spawn
     #: (Python replicas are told later, by the `connect` control message)
     connect_endpoints: dict[str, list[str]] = field(default_factory=dict)
+    #: a replica on another host (`zflow replica --advertise`): the host name its tcp endpoints
+    #: are reported under, for peers to connect to (None: as bound)
+    advertise: str | None = None
 
     @property
     def id(self) -> str:

@@ -23,11 +23,15 @@ class Node:
     """One replica: its spec, sockets, counters and exactly-once memory; `control` is its link
     to the supervisor."""
 
-    def __init__(self, spec: ReplicaSpec, control: str) -> None:
+    def __init__(self, spec: ReplicaSpec, control: str, ctx: zmq.Context | None = None,
+                 ctrl: zmq.Socket | None = None) -> None:
+        """`ctx` and `ctrl`: a control socket already connected (a replica that joined from
+        another host, replica/join.py), instead of one made for `control`."""
         self.spec = spec
         self.id = spec.id
-        self.ctx = zmq.Context()
-        self.control = Control(self, dealer(self.ctx, spec.identity, control))
+        self.ctx = ctx if ctx is not None else zmq.Context()
+        self.control = Control(self, ctrl if ctrl is not None
+                               else dealer(self.ctx, spec.identity, control))
         # the sockets by role (sockets.build fills these; stop_on and probes are control's)
         self.sockets: dict[str, zmq.Socket] = {}
         self.inboxes: dict[str, Inbox] = {}

@@ -1,0 +1,1 @@
+def export_command(args): return 0

@@ -1,0 +1,152 @@
+"""`zflow coordinator`, `zflow replica` and `zflow keys`: one topology over several hosts.
+
+The coordinator is `zflow up` without local processes: the same supervisor loop, views and exit
+codes, with a control plane on tcp (CURVE) and a launcher whose replicas join by themselves.
+Each replica is one `zflow replica` process that an engine (Kubernetes, Slurm, a shell) starts
+on some host. Both load the same topology file with the same --set/--scale, and the coordinator
+refuses a replica whose topology digest differs from its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import threading
+
+from zflow import cluster, exitcodes
+from zflow import keys as zkeys
+from zflow.plan import Plan, build_plan
+from zflow.runtime.up import after_run, load_topology, run_options, status_for, view_mode
+
+
+def _fail(message: str, code: int, who: str) -> int:
+    sys.stderr.write(f"zflow {who}: {message}\n")
+    return code
+
+
+def _plan(args: argparse.Namespace) -> tuple[Plan | None, str | None, int]:
+    result, plan_file = load_topology(args)
+    if result.topology is None:
+        return None, None, exitcodes.USAGE if result.unreadable else exitcodes.FAILED
+    return build_plan(result.topology, plan_file), cluster.digest(result.topology), exitcodes.OK
+
+
+def _python_only(plan: Plan, who: str) -> int | None:
+    commands = [n.name for n in plan.nodes.values() if n.kind == "command"]
+    if commands:
+        return _fail(f"command nodes ({', '.join(commands)}) cannot run beyond one machine yet; "
+                     "only run: nodes can", exitcodes.FAILED, who)
+    return None
+
+
+def _tcp(endpoint: str, flag: str, who: str) -> int | None:
+    if not endpoint.startswith("tcp://") or ":" not in endpoint[6:]:
+        return _fail(f"{flag} needs a tcp endpoint (tcp://HOST:PORT), not {endpoint!r}",
+                     exitcodes.USAGE, who)
+    return None
+
+
+def coordinator_command(args: argparse.Namespace) -> int:
+    plan, digest, code = _plan(args)
+    if plan is None:
+        return code
+    bad = _python_only(plan, "coordinator") or _tcp(args.listen, "--listen", "coordinator")
+    if bad is not None:
+        return bad
+    keys = None
+    if args.keys:
+        try:
+            keys = zkeys.for_coordinator(args.keys, list(plan.nodes))
+        except zkeys.KeyFileError as e:
+            return _fail(str(e), exitcodes.USAGE, "coordinator")
+    elif not cluster.is_loopback(args.listen):
+        return _fail(f"--listen {args.listen} is reachable from other hosts: CURVE is mandatory "
+                     "there; give --keys DIR (made by `zflow keys FILE -o DIR`)",
+                     exitcodes.USAGE, "coordinator")
+    import zmq
+
+    from zflow.runtime.supervisor import Remote, Supervisor
+
+    model, view = status_for(plan, view_mode(args), args.replicas, None,
+                             log_prefix=not args.no_log_prefix)
+    opts = run_options(args, remote=True, digest=digest,
+                       node_keys=keys.nodes if keys is not None else None)
+    sup = Supervisor(cluster.remote_plan(plan), model, view, opts,
+                     remote=Remote(args.listen, keys, (args.heartbeat_ivl, args.heartbeat_timeout)))
+    sup.on_listen = lambda ep: sys.stderr.write(f"zflow coordinator: listening on {ep}\n")
+    try:
+        code = sup.run()
+    except zmq.ZMQError as e:
+        return _fail(f"cannot listen on {args.listen}: {e.strerror}", exitcodes.START_FAILED,
+                     "coordinator")
+    return after_run(code)
+
+
+def replica_command(args: argparse.Namespace) -> int:
+    plan, digest, code = _plan(args)
+    if plan is None:
+        return code
+    assert digest is not None
+    who = "replica"
+    node = plan.nodes.get(args.node)
+    if node is None:
+        return _fail(f"no node {args.node!r} in {plan.name} (nodes: {', '.join(plan.nodes)})",
+                     exitcodes.USAGE, who)
+    bad = _python_only(plan, who) or _tcp(args.join, "--join", who)
+    if bad is not None:
+        return bad
+    index = cluster.replica_index(args.index, os.environ, socket.gethostname())
+    if index is None:
+        return _fail("cannot tell which replica this is: give --index I, or run it where "
+                     f"one of {', '.join(cluster.INDEX_VARS)} is set, or on a host named "
+                     "NAME-I", exitcodes.USAGE, who)
+    if not 0 <= index < node.replicas:
+        return _fail(f"replica index {index} is out of range: {node.name} has {node.replicas} "
+                     "replica(s)", exitcodes.USAGE, who)
+    keys = None
+    if args.keys:
+        try:
+            keys = zkeys.for_replica(args.keys, node.name)
+        except zkeys.KeyFileError as e:
+            return _fail(str(e), exitcodes.USAGE, who)
+    elif not cluster.is_loopback(args.join):
+        return _fail(f"--join {args.join} is beyond this host: CURVE is mandatory there; give "
+                     "--keys DIR", exitcodes.USAGE, who)
+    from zflow.runtime.replica import join, main
+    from zflow.runtime.replica.core import Node
+
+    host = args.advertise or socket.getfqdn()
+    try:
+        joined = join.connect(args.join, node.name, index, digest, host, keys,
+                              timeout=args.join_timeout,
+                              heartbeat=(args.heartbeat_ivl, args.heartbeat_timeout))
+    except join.JoinError as e:
+        return _fail(str(e), e.code, who)
+    spec = joined.spec
+    if args.any_port:  # tests on one host: the OS picks every port
+        for s in spec.sockets:
+            if s.mode == "bind" and s.bind_endpoint and s.bind_endpoint.startswith("tcp://"):
+                s.bind_endpoint = "tcp://127.0.0.1:*"
+    join.prepare(spec)
+    done = threading.Event()
+    join.watch_link(joined.monitor, done)
+    return main.run(spec, lambda: Node(spec, args.join, joined.ctx, joined.ctrl), remote=True,
+                    closing=done.set)
+
+
+def keys_command(args: argparse.Namespace) -> int:
+    result, _ = load_topology(args)
+    if result.topology is None:
+        return exitcodes.USAGE if result.unreadable else exitcodes.FAILED
+    try:
+        written = zkeys.generate(args.output, list(result.topology["nodes"]))
+    except OSError as e:
+        return _fail(f"cannot write keys to {args.output}: {e.strerror or e}", exitcodes.USAGE,
+                     "keys")
+    kept = "" if written else " (all there already; nothing written)"
+    sys.stdout.write(f"keys for {result.topology['name']} in {args.output}{kept}\n")
+    for path in written:
+        sys.stdout.write(f"  {path}\n")
+    return exitcodes.OK

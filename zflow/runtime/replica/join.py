@@ -1,0 +1,151 @@
+"""A replica started by an engine on some host (`zflow replica`): it joins the coordinator instead
+of being spawned by it.
+
+It connects its control DEALER over tcp (CURVE with its node's key, ZMTP heartbeats) under an
+identity of its own (`node.i#random`: the coordinator counts incarnations, a pod cannot), says
+`hello` with its topology's digest, and waits to be admitted (`welcome` carries its ReplicaSpec)
+or refused. From then on it is an ordinary replica (main.run), bound on fixed ports and
+advertising them under its stable host name. A replica whose control link dies — the coordinator
+exited, or its heartbeats stopped — stops and exits: nothing is orphaned on a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from zflow import exitcodes
+from zflow.runtime import protocol as P
+from zflow.runtime.control import HEARTBEAT_IVL, HEARTBEAT_TIMEOUT, heartbeats
+from zflow.runtime.spec import ReplicaSpec
+
+#: after losing its coordinator, how long a replica may take to stop before it is cut short (s)
+LOST_GRACE = 5.0
+_REFUSED_KEY = {zmq.EVENT_HANDSHAKE_FAILED_AUTH: "refused this replica's key",
+                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "failed the CURVE handshake (is "
+                "coordinator.key the coordinator's public key?)",
+                zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "failed the handshake (one side uses "
+                "CURVE and the other does not?)"}
+
+
+class JoinError(Exception):
+    """Could not join; `code` is the exit code (3: will not work if retried, 1: may)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Joined:
+    spec: ReplicaSpec
+    ctx: zmq.Context
+    ctrl: zmq.Socket
+    monitor: zmq.Socket
+
+
+def connect(join: str, node: str, index: int, digest: str, host: str, keys: Any,
+            timeout: float, heartbeat: tuple[int, int] = (HEARTBEAT_IVL, HEARTBEAT_TIMEOUT),
+            ) -> Joined:
+    """Connect to the coordinator at `join` and wait (up to `timeout` s) to be admitted."""
+    ctx = zmq.Context()
+    ctrl = ctx.socket(zmq.DEALER)
+    ctrl.setsockopt(zmq.IDENTITY, f"{node}.{index}#{secrets.token_hex(4)}".encode())
+    ctrl.setsockopt(zmq.LINGER, 2000)
+    ctrl.setsockopt(zmq.RCVHWM, 0)
+    ctrl.setsockopt(zmq.SNDHWM, 0)
+    heartbeats(ctrl, *heartbeat)
+    if keys is not None:
+        ctrl.curve_secretkey = keys.secret
+        ctrl.curve_publickey = keys.public
+        ctrl.curve_serverkey = keys.server
+    monitor = ctrl.get_monitor_socket(
+        zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+    try:
+        ctrl.connect(join)
+    except zmq.ZMQError as e:
+        _close(ctx, ctrl, monitor)
+        raise JoinError(f"cannot connect to {join}: {e.strerror}", exitcodes.USAGE) from None
+    ctrl.send(P.pack(P.HELLO, pid=os.getpid(), digest=digest, host=host))
+    poller = zmq.Poller()
+    poller.register(ctrl, zmq.POLLIN)
+    poller.register(monitor, zmq.POLLIN)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise JoinError(f"the coordinator at {join} did not admit {node}.{index} within "
+                                f"{timeout:g}s (not running, not reachable, or this index is "
+                                "taken)", exitcodes.FAILED)
+            for sock, _ in poller.poll(left * 1000):
+                if sock is monitor:
+                    ev = recv_monitor_message(monitor)
+                    why = _REFUSED_KEY.get(ev["event"])
+                    if why:
+                        raise JoinError(f"the coordinator at {join} {why}",
+                                        exitcodes.START_FAILED)
+                    continue
+                msg = P.unpack(ctrl.recv())
+                if msg.get("t") == P.REFUSED:
+                    raise JoinError(f"the coordinator at {join} refused {node}.{index}: "
+                                    f"{msg.get('reason')}", exitcodes.START_FAILED)
+                if msg.get("t") == P.WELCOME:
+                    spec = ReplicaSpec.from_json(msg["spec"])
+                    spec.advertise = host
+                    return Joined(spec, ctx, ctrl, monitor)
+    except JoinError:
+        _close(ctx, ctrl, monitor)
+        raise
+
+
+def _close(ctx: zmq.Context, *socks: zmq.Socket) -> None:
+    for s in socks:
+        s.close(0)
+    ctx.term()
+
+
+def watch_link(monitor: zmq.Socket, done: threading.Event) -> threading.Thread:
+    """A thread that stops this replica (SIGTERM to itself, then a hard exit after LOST_GRACE)
+    when its control link goes down while `done` is not set."""
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                if not monitor.poll(200):
+                    continue
+                ev = recv_monitor_message(monitor)
+            except zmq.ZMQError:
+                return
+            if ev["event"] == zmq.EVENT_DISCONNECTED and not done.is_set():
+                sys.stderr.write("zflow replica: lost the coordinator; stopping\n")
+                sys.stderr.flush()
+                os.kill(os.getpid(), signal.SIGTERM)
+                if not done.wait(LOST_GRACE):
+                    os._exit(exitcodes.FAILED)
+                return
+
+    t = threading.Thread(target=watch, name="zflow-link", daemon=True)
+    t.start()
+    return t
+
+
+def prepare(spec: ReplicaSpec) -> None:
+    """What the local launcher does for a spawned replica, done by the replica itself: its
+    environment, working directory and import path."""
+    os.environ.update(spec.env)
+    os.environ["PYTHONUNBUFFERED"] = "1"
+    if os.path.isdir(spec.cwd):
+        os.chdir(spec.cwd)
+    if spec.base_dir not in sys.path:
+        sys.path.insert(0, spec.base_dir)
