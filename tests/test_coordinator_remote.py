@@ -1,0 +1,189 @@
+"""The coordinator of a run whose replicas join from other hosts (`zflow coordinator`), driven by
+scripted histories: admission, refusals, key checks, lost links as deaths, incarnations.
+
+No sockets, no processes: what a replica says arrives under the identity it chose, with the
+public key its connection authenticated with (`user`), as the tcp ControlServer hands it over.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from coordinator_script import PIPELINE, Script
+
+from zflow import cluster, exitcodes
+from zflow.runtime import protocol as P
+from zflow.runtime.coordinator import LINK_LOST
+from zflow.runtime.launchers.remote import RemoteLauncher
+
+DIGEST = "d1"
+KEYS = {"src": "KEY-src", "mid": "KEY-mid", "sink": "KEY-sink"}
+
+
+class Joining(Script):
+    """A Script whose replicas join: `hello` from `node.i#tag`, then the usual messages."""
+
+    def __init__(self, tmp: Path, text: str = PIPELINE, keys: dict | None = KEYS,
+                 **opts: Any) -> None:
+        super().__init__(tmp, text, launcher=RemoteLauncher(), remote=True, digest=DIGEST,
+                         node_keys=keys, **opts)
+        self.plan = self.coord.plan = cluster.remote_plan(self.plan)
+
+    def join(self, rid: str, tag: str = "a", digest: str = DIGEST,
+             key: str | None = None) -> bytes:
+        ident = f"{rid}#{tag}".encode()
+        user = key if key is not None else KEYS[rid.split(".")[0]]
+        self.coord.received(ident, P.pack(P.HELLO, pid=7, digest=digest, host=f"{rid}.h"),
+                            self.now, user)
+        return ident
+
+    def say(self, rid: str, kind: str, **fields: Any) -> None:
+        slot = self.coord.slots[rid]
+        self.coord.received(slot.identity, P.pack(kind, **fields), self.now,
+                            KEYS[slot.node])
+
+    def welcomed(self) -> dict[str, dict]:
+        """Replicas admitted since the last call → the spec each was given."""
+        return {rid: json.loads(f["spec"]) for rid, k, f in self.sent() if k == P.WELCOME}
+
+    def join_all(self) -> None:
+        for rid in self.coord.slots:
+            self.join(rid)
+
+
+def test_spawn_waits_for_the_replica_to_join_and_hands_it_its_spec(tmp_path) -> None:
+    s = Joining(tmp_path).start()
+    assert s.sent() == [] and s.state("mid.0") == "starting"
+    assert "not joined" in s.coord.why_not_ready(s.coord.slots["mid.0"])
+    s.join_all()
+    specs = s.welcomed()
+    assert set(specs) == {"src.0", "mid.0", "mid.1", "sink.0"}
+    assert specs["mid.1"]["replica"] == 1 and specs["mid.1"]["incarnation"] == 1
+    out = next(x for x in specs["src.0"]["sockets"] if x["name"] == "out")
+    assert out["bind_endpoint"] == f"tcp://*:{cluster.BASE_PORT}"
+    s.barrier()
+    assert s.coord.phase.value == "running"
+
+
+def test_a_replica_with_another_topology_is_refused_with_a_reason(tmp_path) -> None:
+    s = Joining(tmp_path).start()
+    ident = s.join("mid.0", digest="other")
+    sent = s.coord.take()
+    assert [(i, k) for i, k, _ in sent] == [(ident, P.REFUSED)]
+    assert "topology differs" in sent[0][2]["reason"]
+    assert s.coord.slots["mid.0"].pid is None  # not admitted
+    s.join("mid.0", tag="b")
+    assert list(s.welcomed()) == ["mid.0"]
+
+
+def test_a_key_of_another_node_is_ignored_and_so_is_garbage(tmp_path) -> None:
+    s = Joining(tmp_path).start()
+    s.join("mid.0", key=KEYS["sink"])  # the sink's key claiming to be a worker
+    s.join("mid.0", key=None or "KEY-unknown")
+    s.coord.received(b"\xff\xfe", b"not msgpack", s.now, KEYS["mid"])
+    s.coord.received(b"nosuch.0#x", P.pack(P.HELLO, digest=DIGEST), s.now, KEYS["mid"])
+    s.coord.received(b"mid.0#x", P.pack(P.READY), s.now, KEYS["mid"])  # not a hello
+    s.coord.received(b"mid.0", P.pack(P.HELLO, digest=DIGEST), s.now, KEYS["mid"])  # no tag
+    assert s.sent() == [] and s.coord.slots["mid.0"].pid is None
+    s.join_all()
+    s.sent()
+    # admitted: its messages still need its node's key
+    s.coord.received(s.coord.slots["mid.0"].identity, P.pack(P.BOUND, endpoints={}), s.now,
+                     KEYS["sink"])
+    assert s.state("mid.0") == "starting"
+    s.say("mid.0", P.BOUND, endpoints={})
+    assert s.state("mid.0") == "bound"
+
+
+def test_without_keys_any_joining_replica_is_admitted(tmp_path) -> None:
+    s = Joining(tmp_path, keys=None).start()
+    s.join("mid.0", key="whatever")
+    assert list(s.welcomed()) == ["mid.0"]
+
+
+def test_a_lost_link_is_a_death_and_the_next_join_is_a_new_incarnation(tmp_path) -> None:
+    s = Joining(tmp_path).start()
+    s.join_all()
+    s.barrier()
+    s.sent()
+    old = s.coord.slots["mid.1"].identity
+    s.coord.link_lost(old, s.now)
+    s.tick()
+    assert s.state("mid.1") == "restarting"
+    assert s.coord.slots["mid.1"].exit_code == LINK_LOST
+    new = s.join("mid.1", tag="b")  # the engine's replacement, before the back-off ended
+    assert s.welcomed() == {}
+    s.tick(0.2)
+    spec = s.welcomed()["mid.1"]
+    assert spec["incarnation"] == 2 and s.coord.slots["mid.1"].identity == new
+    s.coord.received(old, P.pack(P.BOUND, endpoints={}), s.now, KEYS["mid"])  # the dead one
+    assert s.state("mid.1") == "starting"
+
+
+def test_replicas_that_keep_losing_their_link_are_a_crash_loop(tmp_path) -> None:
+    s = Joining(tmp_path).start()
+    s.join_all()
+    s.barrier()
+    for n in range(3):  # mid has max_restarts: 2
+        s.coord.link_lost(s.coord.slots["mid.0"].identity, s.now)
+        s.tick(1.0)
+        s.join("mid.0", tag=f"t{n}")
+        s.tick(1.0)
+    assert s.coord.code == exitcodes.FAILED
+    assert "crash-looping" in (s.coord.message or "")
+
+
+def test_exactly_once_sources_resend_when_a_link_is_lost(tmp_path) -> None:
+    text = PIPELINE.replace("    nodes:", "    delivery: exactly-once\n    nodes:")
+    s = Joining(tmp_path, text).start()
+    s.join_all()
+    s.barrier()
+    s.sent()
+    s.coord.link_lost(s.coord.slots["mid.0"].identity, s.now)
+    s.tick()
+    assert s.sent_kinds(P.RESEND) == ["src.0"]
+
+
+def test_bye_gives_the_exit_code_and_a_stop_ends_as_asked(tmp_path) -> None:
+    s = Joining(tmp_path).start()
+    s.join_all()
+    s.barrier()
+    s.say("src.0", P.FINISHED, s={"out": [0, 0, 0, 0]}, e=0)
+    s.say("mid.0", P.FINISHED, s={}, e=0)
+    s.say("mid.1", P.FINISHED, s={}, e=0)
+    s.say("sink.0", P.FINISHED, s={}, e=0)
+    s.tick()
+    s.tick()
+    assert s.coord.phase.value == "stopping"
+    for rid in ("src.0", "mid.0", "mid.1"):
+        s.say(rid, P.BYE, code=0)
+        s.coord.link_lost(s.coord.slots[rid].identity, s.now)
+    s.coord.link_lost(s.coord.slots["sink.0"].identity, s.now)  # no bye: stopping anyway
+    s.tick()
+    assert s.coord.done and s.coord.finish() == exitcodes.OK
+    assert {s.state(r) for r in s.coord.slots} == {"stopped"}
+
+
+def test_a_failing_replica_says_its_code_before_its_link_goes(tmp_path) -> None:
+    s = Joining(tmp_path).start()
+    s.join_all()
+    s.barrier()
+    s.say("mid.0", P.BYE, code=1)
+    s.coord.link_lost(s.coord.slots["mid.0"].identity, s.now)
+    s.tick(1.0)
+    assert s.coord.slots["mid.0"].exit_code == 1 and s.state("mid.0") == "restarting"
+
+
+def test_a_replica_that_never_leaves_is_given_up_on_at_the_end(tmp_path) -> None:
+    s = Joining(tmp_path, grace=0.5).start()
+    s.join_all()
+    s.barrier()
+    s.coord.interrupt(s.now)
+    s.coord.interrupt(s.now)  # second Ctrl-C: kill at once, which here means stop waiting
+    for rid, code in s.launcher.reap():
+        s.coord.exited(rid, code, s.now)
+    s.tick()
+    assert s.coord.done and s.coord.finish() == exitcodes.INTERRUPTED
+    assert s.launcher.reap() == []  # given up on once
