@@ -178,7 +178,7 @@ def semantic_problems(objs: list[dict[str, Any]], keys_written: set[str]) -> lis
 
 
 def test_the_rules_no_schema_checks_hold(exports, tmp_path: Path) -> None:
-    for file, objs in zip([SQUARES, SQUARES, SQUARES, INGEST], exports):
+    for file, objs in zip([SQUARES, SQUARES, SQUARES, INGEST], exports, strict=True):
         p = zflow("keys", file, "-o", str(tmp_path / Path(file).stem))
         assert p.returncode == 0, p.stderr
         written = set(os.listdir(tmp_path / Path(file).stem))
