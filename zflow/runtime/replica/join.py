@@ -81,6 +81,7 @@ def connect(join: str, node: str, index: int, digest: str, host: str, keys: Any,
     poller.register(ctrl, zmq.POLLIN)
     poller.register(monitor, zmq.POLLIN)
     deadline = time.monotonic() + timeout
+    linked = False  # connected once: a disconnect now means the coordinator went away
     try:
         while True:
             left = deadline - time.monotonic()
@@ -95,6 +96,10 @@ def connect(join: str, node: str, index: int, digest: str, host: str, keys: Any,
                     if why:
                         raise JoinError(f"the coordinator at {join} {why}",
                                         exitcodes.START_FAILED)
+                    if ev["event"] == zmq.EVENT_DISCONNECTED and linked:
+                        raise JoinError(f"lost the coordinator at {join} while joining",
+                                        exitcodes.FAILED)
+                    linked = linked or ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
                     continue
                 msg = P.unpack(ctrl.recv())
                 if msg.get("t") == P.REFUSED:
@@ -120,20 +125,22 @@ def watch_link(monitor: zmq.Socket, done: threading.Event) -> threading.Thread:
     when its control link goes down while `done` is not set."""
 
     def watch() -> None:
-        while not done.is_set():
-            try:
-                if not monitor.poll(200):
+        try:
+            while not done.is_set():
+                if not monitor.poll(100):
                     continue
                 ev = recv_monitor_message(monitor)
-            except zmq.ZMQError:
-                return
-            if ev["event"] == zmq.EVENT_DISCONNECTED and not done.is_set():
-                sys.stderr.write("zflow replica: lost the coordinator; stopping\n")
-                sys.stderr.flush()
-                os.kill(os.getpid(), signal.SIGTERM)
-                if not done.wait(LOST_GRACE):
-                    os._exit(exitcodes.FAILED)
-                return
+                if ev["event"] == zmq.EVENT_DISCONNECTED and not done.is_set():
+                    sys.stderr.write("zflow replica: lost the coordinator; stopping\n")
+                    sys.stderr.flush()
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    if not done.wait(LOST_GRACE):
+                        os._exit(exitcodes.FAILED)
+                    return
+        except zmq.ZMQError:
+            return
+        finally:
+            monitor.close(0)  # the context cannot terminate while it is open
 
     t = threading.Thread(target=watch, name="zflow-link", daemon=True)
     t.start()
