@@ -79,6 +79,12 @@ class Cluster:
         self._write_hosts()
         return self.pods[pod]
 
+    def unplug(self, pod: str) -> None:
+        """Pull the pod's cable: its veth in the bridge goes down, and nothing says so (no FIN,
+        no RST reaches anyone)."""
+        k = self.pods[pod].ns.rsplit("-", 1)[1]
+        ip("-n", self.bridge, "link", "set", f"v{k}", "down")
+
     def remove(self, pod: str) -> None:
         """The pod is gone: its processes are killed, its namespace removed, its names too."""
         p = self.pods.pop(pod)

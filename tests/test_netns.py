@@ -199,3 +199,38 @@ def test_a_worker_replaced_at_a_new_address_keeps_exactly_once(pods: Cluster,
     assert result["nodes"]["worker"]["restarts"] >= 1
     del members["squares-worker-1"]
     assert {name: wait(p) for name, p in members.items()} == dict.fromkeys(members, 0)
+
+
+def test_a_silently_cut_link_is_noticed_by_heartbeats_on_both_ends(pods: Cluster,
+                                                                  tmp_path: Path) -> None:
+    """No FIN, no RST: the worker's cable is pulled. The coordinator's heartbeats declare it dead
+    (then a replacement takes its place), and the cut-off worker stops by itself, orphaned no
+    longer than its own heartbeat timeout."""
+    n = 60000
+    objs = export(tmp_path, "--scale", "worker=4", "--set", f"nodes.ventilator.params.count={n}",
+                  "--set", "delivery=exactly-once", "--set", "nodes.worker.run=faulty:slow_square",
+                  "--set", "nodes.worker.params.delay_us=60",
+                  "--heartbeat-ivl", "200", "--heartbeat-timeout", "1000")
+    run = Run(pods, objs, tmp_path, keys(tmp_path))
+    coord = run.coordinator()
+    members = run.replicas()
+    assert run.running.wait(60), "the barrier never opened"
+    cut = members.pop("squares-worker-2")
+    pods.unplug("squares-worker-2")
+    t = time.monotonic()
+    code = wait(cut, 30)  # it stops by itself: nobody can reach it to kill it
+    alone = time.monotonic() - t
+    assert code not in (0, -9), code
+    assert "lost the coordinator" in cut.stderr.read()  # type: ignore[union-attr]
+    pods.pods["squares-worker-2"].procs.remove(cut)
+    pods.remove("squares-worker-2")
+    replacement = run.start("squares-worker", 2, "squares-worker-2")
+    assert wait(coord, 90) == 0, coord.stderr.read()  # type: ignore[union-attr]
+    assert wait(replacement) == 0
+    (result,) = run.events("result")
+    assert result["results"]["results"]["sum"] == sum(i * i for i in range(n))
+    assert result["nodes"]["worker"]["restarts"] >= 1
+    lost = [e for e in run.events("log") if "control link was lost" in json.dumps(e)]
+    assert lost, "the coordinator did not notice the lost link"
+    assert {name: wait(p) for name, p in members.items()} == dict.fromkeys(members, 0)
+    print(f"\ncut-off worker stopped by itself after {alone:.1f}s")

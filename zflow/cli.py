@@ -401,6 +401,10 @@ def _add_cluster_parsers(sub: Any, helps: dict[str, str]) -> None:
     e.add_argument("--workdir", default="/app", metavar="DIR",
                    help="the image's directory holding the node code; the topology is "
                         "mounted there (default /app)")
+    e.add_argument("--heartbeat-ivl", type=int, metavar="MS",
+                   help="passed to every pod: the control link's heartbeat interval")
+    e.add_argument("--heartbeat-timeout", type=int, metavar="MS",
+                   help="passed to every pod: how long a silent control link lives")
     e.add_argument("--long-running", action="store_true",
                    help="a StatefulSet per node and a Deployment for the coordinator, even "
                         "if the topology looks finite")

@@ -317,6 +317,9 @@ def export_command(args: argparse.Namespace) -> int:
         return exitcodes.FAILED
     extra = [x for v in args.set for x in ("--set", v)] + \
         [x for v in args.scale for x in ("--scale", v)]
+    for flag in ("heartbeat_ivl", "heartbeat_timeout"):
+        if getattr(args, flag) is not None:
+            extra += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     label = getattr(args, "file_label", None)
     objs = manifests(plan, result.sources[args.file], "topology.yaml" if label
                      else os.path.basename(args.file), args.image, args.namespace,

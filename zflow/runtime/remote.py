@@ -129,6 +129,7 @@ def replica_command(args: argparse.Namespace) -> int:
         for s in spec.sockets:
             if s.mode == "bind" and s.bind_endpoint and s.bind_endpoint.startswith("tcp://"):
                 s.bind_endpoint = "tcp://127.0.0.1:*"
+    spec.heartbeat = [args.heartbeat_ivl, args.heartbeat_timeout]
     join.prepare(spec)
     done = threading.Event()
     join.watch_link(joined.monitor, done)

@@ -99,6 +99,10 @@ class ReplicaSpec:
     #: a replica on another host (`zflow replica --advertise`): the host name its tcp endpoints
     #: are reported under, for peers to connect to (None: as bound)
     advertise: str | None = None
+    #: (interval, timeout) ms of ZMTP heartbeats on its tcp data sockets too: between hosts, a
+    #: peer whose link was cut silently would otherwise keep its pipe (and a PUSH's share of
+    #: records) for as long as TCP retransmits
+    heartbeat: list[int] | None = None
 
     @property
     def id(self) -> str:

@@ -59,6 +59,10 @@ def build(node: Node) -> dict[str, str]:
         sock.setsockopt(zmq.LINGER, s.linger)
         sock.setsockopt(zmq.SNDHWM, s.hwm)
         sock.setsockopt(zmq.RCVHWM, s.hwm)
+        if spec.heartbeat:  # a replica on another host (join.py); never on one host
+            from zflow.runtime.control import heartbeats
+
+            heartbeats(sock, *spec.heartbeat)
         if s.type == "SUB":
             for prefix in s.subscribe:
                 sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
