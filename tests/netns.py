@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 NETNS_ETC = "/etc/netns"
+HOSTS_SIZE = 4096
 
 
 def ip(*args: str) -> str:
@@ -95,10 +96,17 @@ class Cluster:
     def _write_hosts(self) -> None:
         lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost"]
         lines += [f"{p.address} {' '.join(p.names)}" for p in self.pods.values()]
-        text = "\n".join(lines) + "\n"
+        text = ("\n".join(lines) + "\n").encode()
+        # in place (the bind mounts see the same inode), in one write of a fixed size padded
+        # with a comment: a process resolving a name meanwhile never finds the file empty
+        assert len(text) < HOSTS_SIZE - 2
+        data = text + b"#" + b" " * (HOSTS_SIZE - len(text) - 2) + b"\n"
         for p in self.pods.values():
-            with open(f"{NETNS_ETC}/{p.ns}/hosts", "w") as f:  # in place: the bind mount sees it
-                f.write(text)
+            fd = os.open(f"{NETNS_ETC}/{p.ns}/hosts", os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.pwrite(fd, data, 0)
+            finally:
+                os.close(fd)
 
     def run(self, pod: str, hostname: str, argv: Sequence[str], env: Mapping[str, str],
             cwd: str) -> subprocess.Popen:

@@ -130,13 +130,23 @@ class Run:
         return proc
 
     def replicas(self) -> dict[str, subprocess.Popen]:
-        out = {}
-        for job, o in self.jobs.items():
-            if o["spec"].get("completionMode") != "Indexed":
-                continue
-            for i in range(o["spec"]["completions"]):
-                out[f"{job}-{i}"] = self.start(job, i, f"{job}-{i}")
-        return out
+        """Every replica's pod, all named before any starts (as the Service has them all)."""
+        indexed = [(job, i) for job, o in self.jobs.items()
+                   if o["spec"].get("completionMode") == "Indexed"
+                   for i in range(o["spec"]["completions"])]
+        for job, i in indexed:
+            host = f"{job}-{i}"
+            self.pods.add(host, [f"{host}.{self.svc}.{DOMAIN}", f"{host}.{self.svc}", host])
+        return {f"{job}-{i}": self.start(job, i, f"{job}-{i}") for job, i in indexed}
+
+    def why(self) -> str:
+        """What the coordinator said, and the replicas' stderr, for a failed assertion."""
+        text = "".join(x for x in self.lines if '"stats"' not in x)[-3000:]
+        for p in self.pods.pods.values():
+            for proc in p.procs:
+                if proc.poll() is not None and proc.stderr is not None:
+                    text += f"\n{p.name} exited {proc.returncode}: {proc.stderr.read()[-500:]}"
+        return text
 
     def events(self, kind: str) -> list[dict[str, Any]]:
         return [json.loads(x) for x in self.lines if f'"event": "{kind}"' in x]
@@ -183,7 +193,7 @@ def test_a_worker_replaced_at_a_new_address_keeps_exactly_once(pods: Cluster,
     run = Run(pods, objs, tmp_path, keys(tmp_path))
     coord = run.coordinator()
     members = run.replicas()
-    assert run.running.wait(60), "the barrier never opened"
+    assert run.running.wait(60), run.why()
     old = pods.pods["squares-worker-1"].address
     pods.remove("squares-worker-1")  # SIGKILL, and the namespace (its address) is gone
     finished_before = [e for e in run.events("state") if e.get("node") == "results"
@@ -214,7 +224,7 @@ def test_a_silently_cut_link_is_noticed_by_heartbeats_on_both_ends(pods: Cluster
     run = Run(pods, objs, tmp_path, keys(tmp_path))
     coord = run.coordinator()
     members = run.replicas()
-    assert run.running.wait(60), "the barrier never opened"
+    assert run.running.wait(60), run.why()
     cut = members.pop("squares-worker-2")
     pods.unplug("squares-worker-2")
     t = time.monotonic()
