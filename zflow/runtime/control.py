@@ -56,7 +56,11 @@ class ControlServer:
             self.router.curve_secretkey = curve.secret
             self.router.curve_publickey = curve.public
             self.router.curve_server = True
-        self.router.bind(endpoint)
+        try:
+            self.router.bind(endpoint)
+        except zmq.ZMQError:
+            self.close()  # the authenticator's thread too: the caller reports it and exits
+            raise
         self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def receive(self) -> list[tuple[bytes, bytes, str | None]]:

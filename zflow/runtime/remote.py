@@ -42,7 +42,8 @@ def _python_only(plan: Plan, who: str) -> int | None:
 
 
 def _tcp(endpoint: str, flag: str, who: str) -> int | None:
-    if not endpoint.startswith("tcp://") or ":" not in endpoint[6:]:
+    port = endpoint.rpartition(":")[2]
+    if not endpoint.startswith("tcp://") or not (port.isdigit() or port == "*"):
         return _fail(f"{flag} needs a tcp endpoint (tcp://HOST:PORT), not {endpoint!r}",
                      exitcodes.USAGE, who)
     return None

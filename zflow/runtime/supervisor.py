@@ -54,8 +54,8 @@ class Supervisor:
         self.watcher: Any = None
 
     def run(self) -> int:
-        make_run_dir(self.plan)
-        if self.remote is None:
+        if self.remote is None:  # a remote run has no ipc endpoints: no run directory
+            make_run_dir(self.plan)
             self.control = ControlServer(f"ipc://{self.plan.run_dir}/control")
         else:
             self.control = ControlServer(self.remote.listen, curve=self.remote.keys,
