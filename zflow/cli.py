@@ -197,7 +197,7 @@ NetworkPolicies allowing only the topology's own edges. Without -o, prints one Y
 """ + _exit_codes(
     (exitcodes.OK, "written"),
     (exitcodes.FAILED, "the topology is invalid, or cannot run on a cluster (located errors: "
-                       "ipc:// endpoints, host paths, command nodes, names too long)"),
+                       "ipc:// endpoints, host paths, names too long)"),
     (exitcodes.USAGE, "usage error, a file that cannot be read, or DIR not writable"),
 )
 

@@ -72,6 +72,13 @@ def remote_plan(plan: Plan) -> Plan:
     return plan
 
 
+def advertised(endpoint: str, host: str) -> str:
+    """A tcp endpoint bound on this host as its peers reach it: `tcp://*:7001` → `tcp://HOST:7001`."""
+    if not endpoint.startswith("tcp://"):
+        return endpoint
+    return f"tcp://{host}:{endpoint.rpartition(':')[2]}"
+
+
 def dns_label(name: str) -> str:
     """`name` as a DNS label (RFC 1123): lower case, `_` and other characters become `-`."""
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", name.lower())).strip("-") or "x"

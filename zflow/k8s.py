@@ -17,7 +17,8 @@ Objects, for a topology T (names from zflow/cluster.py, which the replicas use t
 - a NetworkPolicy per node and for the coordinator: ingress only on the topology's own edges
   (from the pods of the connecting nodes, on the socket's port) and the control port.
 
-What cannot work on a cluster is a located error (ZF090-ZF094), like `zflow validate`'s.
+What cannot work on a cluster is a located error (ZF090-ZF094), like `zflow validate`'s. Command
+nodes run under `zflow replica` too (replica/command.py), as long as what they run is in the image.
 """
 
 from __future__ import annotations
@@ -58,12 +59,14 @@ def check(plan: Plan, topology: dict[str, Any], loc: Any) -> list[Diagnostic]:
             out.append(loc.diag("ZF094", f"pod host name {host!r} of node '{n.name}' is over "
                                          f"{cluster.MAX_NAME} characters", path, at="key",
                                 hint="shorter topology or node names"))
-        if n.kind == "command":
-            out.append(loc.diag("ZF093", f"node '{n.name}' is a command node: zflow replica "
-                                         "runs only `run:` nodes on a cluster so far",
-                                path + ("command",),
-                                hint="wrap the program in a `run:` node, or run it with "
-                                     "`zflow up` on one host"))
+        for i, arg in enumerate(n.argv or []):
+            if _host_path(arg, base):
+                out.append(loc.diag("ZF093", f"command of node '{n.name}' refers to {arg!r}, "
+                                             "a file of this host outside the topology's "
+                                             "directory: the image would not have it",
+                                    path + ("command", i),
+                                    hint="put it in the topology's directory (the image's "
+                                         "workdir), or use a program on the image's PATH"))
         if "cwd" in nd:
             real = os.path.realpath(n.cwd)
             if os.path.isabs(str(nd["cwd"])) or os.path.commonpath([base, real]) != base:
@@ -94,6 +97,20 @@ def check(plan: Plan, topology: dict[str, Any], loc: Any) -> list[Diagnostic]:
                                                  "cluster its address is a pod's name", cp,
                                         hint="connect by reference: node.socket"))
     return out
+
+
+#: where an image has its programs: absolute paths there are not this host's files
+SYSTEM_DIRS = ("/bin/", "/sbin/", "/usr/", "/lib/", "/lib64/", "/opt/", "/etc/")
+
+
+def _host_path(arg: str, base: str) -> bool:
+    """An argument naming a file outside the topology's directory (what the image holds):
+    an absolute path not in the system's directories, or a relative one climbing out."""
+    if os.path.isabs(arg):
+        real = os.path.realpath(arg)
+        return not arg.startswith(SYSTEM_DIRS) and os.path.commonpath([base, real]) != base
+    return arg.startswith("../") and \
+        os.path.commonpath([base, os.path.realpath(os.path.join(base, arg))]) != base
 
 
 def _ipc(loc: Any, node: str, sock: str, endpoint: str, path: tuple) -> Diagnostic:

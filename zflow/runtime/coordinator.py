@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from zflow import exitcodes
+from zflow import cluster, exitcodes
 from zflow.plan import Plan
 from zflow.runtime import protocol as P
 from zflow.runtime.barrier import Barrier
@@ -129,6 +129,7 @@ class Coordinator(Barrier, Exits, Reloads):
             P.FINISHED: self._on_finished, P.LOW: self._on_low, P.ACK: self._on_ack,
             P.TOOK: self._on_took,
             P.STOPPING: self._on_stopping, P.FATAL: self._on_fatal, P.BYE: self._on_bye,
+            P.LISTENING: self._on_listening, P.CONNS: self._on_conns, P.LINE: self._on_line,
         }
 
     def _shaped(self, shape: str) -> list[Slot]:
@@ -142,7 +143,9 @@ class Coordinator(Barrier, Exits, Reloads):
         return out
 
     def _send(self, slot: Slot, kind: str, **fields: Any) -> None:
-        if slot.kind == "python" and slot.alive and slot.pid is not None:
+        # a command node that joined from another host has a wrapper that listens for us
+        if (slot.kind == "python" or slot.joined_as is not None) and slot.alive \
+                and slot.pid is not None:
             self.outbox.append((slot.identity, kind, fields))
 
     def _set(self, slot: Slot, state: ReplicaState, detail: str | None = None) -> None:
@@ -251,7 +254,7 @@ class Coordinator(Barrier, Exits, Reloads):
             log.debug("ignored a message from unknown identity %r", identity)
             return
         slot = self.slots.get(rid)
-        if slot is None or not tag or msg.get("t") != P.HELLO or slot.kind != "python":
+        if slot is None or not tag or msg.get("t") != P.HELLO:
             log.debug("ignored %r from %r: not a replica's hello", msg.get("t"), identity)
             return
         if not self._key_ok(slot, user):
@@ -281,7 +284,13 @@ class Coordinator(Barrier, Exits, Reloads):
         spec = self.pending.pop(slot.id)
         slot.joined_as = identity
         pid = msg.get("pid")
-        self.spawned(slot.id, pid if isinstance(pid, int) and pid > 0 else 1, {})
+        host = str(msg.get("host") or "")
+        # a command node binds by itself: its endpoints, as its peers will reach them, are
+        # known now (its wrapper may correct them when it listens)
+        bound = {s.name: cluster.advertised(s.bind_endpoint, host) for s in spec.sockets
+                 if s.mode == "bind" and s.bind_endpoint and host} if slot.kind == "command" \
+            else {}
+        self.spawned(slot.id, pid if isinstance(pid, int) and pid > 0 else 1, bound)
         self._send(slot, P.WELCOME, spec=spec.to_json())
         if msg.get("host"):
             self._log(slot, f"joined from {msg['host']} (incarnation {slot.incarnation})")
@@ -289,7 +298,7 @@ class Coordinator(Barrier, Exits, Reloads):
     def links(self) -> list[bytes]:
         """Identities of the replicas whose control link should be up (remote runs)."""
         return [s.identity for s in self.slots.values()
-                if s.kind == "python" and s.alive and s.pid is not None]
+                if s.joined_as is not None and s.alive and s.pid is not None]
 
     def link_lost(self, identity: bytes, now: float) -> None:
         """The control link of a replica that joined went away (closed, or heartbeats stopped):
@@ -304,6 +313,23 @@ class Coordinator(Barrier, Exits, Reloads):
         if code == LINK_LOST:
             self._log(slot, "its control link was lost (closed, or no heartbeat)")
         self.exited(slot.id, code, now)
+
+    def _on_listening(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        """A remote command node's bind endpoints accept connections (what the local launcher
+        finds out by connecting to them)."""
+        slot.bound.update(msg.get("endpoints") or {})
+        self.endpoints_ready(slot.id)
+
+    def _on_conns(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        """A remote command node's established connections per bind socket (the local launcher
+        counts them in /proc/net): ready once every replica that connects to it is there."""
+        counts = msg.get("n") or {}
+        if all(counts.get(k, 0) >= n for k, n in self.expected_connections(slot).items() if n):
+            self.connections_ready(slot.id)
+
+    def _on_line(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        self.output(slot.id, "stderr" if msg.get("stream") == "stderr" else "stdout",
+                    str(msg.get("text", "")))
 
     def _on_bye(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
         code = msg.get("code")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 import threading
@@ -33,14 +34,6 @@ def _plan(args: argparse.Namespace) -> tuple[Plan | None, str | None, int]:
     return build_plan(result.topology, plan_file), cluster.digest(result.topology), exitcodes.OK
 
 
-def _python_only(plan: Plan, who: str) -> int | None:
-    commands = [n.name for n in plan.nodes.values() if n.kind == "command"]
-    if commands:
-        return _fail(f"command nodes ({', '.join(commands)}) cannot run beyond one machine yet; "
-                     "only run: nodes can", exitcodes.FAILED, who)
-    return None
-
-
 def _tcp(endpoint: str, flag: str, who: str) -> int | None:
     port = endpoint.rpartition(":")[2]
     if not endpoint.startswith("tcp://") or not (port.isdigit() or port == "*"):
@@ -53,7 +46,7 @@ def coordinator_command(args: argparse.Namespace) -> int:
     plan, digest, code = _plan(args)
     if plan is None:
         return code
-    bad = _python_only(plan, "coordinator") or _tcp(args.listen, "--listen", "coordinator")
+    bad = _tcp(args.listen, "--listen", "coordinator")
     if bad is not None:
         return bad
     keys = None
@@ -95,7 +88,7 @@ def replica_command(args: argparse.Namespace) -> int:
     if node is None:
         return _fail(f"no node {args.node!r} in {plan.name} (nodes: {', '.join(plan.nodes)})",
                      exitcodes.USAGE, who)
-    bad = _python_only(plan, who) or _tcp(args.join, "--join", who)
+    bad = _tcp(args.join, "--join", who)
     if bad is not None:
         return bad
     index = cluster.replica_index(args.index, os.environ, socket.gethostname())
@@ -126,14 +119,25 @@ def replica_command(args: argparse.Namespace) -> int:
     except join.JoinError as e:
         return _fail(str(e), e.code, who)
     spec = joined.spec
-    if args.any_port:  # tests on one host: the OS picks every port
+    if args.any_port and spec.kind == "python":  # tests on one host: the OS picks the ports
         for s in spec.sockets:
             if s.mode == "bind" and s.bind_endpoint and s.bind_endpoint.startswith("tcp://"):
                 s.bind_endpoint = "tcp://127.0.0.1:*"
     spec.heartbeat = [args.heartbeat_ivl, args.heartbeat_timeout]
     join.prepare(spec)
     done = threading.Event()
-    join.watch_link(joined.monitor, done)
+    watcher = join.watch_link(joined.monitor, done)
+    if spec.kind == "command":
+        import faulthandler
+
+        from zflow.runtime.replica import command
+
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+
+        code = command.run(spec, joined.ctrl, any_port=args.any_port, closing=done.set)
+        watcher.join(5)
+        joined.ctx.term()
+        return code
     return main.run(spec, lambda: Node(spec, args.join, joined.ctx, joined.ctrl), remote=True,
                     closing=done.set)
 

@@ -78,6 +78,11 @@ class Supervisor:
 
                 self.launcher = RemoteLauncher()
             self.coord = Coordinator(self.plan, self.model, self.launcher, self.opts)
+            if self.remote is not None:  # signals travel as control messages
+                slots = self.coord.slots
+                self.launcher.attach(
+                    self.control.send,
+                    lambda rid: slots[rid].identity if slots[rid].pid is not None else None)
             self.launcher.on_line = self.coord.output
             return self._loop(wake_r)
         finally:

@@ -119,7 +119,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ZF090": ("error", "ipc:// endpoint on a cluster (every replica is on its own host)"),
     "ZF091": ("error", "concrete endpoint between the topology's nodes on a cluster"),
     "ZF092": ("error", "host path on a cluster (cwd outside the topology's directory)"),
-    "ZF093": ("error", "command node on a cluster (not supported yet)"),
+    "ZF093": ("error", "command node refers to a host file outside the topology's directory"),
     "ZF094": ("error", "Kubernetes name longer than 63 characters"),
 }
 

@@ -87,10 +87,10 @@ def build(node: Node) -> dict[str, str]:
                 raise NodeFailure("bind", f"cannot bind {ep}: {zmq.strerror(e.errno)}",
                                   socket=s.name, endpoint=ep, hint=hint) from None
             bound[s.name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-            if spec.advertise and bound[s.name].startswith("tcp://"):
-                # bound on every interface of another host: peers reach it by its name
-                port = bound[s.name].rpartition(":")[2]
-                bound[s.name] = f"tcp://{spec.advertise}:{port}"
+            if spec.advertise:  # bound on every interface of another host: reached by name
+                from zflow.cluster import advertised
+
+                bound[s.name] = advertised(bound[s.name], spec.advertise)
         if s.stop_on:
             ctl.control_in[sock] = s.stop_on.encode()
         elif spec.shape == "custom":
