@@ -159,3 +159,37 @@ def test_command_line_errors_are_clear(args: list[str], code: int, says: str) ->
     p = subprocess.run(zflow_cmd(*args), capture_output=True, text=True, env=env, timeout=30)
     assert p.returncode == code, p.stderr
     assert says in p.stderr and "Traceback" not in p.stderr
+
+
+def test_a_command_node_that_binds_and_waits_for_enter_runs_on_its_own_host(
+        tmp_path: Path) -> None:
+    """The ZeroMQ Guide's ventilator (plain pyzmq, waits for Enter) as a remote command node:
+    its wrapper says when it listens and who is connected, `stdin: go` reaches it, and its
+    work spreads over every worker."""
+    topo = ROOT / "tests" / "topologies" / "guide_ventilator.yaml"
+    subprocess.run(zflow_cmd("keys", str(topo), "-o", str(tmp_path / "k")), check=True,
+                   capture_output=True)
+    keys = str(tmp_path / "k")
+    coord = start("coordinator", str(topo), "--listen", "tcp://127.0.0.1:*", "--keys", keys,
+                  "--json")
+    procs = [coord]
+    try:
+        ep = listening(coord)
+        members = [start("replica", str(topo), "--node", node, "--index", str(i), "--join", ep,
+                         "--keys", keys, "--advertise", "127.0.0.1", "--any-port")
+                   for node, i in [("ventilator", 0), ("sink", 0), *(("worker", i)
+                                                                       for i in range(4))]]
+        procs += members
+        out, err = coord.communicate(timeout=60)
+        assert coord.returncode == 0, err[-2000:]
+        assert reap(*members) == [0] * 6
+        result = [json.loads(x) for x in out.splitlines() if '"event": "result"' in x][-1]
+        sink = result["results"]["sink"]
+        assert sink["n"] == 1000 and sink["workers"] == 4 and sink["fewest"] > 0
+        assert "Sending tasks to workers" in out  # its output, forwarded to the coordinator
+        assert "Sending tasks" in members[0].stdout.read()  # type: ignore[union-attr]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        reap(*procs)

@@ -27,14 +27,28 @@ class Joining(Script):
 
     def __init__(self, tmp: Path, text: str = PIPELINE, keys: dict | None = KEYS,
                  **opts: Any) -> None:
-        super().__init__(tmp, text, launcher=RemoteLauncher(), remote=True, digest=DIGEST,
+        launcher = RemoteLauncher()
+        super().__init__(tmp, text, launcher=launcher, remote=True, digest=DIGEST,
                          node_keys=keys, **opts)
         self.plan = self.coord.plan = cluster.remote_plan(self.plan)
+        # what the launcher sends (signals, releases), by replica id
+        launcher.sent = []  # type: ignore[attr-defined]
+        ids = {}
+
+        def send(ident: bytes, kind: str, fields: dict) -> None:
+            launcher.sent.append((ids[ident], kind, fields))  # type: ignore[attr-defined]
+
+        def identity(rid: str) -> bytes | None:
+            slot = self.coord.slots[rid]
+            ids[slot.identity] = rid
+            return slot.identity if slot.pid is not None else None
+
+        launcher.attach(send, identity)
 
     def join(self, rid: str, tag: str = "a", digest: str = DIGEST,
              key: str | None = None) -> bytes:
         ident = f"{rid}#{tag}".encode()
-        user = key if key is not None else KEYS[rid.split(".")[0]]
+        user = key if key is not None else KEYS.get(rid.split(".")[0])
         self.coord.received(ident, P.pack(P.HELLO, pid=7, digest=digest, host=f"{rid}.h"),
                             self.now, user)
         return ident
@@ -42,7 +56,7 @@ class Joining(Script):
     def say(self, rid: str, kind: str, **fields: Any) -> None:
         slot = self.coord.slots[rid]
         self.coord.received(slot.identity, P.pack(kind, **fields), self.now,
-                            KEYS[slot.node])
+                            KEYS.get(slot.node))
 
     def welcomed(self) -> dict[str, dict]:
         """Replicas admitted since the last call → the spec each was given."""
@@ -187,3 +201,66 @@ def test_a_replica_that_never_leaves_is_given_up_on_at_the_end(tmp_path) -> None
     s.tick()
     assert s.coord.done and s.coord.finish() == exitcodes.INTERRUPTED
     assert s.launcher.reap() == []  # given up on once
+
+
+GUIDE = """
+    version: 1
+    name: guide
+    nodes:
+      vent:
+        command: [python3, vent.py]
+        stdin: go
+        ready: {log: "^ready"}
+        sockets:
+          out: {type: PUSH, bind: auto, codec: json}
+      worker:
+        run: m:tag
+        replicas: 2
+        sockets:
+          inp: {type: PULL, connect: vent.out, codec: json}
+          out: {type: PUSH, connect: sink.inp}
+      sink:
+        run: m:Sink
+        sockets:
+          inp: {type: PULL, bind: auto}
+"""
+
+
+def test_a_command_node_that_joins_is_watched_through_its_wrapper(tmp_path) -> None:
+    s = Joining(tmp_path, GUIDE, keys=None).start()
+    for rid in ("vent.0", "worker.0", "worker.1", "sink.0"):
+        s.join(rid, key="any")
+    admitted = s.welcomed()
+    assert set(admitted) == {"vent.0", "worker.0", "worker.1", "sink.0"}
+    port = cluster.ports(s.plan)[("vent", "out")]
+    assert s.coord.slots["vent.0"].bound == {"out": f"tcp://vent.0.h:{port}"}  # its own name
+    for rid in ("worker.0", "worker.1", "sink.0"):
+        s.say(rid, P.BOUND, endpoints={})
+    s.tick()
+    assert s.state("vent.0") == "starting"  # not listening yet
+    s.say("vent.0", P.LISTENING, endpoints={"out": "tcp://10.0.0.7:7001"})
+    assert s.state("vent.0") == "bound"
+    s.tick()
+    connect = {rid: f for rid, k, f in s.sent() if k == P.CONNECT}
+    assert connect["worker.0"]["endpoints"]["inp"] == ["tcp://10.0.0.7:7001"]
+    s.say("vent.0", P.CONNS, n={"out": 1})  # one of two workers connected
+    assert s.state("vent.0") == "bound"
+    s.say("vent.0", P.CONNS, n={"out": 2})
+    s.say("vent.0", P.LINE, stream="stdout", text="ready to go")  # its ready: {log:} rule
+    assert s.state("vent.0") == "ready"
+    for rid in ("worker.0", "worker.1", "sink.0"):
+        s.say(rid, P.READY)
+    s.tick()
+    assert s.coord.phase.value == "running"
+    assert (s.coord.slots["vent.0"].identity, P.START) in [(i, k) for i, k, _ in s.coord.take()]
+    assert s.launcher.sent == [("vent.0", P.RELEASE, {})]  # stdin: go, by message
+
+
+def test_signals_travel_as_messages_to_wherever_the_replica_runs(tmp_path) -> None:
+    s = Joining(tmp_path).start()
+    s.join_all()
+    s.barrier()
+    s.launcher.signal("mid.0", 15)
+    s.launcher.signal("mid.1", 10, group=False)
+    assert s.launcher.sent == [("mid.0", P.SIGNAL, {"sig": 15, "group": True}),
+                               ("mid.1", P.SIGNAL, {"sig": 10, "group": False})]
