@@ -92,7 +92,9 @@ class Run:
         (c,) = spec["containers"]
         mounts = {m["name"]: m for m in c["volumeMounts"]}
         volumes = {v["name"]: v for v in spec["volumes"]}
-        Path(mounts["topology"]["mountPath"]).write_text(self.topology)  # the subPath mount
+        mounted = Path(mounts["topology"]["mountPath"])  # the ConfigMap's subPath mount:
+        if not mounted.exists() or mounted.read_text() != self.topology:  # written once, not
+            mounted.write_text(self.topology)  # under the feet of a pod reading it
         secret = self.tmp / "secrets" / pod
         secret.mkdir(parents=True, exist_ok=True)
         for item in volumes["keys"]["secret"]["items"]:
