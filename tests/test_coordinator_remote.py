@@ -150,7 +150,7 @@ def test_replicas_that_keep_losing_their_link_are_a_crash_loop(tmp_path) -> None
 
 
 def test_exactly_once_sources_resend_when_a_link_is_lost(tmp_path) -> None:
-    text = PIPELINE.replace("    nodes:", "    delivery: exactly-once\n    nodes:")
+    text = PIPELINE.replace("delivery: best-effort", "delivery: exactly-once")
     s = Joining(tmp_path, text).start()
     s.join_all()
     s.barrier()

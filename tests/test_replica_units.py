@@ -100,7 +100,8 @@ def inbox(node: Any, name: str = "in", **kw: Any) -> Inbox:
 def test_every_supervisor_message_has_a_handler() -> None:
     ctl = fake_node().control
     assert set(ctl.handlers) == {P.CONNECT, P.PROBE, P.START, P.DRAIN, P.INPUT_END, P.STOP,
-                                 P.ACK, P.RESEND, P.TOOK, P.POISON, P.LOW, P.INTERRUPT}
+                                 P.ACK, P.RESEND, P.TOOK, P.POISON, P.LOW, P.INTERRUPT,
+                                 P.SIGNAL}
     ctl.handle({"t": "no-such-kind"})  # ignored, not an error
     assert ctl.ctrl.sent == [] and not ctl.stop_requested
     ctl.handle({"t": P.INTERRUPT})  # the run was interrupted: keep going, but Totals says so
