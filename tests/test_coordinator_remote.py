@@ -264,3 +264,14 @@ def test_signals_travel_as_messages_to_wherever_the_replica_runs(tmp_path) -> No
     s.launcher.signal("mid.1", 10, group=False)
     assert s.launcher.sent == [("mid.0", P.SIGNAL, {"sig": 15, "group": True}),
                                ("mid.1", P.SIGNAL, {"sig": 10, "group": False})]
+
+
+def test_a_replica_joining_after_the_end_is_told_the_run_is_over(tmp_path) -> None:
+    s = Joining(tmp_path).start()
+    s.join_all()
+    s.barrier()
+    s.coord.interrupt(s.now)
+    s.coord.interrupt(s.now)  # stopping
+    s.coord.take()
+    late = s.join("mid.0", tag="late")
+    assert s.coord.take() == [(late, P.REFUSED, {"reason": "the run is over", "code": 0})]

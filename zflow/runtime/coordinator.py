@@ -259,10 +259,15 @@ class Coordinator(Barrier, Exits, Reloads):
             return
         if not self._key_ok(slot, user):
             return
+        if self.phase in (RunPhase.STOPPING, RunPhase.DONE):
+            # an engine retrying a pod after the end: nothing to do, and nothing went wrong
+            self.outbox.append((identity, P.REFUSED, {"reason": "the run is over", "code": 0}))
+            return
         if msg.get("digest") != self.opts.digest:
             self.outbox.append((identity, P.REFUSED, {
                 "reason": f"its topology differs from the coordinator's (digest "
-                          f"{msg.get('digest')}, the coordinator's {self.opts.digest})"}))
+                          f"{msg.get('digest')}, the coordinator's {self.opts.digest})",
+                "code": exitcodes.START_FAILED}))
             self._log(slot, f"refused a replica from {msg.get('host') or '?'}: its topology "
                             "differs from this one (same file and --set/--scale needed)")
             return

@@ -103,8 +103,10 @@ def connect(join: str, node: str, index: int, digest: str, host: str, keys: Any,
                     continue
                 msg = P.unpack(ctrl.recv())
                 if msg.get("t") == P.REFUSED:
+                    code = msg.get("code")
                     raise JoinError(f"the coordinator at {join} refused {node}.{index}: "
-                                    f"{msg.get('reason')}", exitcodes.START_FAILED)
+                                    f"{msg.get('reason')}",
+                                    code if isinstance(code, int) else exitcodes.START_FAILED)
                 if msg.get("t") == P.WELCOME:
                     spec = ReplicaSpec.from_json(msg["spec"])
                     spec.advertise = host
