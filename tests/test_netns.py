@@ -158,10 +158,12 @@ def wait(proc: subprocess.Popen, timeout: float = 60) -> int:
     return proc.wait(timeout=timeout)
 
 
-def test_squares_across_namespaces_and_an_intruder_is_refused(pods: Cluster,
-                                                              tmp_path: Path) -> None:
+@pytest.mark.parametrize("curve", [False, True], ids=["plain-data", "curve-data"])
+def test_squares_across_namespaces_and_an_intruder_is_refused(pods: Cluster, tmp_path: Path,
+                                                              curve: bool) -> None:
     n = 100000
-    objs = export(tmp_path, "--scale", "worker=4", "--set", f"nodes.ventilator.params.count={n}")
+    objs = export(tmp_path, "--scale", "worker=4", "--set", f"nodes.ventilator.params.count={n}",
+                  *(["--set", "security={curve: true}"] if curve else []))
     run = Run(pods, objs, tmp_path, keys(tmp_path))
     t0 = time.monotonic()
     coord = run.coordinator()
@@ -182,8 +184,8 @@ def test_squares_across_namespaces_and_an_intruder_is_refused(pods: Cluster,
     assert result["results"]["results"]["sum"] == sum(i * i for i in range(n))
     assert result["results"]["results"]["workers"] == 4
     running = next(e["t"] for e in run.events("overall") if e["state"] == "running")
-    print(f"\nnetns squares {n}: barrier open at {running:.2f}s after the coordinator started, "
-          f"done in {result['duration']:.2f}s (wall {wall:.2f}s)")
+    print(f"\nnetns squares {n} (data CURVE {curve}): barrier open at {running:.2f}s after the "
+          f"coordinator started, done in {result['duration']:.2f}s (wall {wall:.2f}s)")
 
 
 def test_a_worker_replaced_at_a_new_address_keeps_exactly_once(pods: Cluster,

@@ -260,7 +260,8 @@ def manifests(plan: Plan, text: str, file_name: str, image: str, namespace: str 
         pod_spec: dict[str, Any] = {
             "restartPolicy": "Always" if endless else "Never",
             "containers": [container(CONTAINER, cmd, cports, env)],
-            "volumes": volumes(["coordinator.key", f"{n.name}.key_secret"]),
+            "volumes": volumes(["coordinator.key", f"{n.name}.key_secret",
+                                *(["data.key_secret"] if plan.curve else [])]),
         }
         if endless:
             objs.append({"apiVersion": "apps/v1", "kind": "StatefulSet",

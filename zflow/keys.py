@@ -1,7 +1,8 @@
 """CURVE keys of a topology run beyond one machine: `zflow keys FILE -o DIR` writes them, the
 coordinator and the replicas read them.
 
-One keypair for the coordinator and one per node, as ZeroMQ certificate files
+One keypair for the coordinator, one per node and one for the data sockets (used with
+`security: {curve: true}`), as ZeroMQ certificate files
 (`zmq.auth.create_certificates`): `NAME.key` holds the public key, `NAME.key_secret` both keys
 (mode 0600). A node's key is shared by its replicas; the coordinator checks that the key a
 connection authenticated with belongs to the node its identity claims, so one node's secret
@@ -14,6 +15,8 @@ import os
 from dataclasses import dataclass
 
 COORDINATOR = "coordinator"
+#: the data sockets' keypair (`security: {curve: true}`), shared by every replica of the run
+DATA = "data"
 
 
 class KeyFileError(Exception):
@@ -37,7 +40,7 @@ def generate(directory: str, nodes: list[str]) -> list[str]:
 
     os.makedirs(directory, mode=0o700, exist_ok=True)
     written = []
-    for name in [COORDINATOR, *nodes]:
+    for name in [COORDINATOR, DATA, *nodes]:
         if os.path.exists(os.path.join(directory, f"{name}.key_secret")):
             continue
         old = os.umask(0o077)
@@ -80,3 +83,10 @@ def for_replica(directory: str, node: str) -> Keys:
     server, _ = _load(os.path.join(directory, f"{COORDINATOR}.key"), False)
     assert sec is not None
     return Keys(pub, sec, {}, server)
+
+
+def data_key(directory: str) -> dict[str, str]:
+    """The data sockets' keypair (z85), as a ReplicaSpec carries it."""
+    pub, sec = _load(os.path.join(directory, f"{DATA}.key_secret"), True)
+    assert sec is not None
+    return {"public": pub.decode(), "secret": sec.decode()}

@@ -52,7 +52,7 @@ class ControlServer:
 
             self.auth = ThreadAuthenticator(self.ctx)
             self.auth.start()
-            self.auth.configure_curve_callback("*", _AllowList(set(curve.nodes.values())))
+            self.auth.configure_curve_callback("*", AllowList(set(curve.nodes.values())))
             self.router.curve_secretkey = curve.secret
             self.router.curve_publickey = curve.public
             self.router.curve_server = True
@@ -101,7 +101,7 @@ class ControlServer:
         self.ctx.term()
 
 
-class _AllowList:
+class AllowList:
     """ZAP credentials check: only the topology's node keys (z85) may connect."""
 
     def __init__(self, allowed: set[str]) -> None:

@@ -63,6 +63,9 @@ class Options:
     remote: bool = False
     digest: str | None = None
     node_keys: dict[str, str] | None = None
+    #: `security: {curve: true}`: the data keypair every replica gets in its spec (`{}`: the
+    #: replicas have their own copy)
+    data_key: dict[str, str] | None = None
 
 
 class Coordinator(Barrier, Exits, Reloads):
@@ -181,7 +184,8 @@ class Coordinator(Barrier, Exits, Reloads):
             self.plan, slot.node, slot.index, slot.incarnation, bound=slot.bound,
             connect=connect, sources=len(self.sources),
             source_index=self.sources.index(slot) if slot in self.sources else 0,
-            verbose=self.opts.verbose, telemetry=self.opts.telemetry)
+            verbose=self.opts.verbose, telemetry=self.opts.telemetry,
+            curve=self.opts.data_key if self.plan.curve else None)
         try:
             got = self.launcher.spawn(spec)
         except SpawnError as e:

@@ -65,8 +65,12 @@ def coordinator_command(args: argparse.Namespace) -> int:
 
     model, view = status_for(plan, view_mode(args), args.replicas, None,
                              log_prefix=not args.no_log_prefix)
+    if plan.curve and keys is None:
+        return _fail("security: {curve: true} needs --keys DIR (with data.key_secret)",
+                     exitcodes.USAGE, "coordinator")
     opts = run_options(args, remote=True, digest=digest,
-                       node_keys=keys.nodes if keys is not None else None)
+                       node_keys=keys.nodes if keys is not None else None,
+                       data_key={} if plan.curve else None)
     sup = Supervisor(cluster.remote_plan(plan), model, view, opts,
                      remote=Remote(args.listen, keys, (args.heartbeat_ivl, args.heartbeat_timeout)))
     sup.on_listen = lambda ep: sys.stderr.write(f"zflow coordinator: listening on {ep}\n")
@@ -108,6 +112,12 @@ def replica_command(args: argparse.Namespace) -> int:
     elif not cluster.is_loopback(args.join):
         return _fail(f"--join {args.join} is beyond this host: CURVE is mandatory there; give "
                      "--keys DIR", exitcodes.USAGE, who)
+    data_key = None
+    if plan.curve:  # checked before joining: a replica admitted and then failing would restart
+        try:
+            data_key = zkeys.data_key(args.keys or "")
+        except zkeys.KeyFileError as e:
+            return _fail(str(e), exitcodes.USAGE, who)
     from zflow.runtime.replica import join, main
     from zflow.runtime.replica.core import Node
 
@@ -124,6 +134,8 @@ def replica_command(args: argparse.Namespace) -> int:
             if s.mode == "bind" and s.bind_endpoint and s.bind_endpoint.startswith("tcp://"):
                 s.bind_endpoint = "tcp://127.0.0.1:*"
     spec.heartbeat = [args.heartbeat_ivl, args.heartbeat_timeout]
+    if spec.curve is not None and not spec.curve:  # the data key is ours to bring
+        spec.curve = data_key
     join.prepare(spec)
     done = threading.Event()
     watcher = join.watch_link(joined.monitor, done)

@@ -136,13 +136,23 @@ def _up(args: argparse.Namespace, zygote: object) -> int:
     # returns the view the supervisor drives, wrapping the one it was given
     for hook in getattr(args, "status_hooks", ()):
         view = hook(plan, model, view)
-    supervisor = Supervisor(plan, model, view, run_options(args), zygote=zygote)  # type: ignore[arg-type]
+    opts = run_options(args, data_key=data_keypair() if plan.curve else None)
+    supervisor = Supervisor(plan, model, view, opts, zygote=zygote)  # type: ignore[arg-type]
     if getattr(args, "watch", False):
         from zflow.runtime.watch import Watcher
 
         from_stdin = bool(getattr(args, "file_label", None))
         supervisor.watcher = Watcher(plan, None if from_stdin else lambda: replan(args, plan))
     return after_run(supervisor.run())
+
+
+def data_keypair() -> dict[str, str]:
+    """A CURVE keypair for one run's data sockets (`security: {curve: true}` on one host): it
+    lives only in the specs of this run's replicas."""
+    import zmq
+
+    public, secret = zmq.curve_keypair()
+    return {"public": public.decode(), "secret": secret.decode()}
 
 
 def view_mode(args: argparse.Namespace) -> str:

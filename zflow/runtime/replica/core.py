@@ -8,6 +8,7 @@ to the supervisor.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import zmq
 
@@ -40,6 +41,8 @@ class Node:
         self.control_out: list[tuple[zmq.Socket, bytes]] = []  # send_on_end
         self.custom_counts: dict[str, list[int]] = {}  # custom nodes count in SocketIO
         self.errors = 0
+        #: the ZAP handler of CURVE data sockets (`security: {curve: true}`), when it binds one
+        self.auth: Any = None
         self.t_start = time.monotonic()
         # exactly-once: sources keep what is unacknowledged; sinks remember what they have seen
         self.eo = spec.delivery != "best-effort"  # acknowledged: exactly- or at-least-once

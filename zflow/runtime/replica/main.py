@@ -119,6 +119,8 @@ def run(spec: ReplicaSpec, make_node: Callable[[], Node], remote: bool = False,
         # publisher that already exited would otherwise hold the exit for the whole linger
         s.close(linger=0 if ctl.abandon or s.type in (zmq.PULL, zmq.SUB) else None)
     ctl.ctrl.close()
+    if node.auth is not None:
+        node.auth.stop()
     node.ctx.term()
     sys.stdout.flush()
     return code
