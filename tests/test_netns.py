@@ -77,7 +77,9 @@ class Run:
                         and o["spec"].get("clusterIP") == "None")["metadata"]["name"]
         config = next(o for o in objs if o["kind"] == "ConfigMap")
         self.topology = config["data"]["topology.yaml"]
-        self.jobs = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Job"}
+        #: every workload, by name: Jobs (finite), StatefulSets and a Deployment (long-running)
+        self.jobs = {o["metadata"]["name"]: o for o in objs
+                     if o["kind"] in ("Job", "StatefulSet", "Deployment")}
         self.lines: list[str] = []
         self.running = threading.Event()
 
@@ -104,9 +106,14 @@ class Run:
         argv = [str(secret) if a == mounts["keys"]["mountPath"] else a for a in c["command"]]
         env = {"PATH": f"{BIN}:/usr/sbin:/usr/bin:/bin", "HOME": str(self.tmp)}
         env.update({e["name"]: e["value"] for e in c.get("env", []) if "value" in e})
-        if self.jobs[job]["spec"].get("completionMode") == "Indexed":
-            env["JOB_COMPLETION_INDEX"] = str(index)  # what the Job controller sets
-            host = f"{job}-{index}"
+        for e in c.get("env", []):  # the downward API: the pod's labels
+            if e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == \
+                    "metadata.labels['apps.kubernetes.io/pod-index']":
+                env[e["name"]] = str(index)
+        if index is not None:
+            if self.jobs[job]["kind"] == "Job":
+                env["JOB_COMPLETION_INDEX"] = str(index)  # what the Job controller sets
+            host = f"{job}-{index}"  # an Indexed Job's or a StatefulSet's pod host name
             names = [f"{host}.{self.svc}.{DOMAIN}", f"{host}.{self.svc}", host]
         else:  # the coordinator's pod: a random name, reached through its Service's name
             host = f"{job}-x7k2p"
@@ -134,8 +141,8 @@ class Run:
     def replicas(self) -> dict[str, subprocess.Popen]:
         """Every replica's pod, all named before any starts (as the Service has them all)."""
         indexed = [(job, i) for job, o in self.jobs.items()
-                   if o["spec"].get("completionMode") == "Indexed"
-                   for i in range(o["spec"]["completions"])]
+                   if o["spec"].get("completionMode") == "Indexed" or o["kind"] == "StatefulSet"
+                   for i in range(o["spec"].get("completions") or o["spec"].get("replicas"))]
         for job, i in indexed:
             host = f"{job}-{i}"
             self.pods.add(host, [f"{host}.{self.svc}.{DOMAIN}", f"{host}.{self.svc}", host])
@@ -248,3 +255,23 @@ def test_a_silently_cut_link_is_noticed_by_heartbeats_on_both_ends(pods: Cluster
     assert lost, "the coordinator did not notice the lost link"
     assert {name: wait(p) for name, p in members.items()} == dict.fromkeys(members, 0)
     print(f"\ncut-off worker stopped by itself after {alone:.1f}s")
+
+
+def test_the_long_running_manifests_run_too(pods: Cluster, tmp_path: Path) -> None:
+    """StatefulSets (the index from the pod-index label, through the downward API) and the
+    coordinator as a Deployment: the same commands, so the same run."""
+    n = 20000
+    objs = export(tmp_path, "--long-running", "--scale", "worker=3",
+                  "--set", f"nodes.ventilator.params.count={n}")
+    assert {o["kind"] for o in objs} >= {"StatefulSet", "Deployment"}
+    run = Run(pods, objs, tmp_path, keys(tmp_path))
+    coord = run.coordinator()
+    members = run.replicas()
+    assert len(members) == 5
+    env = run.pod_spec("squares-worker")["containers"][0]["env"]
+    assert any(e["name"] == "ZFLOW_POD_INDEX" for e in env)
+    assert wait(coord) == 0, run.why()
+    assert {name: wait(p) for name, p in members.items()} == dict.fromkeys(members, 0)
+    (result,) = run.events("result")
+    assert result["results"]["results"]["sum"] == sum(i * i for i in range(n))
+    assert result["results"]["results"]["workers"] == 3
