@@ -95,6 +95,7 @@ def workload_name(topology: str, node: str) -> str:
 
 
 def coordinator_name(topology: str) -> str:
+    """The coordinator's Job (or Deployment) and Service: what replicas `--join`."""
     return f"{dns_label(topology)}-coordinator"
 
 

@@ -318,11 +318,13 @@ def dump(objs: list[dict[str, Any]]) -> str:
 
 
 def file_name(obj: dict[str, Any], i: int) -> str:
+    """Numbered in apply order, so `kubectl apply -f DIR/` creates the ConfigMap first."""
     return f"{i:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
 
 
 # -- the command ---------------------------------------------------------------------------------
 def export_command(args: argparse.Namespace) -> int:
+    """`zflow export k8s`: located errors (exit 1) or the manifests, on stdout or in -o DIR."""
     from zflow.runtime.up import _color, load_topology
 
     result, plan_file = load_topology(args)

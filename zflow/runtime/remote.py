@@ -43,6 +43,7 @@ def _tcp(endpoint: str, flag: str, who: str) -> int | None:
 
 
 def coordinator_command(args: argparse.Namespace) -> int:
+    """`zflow coordinator`: `zflow up`'s loop and views over a tcp control plane, no processes."""
     plan, digest, code = _plan(args)
     if plan is None:
         return code
@@ -83,6 +84,8 @@ def coordinator_command(args: argparse.Namespace) -> int:
 
 
 def replica_command(args: argparse.Namespace) -> int:
+    """`zflow replica`: everything is checked here before joining, so a bad pod fails fast
+    with exit 2 instead of being admitted and then crash-looping."""
     plan, digest, code = _plan(args)
     if plan is None:
         return code
@@ -155,6 +158,7 @@ def replica_command(args: argparse.Namespace) -> int:
 
 
 def keys_command(args: argparse.Namespace) -> int:
+    """`zflow keys`: keeps keys already there, so re-running after adding a node is safe."""
     result, _ = load_topology(args)
     if result.topology is None:
         return exitcodes.USAGE if result.unreadable else exitcodes.FAILED
