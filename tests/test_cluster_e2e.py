@@ -106,6 +106,10 @@ def test_replicas_that_join_run_squares_to_the_exact_sum_and_strangers_are_refus
         result = [json.loads(x) for x in out.splitlines() if '"event": "result"' in x][-1]
         assert result["results"]["results"]["sum"] == SUM
         assert result["results"]["results"]["answers"] == N
+        # what the sink printed, on its own host, is shown by the coordinator as by `zflow up`
+        logs = [json.loads(x) for x in out.splitlines() if '"event": "log"' in x]
+        assert any(e["node"] == "results" and f"{N} answers from 3 workers" in e["line"]
+                   for e in logs)
     finally:
         for p in procs:
             if p.poll() is None:

@@ -340,6 +340,20 @@ class Coordinator(Barrier, Exits, Reloads):
         self.output(slot.id, "stderr" if msg.get("stream") == "stderr" else "stdout",
                     str(msg.get("text", "")))
 
+    def _remote_output(self, identity: bytes, data: bytes, user: str | None,
+                       now: float) -> None:
+        """A line a replica on another host printed, from the link beside its control link."""
+        slot = self.by_identity.get(identity)
+        if slot is None or slot.identity != identity or not slot.alive \
+                or not self._key_ok(slot, user):
+            return
+        try:
+            msg = P.unpack(data)
+        except (ValueError, TypeError):
+            return
+        if msg.get("t") == P.LINE:
+            self._on_line(slot, msg, now)
+
     def _on_bye(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
         code = msg.get("code")
         slot.bye_code = code if isinstance(code, int) else None
@@ -349,7 +363,10 @@ class Coordinator(Barrier, Exits, Reloads):
         slot = self.by_identity.get(identity)
         if slot is None and self.opts.remote:
             self.now = now
-            self._join(identity, data, user)
+            if identity.endswith(b"/out"):  # a remote replica's output (replica/join.Tee)
+                self._remote_output(identity[:-4], data, user, now)
+            else:
+                self._join(identity, data, user)
             return
         if slot is None or slot.identity != identity or not slot.alive:
             return  # not one of ours, or a previous incarnation's last words

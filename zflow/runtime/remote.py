@@ -121,6 +121,8 @@ def replica_command(args: argparse.Namespace) -> int:
             data_key = zkeys.data_key(args.keys or "")
         except zkeys.KeyFileError as e:
             return _fail(str(e), exitcodes.USAGE, who)
+    import zmq
+
     from zflow.runtime.replica import join, main
     from zflow.runtime.replica.core import Node
 
@@ -153,8 +155,15 @@ def replica_command(args: argparse.Namespace) -> int:
         watcher.join(5)
         joined.ctx.term()
         return code
+    tee = join.Tee(joined.ctx, joined.ctrl.getsockopt(zmq.IDENTITY), args.join, keys,
+                   (args.heartbeat_ivl, args.heartbeat_timeout))
+
+    def closing() -> None:
+        tee.close()
+        done.set()
+
     return main.run(spec, lambda: Node(spec, args.join, joined.ctx, joined.ctrl), remote=True,
-                    closing=done.set)
+                    closing=closing)
 
 
 def keys_command(args: argparse.Namespace) -> int:

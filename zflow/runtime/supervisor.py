@@ -149,7 +149,8 @@ class Supervisor:
             for rid, code in launcher.reap():
                 coord.exited(rid, code, now)
             if control.remote and now >= next_links:
-                next_links = now + LINK_CHECK
+                # stopping, every exit is awaited: look more often
+                next_links = now + (LINK_CHECK if coord.phase.value != "stopping" else 0.1)
                 for ident in coord.links():
                     if not control.reachable(ident):
                         coord.link_lost(ident, now)

@@ -158,3 +158,84 @@ def prepare(spec: ReplicaSpec) -> None:
         os.chdir(spec.cwd)
     if spec.base_dir not in sys.path:
         sys.path.insert(0, spec.base_dir)
+
+
+class Tee:
+    """The replica's stdout and stderr, still written where they went (the pod's log) and also
+    sent to the coordinator as `line` messages, so it shows node output as `zflow up` does.
+
+    fd 1 and 2 become pipes read by a thread, which owns a second DEALER (`IDENTITY/out`): the
+    control socket belongs to the main thread. Output never waits for the network: a line that
+    cannot be sent at once is only in the log."""
+
+    def __init__(self, ctx: zmq.Context, identity: bytes, endpoint: str, keys: Any,
+                 heartbeat: tuple[int, int]) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, identity + b"/out")
+        self.sock.setsockopt(zmq.LINGER, 500)
+        self.sock.setsockopt(zmq.SNDHWM, 10000)
+        heartbeats(self.sock, *heartbeat)
+        if keys is not None:
+            self.sock.curve_secretkey = keys.secret
+            self.sock.curve_publickey = keys.public
+            self.sock.curve_serverkey = keys.server
+        self.sock.connect(endpoint)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = {1: os.dup(1), 2: os.dup(2)}
+        self.reads: dict[int, tuple[str, int]] = {}
+        for fd, stream in ((1, "stdout"), (2, "stderr")):
+            r, w = os.pipe()
+            os.dup2(w, fd)
+            os.close(w)
+            self.reads[r] = (stream, self.saved[fd])
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="zflow-tee", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        bufs = {r: b"" for r in self.reads}
+        poller = zmq.Poller()
+        for r in self.reads:
+            poller.register(r, zmq.POLLIN)
+        try:
+            while self.reads and not self.stop.is_set():
+                for r, _ in poller.poll(100):
+                    stream, out = self.reads[r]
+                    data = os.read(r, 65536)
+                    if data:
+                        try:
+                            os.write(out, data)
+                        except OSError:
+                            pass  # the log is gone; the coordinator still gets the line
+                    *lines, bufs[r] = (bufs[r] + data).split(b"\n")
+                    if not data and bufs[r]:
+                        lines, bufs[r] = [*lines, bufs[r]], b""
+                    for raw in lines:
+                        self._send(stream, raw)
+                    if not data:
+                        poller.unregister(r)
+                        os.close(r)
+                        del self.reads[r]
+        finally:
+            self.sock.close()
+
+    def _send(self, stream: str, raw: bytes) -> None:
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        try:
+            self.sock.send(P.pack(P.LINE, stream=stream, text=text), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def close(self) -> None:
+        """Give fd 1 and 2 back; what is still in the pipes is sent (for up to a second)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved in self.saved.items():
+            os.dup2(saved, fd)  # the pipes' write ends close: the thread reads to their end
+        self.thread.join(1.0)
+        self.stop.set()  # a child of the node still holds a pipe: stop reading it anyway
+        self.thread.join(1.0)
+        if not self.thread.is_alive():  # it wrote to these until now
+            for saved in self.saved.values():
+                os.close(saved)
