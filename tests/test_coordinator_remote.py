@@ -275,3 +275,17 @@ def test_a_replica_joining_after_the_end_is_told_the_run_is_over(tmp_path) -> No
     s.coord.take()
     late = s.join("mid.0", tag="late")
     assert s.coord.take() == [(late, P.REFUSED, {"reason": "the run is over", "code": 0})]
+
+
+def test_a_remote_replicas_output_arrives_beside_its_control_link(tmp_path) -> None:
+    s = Joining(tmp_path).start()
+    s.join_all()
+    out = s.coord.slots["sink.0"].identity + b"/out"
+    lines = []
+    s.model.log = lambda node, replica, stream, line: lines.append((node, stream, line))
+    s.coord.received(out, P.pack(P.LINE, stream="stdout", text="42 answers"), s.now,
+                     KEYS["sink"])
+    s.coord.received(out, P.pack(P.LINE, stream="stdout", text="forged"), s.now, KEYS["mid"])
+    s.coord.received(b"mid.7#x/out", P.pack(P.LINE, stream="stdout", text="?"), s.now,
+                     KEYS["mid"])
+    assert lines == [("sink", "stdout", "42 answers")]
