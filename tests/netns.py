@@ -86,6 +86,11 @@ class Cluster:
         k = self.pods[pod].ns.rsplit("-", 1)[1]
         ip("-n", self.bridge, "link", "set", f"v{k}", "down")
 
+    def forget_names(self, pod: str) -> None:
+        """Its names now lead elsewhere (or nowhere); the pod and its processes stay."""
+        self.pods[pod].names = []
+        self._write_hosts()
+
     def remove(self, pod: str) -> None:
         """The pod is gone: its processes are killed, its namespace removed, its names too."""
         p = self.pods.pop(pod)
@@ -95,7 +100,7 @@ class Cluster:
 
     def _write_hosts(self) -> None:
         lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost"]
-        lines += [f"{p.address} {' '.join(p.names)}" for p in self.pods.values()]
+        lines += [f"{p.address} {' '.join(p.names)}" for p in self.pods.values() if p.names]
         text = ("\n".join(lines) + "\n").encode()
         # in place (the bind mounts see the same inode), in one write of a fixed size padded
         # with a comment: a process resolving a name meanwhile never finds the file empty
