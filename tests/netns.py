@@ -182,8 +182,14 @@ def available() -> str | None:
         ip("netns", "add", probe)
     except (subprocess.SubprocessError, OSError) as e:
         return f"cannot create a network namespace here: {getattr(e, 'stderr', e)}"
-    try:
-        ip("netns", "del", probe)
-    except subprocess.SubprocessError:
-        pass
+    try:  # and run a process in it under a host name of its own, as the test will
+        subprocess.run(["ip", "netns", "exec", probe, "unshare", "--uts", "sh", "-c",
+                        "hostname zfprobe"], check=True, capture_output=True, timeout=10)
+    except (subprocess.SubprocessError, OSError) as e:
+        return f"cannot run a process in a network namespace here: {getattr(e, 'stderr', e)}"
+    finally:
+        try:
+            ip("netns", "del", probe)
+        except subprocess.SubprocessError:
+            pass
     return None
