@@ -42,7 +42,7 @@ class FakeLauncher:
 
 
 class Script:
-    def __init__(self, tmp: Path, yaml_text: str, **opts: Any) -> None:
+    def __init__(self, tmp: Path, yaml_text: str, launcher: Any = None, **opts: Any) -> None:
         path = tmp / "t.yaml"
         path.write_text(textwrap.dedent(yaml_text))
         res = load(str(path))
@@ -50,7 +50,7 @@ class Script:
         self.plan = build_plan(res.topology, str(path), run_dir=str(tmp / "run"))
         self.now = 0.0
         self.model = StatusModel.from_plan(self.plan, clock=lambda: self.now)
-        self.launcher = FakeLauncher()
+        self.launcher = launcher if launcher is not None else FakeLauncher()
         self.coord = Coordinator(self.plan, self.model, self.launcher, Options(**opts))
         self.log: list[tuple[str, str, dict[str, Any]]] = []
 

@@ -228,8 +228,8 @@ def test_bash_completion(tmp_path: Path, on_path: dict) -> None:
     script = tmp_path / "zflow.bash"
     script.write_text(zflow("completion", "bash").stdout)
     assert bash_complete(script, on_path, "zflow", "") == [
-        "validate", "up", "graph", "schema", "completion", "ps", "top", "logs", "stop", "down",
-        "--help", "--version"]
+        "validate", "up", "graph", "coordinator", "replica", "keys", "export", "schema",
+        "completion", "ps", "top", "logs", "stop", "down", "--help", "--version"]
     assert bash_complete(script, on_path, "zflow", "up", "--dr") == ["--dry-run", "--drain-timeout"]
     assert bash_complete(script, on_path, "zflow", "graph", "--format", "") == [
         "text", "mermaid", "dot"]

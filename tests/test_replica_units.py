@@ -100,7 +100,8 @@ def inbox(node: Any, name: str = "in", **kw: Any) -> Inbox:
 def test_every_supervisor_message_has_a_handler() -> None:
     ctl = fake_node().control
     assert set(ctl.handlers) == {P.CONNECT, P.PROBE, P.START, P.DRAIN, P.INPUT_END, P.STOP,
-                                 P.ACK, P.RESEND, P.TOOK, P.POISON, P.LOW, P.INTERRUPT}
+                                 P.ACK, P.RESEND, P.TOOK, P.POISON, P.LOW, P.INTERRUPT,
+                                 P.SIGNAL}
     ctl.handle({"t": "no-such-kind"})  # ignored, not an error
     assert ctl.ctrl.sent == [] and not ctl.stop_requested
     ctl.handle({"t": P.INTERRUPT})  # the run was interrupted: keep going, but Totals says so
@@ -601,3 +602,70 @@ def test_fork_server_stays_light() -> None:
             "if m.startswith(('zflow.spec', 'zflow.plan', 'zflow.status'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[] []"
+
+
+# -- security: {curve: true} -------------------------------------------------------------------
+def test_curve_data_sockets_admit_only_holders_of_the_runs_key(tmp_path) -> None:
+    """A binder built with the run's data key answers a client holding it, and a plain client's
+    handshake fails (seen on its monitor: no waiting for something not to happen)."""
+    import textwrap
+
+    from zmq.utils.monitor import recv_monitor_message
+
+    from zflow.plan import build_plan
+    from zflow.runtime.replica import sockets as zsockets
+    from zflow.runtime.replica.core import Node
+    from zflow.runtime.spec import build_replica_spec
+    from zflow.runtime.up import data_keypair
+    from zflow.spec import load
+
+    f = tmp_path / "t.yaml"
+    f.write_text(textwrap.dedent("""
+        version: 1
+        name: sec
+        security: {curve: true}
+        nodes:
+          src:
+            run: m:numbers
+            sockets:
+              out: {type: PUSH, connect: sink.inp}
+          sink:
+            run: m:Sink
+            sockets:
+              inp: {type: PULL, bind: tcp}
+    """))
+    res = load(str(f))
+    assert res.ok, res.diagnostics
+    plan = build_plan(res.topology, str(f))
+    assert plan.curve
+    key = data_keypair()
+    spec = build_replica_spec(plan, "sink", 0, 1, curve=key)
+    node = Node(spec, "inproc://no-control")
+    ctx = zmq.Context()
+    try:
+        ep = zsockets.build(node)["inp"]
+        inp = node.sockets["inp"]
+        assert inp.getsockopt(zmq.MECHANISM) == zmq.CURVE
+        plain = ctx.socket(zmq.PUSH)
+        mon = plain.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                       | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                                       | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        plain.connect(ep)
+        assert mon.poll(5000)
+        assert recv_monitor_message(mon)["event"] != zmq.EVENT_HANDSHAKE_SUCCEEDED
+        insider = ctx.socket(zmq.PUSH)
+        insider.curve_publickey = key["public"].encode()
+        insider.curve_secretkey = key["secret"].encode()
+        insider.curve_serverkey = key["public"].encode()
+        insider.connect(ep)
+        insider.send(b"from the run")
+        assert inp.poll(5000) and inp.recv() == b"from the run"
+        for s in (mon, plain, insider):
+            s.close(0)
+    finally:
+        ctx.term()
+        for s in node.sockets.values():
+            s.close(0)
+        node.control.ctrl.close(0)
+        node.auth.stop()
+        node.ctx.term()

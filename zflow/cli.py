@@ -20,6 +20,10 @@ COMMANDS = [
     ("validate", "check topology files against the schema and ZeroMQ's rules"),
     ("up", "run a topology until it completes or is interrupted"),
     ("graph", "draw a topology: text in the terminal, Mermaid or Graphviz dot"),
+    ("coordinator", "run a topology whose replicas run on other hosts and join it"),
+    ("replica", "run one replica of a topology on this host, joining its coordinator"),
+    ("keys", "make the CURVE keys of a topology's coordinator and nodes"),
+    ("export", "write manifests that run a topology on Kubernetes"),
     ("schema", "print the topology JSON Schema"),
     ("completion", "print a shell completion script (bash, zsh or fish)"),
     # long-running topologies (zflow/runs/): runs started with `zflow up -d`
@@ -124,6 +128,79 @@ pub/sub, request/reply); the control channel (stop_on / send_on_end) is drawn do
     USAGE_ROW,
 )
 
+COORDINATOR_EPILOG = """\
+examples:
+  zflow keys topologies/squares.yaml -o keys/
+  zflow coordinator topologies/squares.yaml --listen tcp://0.0.0.0:7000 --keys keys/
+  zflow coordinator --json --scale worker=4 topologies/squares.yaml --keys keys/
+
+The coordinator starts no process: each replica is one 'zflow replica' that an engine starts
+on some host (the same file, the same --set/--scale). It shows the run as 'zflow up' does and
+exits with the same codes. CURVE is mandatory unless --listen is on loopback.
+
+""" + _exit_codes(
+    (exitcodes.OK, "the run completed: every node finished its stream"),
+    (exitcodes.FAILED, "the topology is invalid (or has command nodes), or a node failed beyond "
+                       "its restart policy"),
+    (exitcodes.USAGE, "usage error, a file that cannot be read, keys missing, or no --keys for "
+                      "a non-loopback --listen"),
+    (exitcodes.START_FAILED, "the run could not start: cannot listen, a replica could not bind "
+                             "or import, or not every replica joined within --start-timeout"),
+    (exitcodes.INCOMPLETE, "the run ended, but records were lost, skipped or dead-lettered"),
+    (exitcodes.INTERRUPTED, "the run was interrupted (Ctrl-C or SIGTERM)"),
+)
+
+REPLICA_EPILOG = """\
+examples:
+  zflow replica squares.yaml --node worker --join tcp://squares-coordinator:7000 --keys keys/
+  zflow replica squares.yaml --node worker --index 3 --join tcp://10.0.0.1:7000 --keys keys/
+
+The index comes from --index, else JOB_COMPLETION_INDEX (Indexed Job), ZFLOW_POD_INDEX
+(StatefulSet), SLURM_PROCID, else the host name's suffix (worker-3 is 3). Sockets bind fixed
+ports (the same for every replica of a socket) and are advertised under --advertise (default:
+this host's fully qualified name). A replica that loses its coordinator stops and exits.
+
+""" + _exit_codes(
+    (exitcodes.OK, "its stream ended and the coordinator stopped it"),
+    (exitcodes.FAILED, "it failed while running, lost its coordinator, or was not admitted "
+                       "within --join-timeout"),
+    (exitcodes.USAGE, "usage error, a file that cannot be read, no such node or index, keys "
+                      "missing"),
+    (exitcodes.START_FAILED, "could not start: refused by the coordinator (its topology differs, "
+                             "or its key is not allowed), bind or import failed"),
+)
+
+KEYS_EPILOG = """\
+examples:
+  zflow keys topologies/squares.yaml -o keys/
+  kubectl create secret generic squares-keys --from-file=keys/
+
+Writes coordinator.key / coordinator.key_secret and NODE.key / NODE.key_secret per node
+(ZeroMQ certificate files; secrets mode 0600). Keys already there are kept.
+
+""" + _exit_codes(
+    (exitcodes.OK, "written (or all there already)"),
+    (exitcodes.FAILED, "the topology is invalid"),
+    (exitcodes.USAGE, "usage error, a file that cannot be read, or DIR not writable"),
+)
+
+EXPORT_EPILOG = """\
+examples:
+  zflow export k8s topologies/squares.yaml --image registry.example/squares:1 -o k8s/
+  zflow export k8s --scale worker=20 topologies/squares.yaml --image squares:1 -n jobs
+  kubectl apply -f k8s/ && kubectl logs -f job/squares-coordinator
+
+Writes the topology as a ConfigMap, a headless Service, the coordinator (Job, or Deployment
+for long-running topologies) with its Service, one Indexed Job (or StatefulSet) per node and
+NetworkPolicies allowing only the topology's own edges. Without -o, prints one YAML stream.
+
+""" + _exit_codes(
+    (exitcodes.OK, "written"),
+    (exitcodes.FAILED, "the topology is invalid, or cannot run on a cluster (located errors: "
+                       "ipc:// endpoints, host paths, names too long)"),
+    (exitcodes.USAGE, "usage error, a file that cannot be read, or DIR not writable"),
+)
+
 SCHEMA_EPILOG = """\
 examples:
   zflow schema > topology.schema.json
@@ -196,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a value before validating, e.g. nodes.worker.replicas=4")
     v.add_argument("--list-codes", action="store_true", help="print every diagnostic code")
 
+    _add_cluster_parsers(sub, helps)
     sub.add_parser("schema", help=helps["schema"], epilog=SCHEMA_EPILOG,
                    description="Print the JSON Schema (draft 2020-12) of topology files, for "
                                "editors and other tools.")
@@ -209,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--show-secrets", action="store_true",
                    help="with --dry-run: print env values as written (masked as *** otherwise)")
     _add_overrides(u, "nodes.ventilator.params.count=100000")
+    _add_run_options(u)
+    return _rest(p, sub, helps)
+
+
+def _add_run_options(u: argparse.ArgumentParser, local: bool = True) -> None:
+    """The options of a run that `up` and `coordinator` share."""
     u.add_argument("-v", "--verbose", action="store_true",
                    help="nodes print per-record detail (e.g. 'Worker 3 answered: 81')")
     out = u.add_mutually_exclusive_group()
@@ -219,15 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--plain", action="store_true",
                      help="plain lines even on a terminal (no live screen)")
     u.add_argument("--replicas", action="store_true", help="one status row per replica")
-    u.add_argument("--log-dir", metavar="DIR", help="also write each replica's output to DIR")
+    if local:
+        u.add_argument("--log-dir", metavar="DIR", help="also write each replica's output to DIR")
     u.add_argument("--no-log-prefix", action="store_true",
                    help="print node output lines without their 'node.N │' prefix (plain and "
                         "live screens; --log-dir files never have one)")
     u.add_argument("--grace", type=float, metavar="SECONDS",
                    help="SIGTERM→SIGKILL grace at shutdown (overrides the topology)")
-    u.add_argument("--start-timeout", type=float, default=30.0, metavar="SECONDS",
+    start = 30.0 if local else 600.0  # pods wait for nodes, images and one another
+    u.add_argument("--start-timeout", type=float, default=start, metavar="SECONDS",
                    help="fail the start (exit 3) if not every replica is ready after this long, "
-                        "naming who is not; default 30")
+                        f"naming who is not; default {start:g}")
     u.add_argument("--drain-timeout", type=float, default=5.0, metavar="SECONDS",
                    help="end a stream whose records stopped arriving after this long (records "
                         "lost with a dead replica in best-effort delivery); default 5")
@@ -235,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no periodic counters from nodes (benchmarks measure its cost)")
     _add_long_running_options(u)
 
+
+
+def _rest(p: argparse.ArgumentParser, sub: Any, helps: dict[str, str]) -> argparse.ArgumentParser:
     g = sub.add_parser("graph", help=helps["graph"], epilog=GRAPH_EPILOG,
                        description="Draw a topology as it would run: nodes, sockets and edges, "
                                    "from the same plan 'zflow up' runs.")
@@ -250,6 +339,84 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bash, zsh or fish")
     _add_run_commands(sub, helps)
     return p
+
+
+def _add_cluster_parsers(sub: Any, helps: dict[str, str]) -> None:
+    from zflow.cluster import CONTROL_PORT
+
+    co = sub.add_parser("coordinator", help=helps["coordinator"], epilog=COORDINATOR_EPILOG,
+                        description="Coordinate a topology whose replicas run on other hosts: "
+                                    "the barrier, end of stream, restarts\nand the live view of "
+                                    "'zflow up', with no local processes.")
+    co.add_argument("file", metavar="FILE", help=FILE_HELP)
+    co.add_argument("--listen", default=f"tcp://0.0.0.0:{CONTROL_PORT}", metavar="ENDPOINT",
+                    help=f"where replicas join (default tcp://0.0.0.0:{CONTROL_PORT}; port * "
+                         "lets the OS pick one, printed on stderr)")
+    co.add_argument("--keys", metavar="DIR",
+                    help="CURVE keys from 'zflow keys' (mandatory unless --listen is loopback)")
+    _add_overrides(co, "nodes.ventilator.params.count=100000")
+    _add_run_options(co, local=False)
+    _add_heartbeat(co)
+    r = sub.add_parser("replica", help=helps["replica"], epilog=REPLICA_EPILOG,
+                       description="Run one replica of a topology on this host: it joins the "
+                                   "coordinator, binds fixed ports\nand runs until the "
+                                   "coordinator stops it.")
+    r.add_argument("file", metavar="FILE", help=FILE_HELP)
+    r.add_argument("--node", required=True, metavar="NODE", help="the node this replica is of")
+    r.add_argument("--index", type=int, metavar="I",
+                   help="its replica index (default: from the engine's variables or the host "
+                        "name)")
+    r.add_argument("--join", required=True, metavar="ENDPOINT",
+                   help="the coordinator's endpoint, e.g. tcp://squares-coordinator:7000")
+    r.add_argument("--keys", metavar="DIR",
+                   help="CURVE keys: NODE.key_secret and coordinator.key (mandatory unless "
+                        "--join is loopback)")
+    r.add_argument("--advertise", metavar="HOST",
+                   help="the name peers reach this host by (default: its fully qualified name)")
+    r.add_argument("--join-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="give up (exit 1) if not admitted after this long; default 600")
+    r.add_argument("--any-port", action="store_true",
+                   help="bind loopback ports the OS picks instead of the fixed ones (tests on "
+                        "one host)")
+    _add_overrides(r, "nodes.ventilator.params.count=100000")
+    _add_heartbeat(r)
+    k = sub.add_parser("keys", help=helps["keys"], epilog=KEYS_EPILOG,
+                       description="Make the CURVE keypairs of a topology's coordinator and of "
+                                   "each of its nodes.")
+    k.add_argument("file", metavar="FILE", help=FILE_HELP)
+    k.add_argument("-o", "--output", default="zflow-keys", metavar="DIR",
+                   help="where to write them (default zflow-keys/)")
+    _add_overrides(k, "name=squares2")
+    e = sub.add_parser("export", help=helps["export"], epilog=EXPORT_EPILOG,
+                       description="Write manifests that run a topology on an engine (today: "
+                                   "Kubernetes), from the same plan\n'zflow up' runs.")
+    e.add_argument("target", choices=["k8s"], metavar="TARGET", help="k8s (Kubernetes)")
+    e.add_argument("file", metavar="FILE", help=FILE_HELP)
+    e.add_argument("--image", required=True, metavar="IMAGE",
+                   help="the container image: your node code and zflow installed")
+    e.add_argument("-n", "--namespace", metavar="NAMESPACE",
+                   help="the namespace of every object (default: kubectl's current one)")
+    e.add_argument("-o", "--output", metavar="DIR",
+                   help="write one file per object kind into DIR (default: stdout)")
+    e.add_argument("--workdir", default="/app", metavar="DIR",
+                   help="the image's directory holding the node code; the topology is "
+                        "mounted there (default /app)")
+    e.add_argument("--heartbeat-ivl", type=int, metavar="MS",
+                   help="passed to every pod: the control link's heartbeat interval")
+    e.add_argument("--heartbeat-timeout", type=int, metavar="MS",
+                   help="passed to every pod: how long a silent control link lives")
+    e.add_argument("--long-running", action="store_true",
+                   help="a StatefulSet per node and a Deployment for the coordinator, even "
+                        "if the topology looks finite")
+    _add_overrides(e, "nodes.ventilator.params.count=100000")
+
+
+def _add_heartbeat(p: argparse.ArgumentParser) -> None:
+    """Heartbeat options of the control link (coordinator and replicas should agree)."""
+    p.add_argument("--heartbeat-ivl", type=int, default=1000, metavar="MS",
+                   help="ZMTP heartbeat interval of the control link; default 1000")
+    p.add_argument("--heartbeat-timeout", type=int, default=5000, metavar="MS",
+                   help="a control link silent this long is dead; default 5000")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -610,6 +777,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exitcodes.OK
     if args.command in RUN_COMMAND_NAMES:
         return _run_command(args)
+    if args.command in ("coordinator", "replica", "keys"):
+        from zflow.runtime import remote
+
+        run = {"coordinator": remote.coordinator_command, "replica": remote.replica_command,
+               "keys": remote.keys_command}[args.command]
+        return _with_stdin(args, run)
+    if args.command == "export":
+        from zflow.k8s import export_command
+
+        return _with_stdin(args, export_command)
     if getattr(args, "detach", False) or getattr(args, "metrics", None):
         return _up_long_running(args, argv)
     from zflow.runtime.up import up_command

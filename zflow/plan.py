@@ -153,6 +153,8 @@ class Plan:
     delivery_asked: str = "auto"
     #: auto that could not be exactly-once: why (shown by --dry-run)
     delivery_reason: str = ""
+    #: `security: {curve: true}`: data sockets between zflow nodes use CURVE
+    curve: bool = False
 
     def bind_endpoint(self, node: str, replica: int, socket: str) -> str:
         """The endpoint a replica binds: ipc paths are fixed here; tcp auto binds to port *."""
@@ -281,6 +283,7 @@ def build_plan(
         delivery=delivery,
         delivery_asked=asked,
         delivery_reason=reason,
+        curve=bool((topology.get("security") or {}).get("curve", False)),
     )
 
 

@@ -90,6 +90,8 @@ class Barrier:
             rule = self.plan.nodes[slot.node].ready
             return (f"no output line matched {rule['log']!r}" if "log" in rule
                     else "waiting for its ready delay")
+        if slot.pid is None and self.opts.remote:
+            return "not joined: no replica has connected for it"
         return {S.STARTING: "not bound", S.BOUND: "waiting for the others to bind",
                 S.CONNECTING: "connecting: handshakes and subscriptions"}.get(
                     slot.state, slot.state.value)

@@ -16,13 +16,14 @@ decides. When every replica has finished, all are told to `stop`; what does not 
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from zflow import exitcodes
+from zflow import cluster, exitcodes
 from zflow.plan import Plan
 from zflow.runtime import protocol as P
 from zflow.runtime.barrier import Barrier
@@ -32,7 +33,7 @@ from zflow.runtime.losses import Losses
 from zflow.runtime.reloads import Reloads
 from zflow.runtime.restarts import RestartPolicy
 from zflow.runtime.slots import Slot
-from zflow.runtime.spec import build_replica_spec, dead_letter_path
+from zflow.runtime.spec import ReplicaSpec, build_replica_spec, dead_letter_path
 from zflow.runtime.states import (
     READY_OR_LATER,
     Outcome,
@@ -42,6 +43,9 @@ from zflow.runtime.states import (
 from zflow.runtime.streams import EndOfStream
 
 S = ReplicaState
+log = logging.getLogger("zflow.coordinator")
+#: the exit code of a remote replica whose link died before it said `bye`
+LINK_LOST = 255
 
 
 @dataclass
@@ -54,6 +58,14 @@ class Options:
     refresh: float = 0.2
     #: a running replica that sends no report for this long is named (and asked for its stack)
     quiet_after: float = 10.0
+    #: replicas are started elsewhere and join (`zflow coordinator`): the topology digest they
+    #: must have, and, with CURVE, the public key (z85) of each node
+    remote: bool = False
+    digest: str | None = None
+    node_keys: dict[str, str] | None = None
+    #: `security: {curve: true}`: the data keypair every replica gets in its spec (`{}`: the
+    #: replicas have their own copy)
+    data_key: dict[str, str] | None = None
 
 
 class Coordinator(Barrier, Exits, Reloads):
@@ -66,6 +78,10 @@ class Coordinator(Barrier, Exits, Reloads):
             f"{n}.{i}": Slot(n, i, plan.nodes[n].kind) for n, i in plan.replica_ids()}
         self.by_identity: dict[bytes, Slot] = {}
         self.outbox: list[tuple[bytes, str, dict[str, Any]]] = []
+        #: remote runs: the spec each slot waits to hand to a joining replica, and the latest
+        #: join (identity, hello) of each slot not yet admitted
+        self.pending: dict[str, ReplicaSpec] = {}
+        self.joins: dict[str, tuple[bytes, dict[str, Any]]] = {}
         self.phase = RunPhase.STARTING
         self.code: int | None = None
         self.outcome = Outcome.COMPLETED
@@ -115,7 +131,8 @@ class Coordinator(Barrier, Exits, Reloads):
             P.STATS: self._on_stats, P.COUNT: self._on_count, P.TOTAL: self._on_total,
             P.FINISHED: self._on_finished, P.LOW: self._on_low, P.ACK: self._on_ack,
             P.TOOK: self._on_took,
-            P.STOPPING: self._on_stopping, P.FATAL: self._on_fatal,
+            P.STOPPING: self._on_stopping, P.FATAL: self._on_fatal, P.BYE: self._on_bye,
+            P.LISTENING: self._on_listening, P.CONNS: self._on_conns, P.LINE: self._on_line,
         }
 
     def _shaped(self, shape: str) -> list[Slot]:
@@ -129,7 +146,9 @@ class Coordinator(Barrier, Exits, Reloads):
         return out
 
     def _send(self, slot: Slot, kind: str, **fields: Any) -> None:
-        if slot.kind == "python" and slot.alive and slot.pid is not None:
+        # a command node that joined from another host has a wrapper that listens for us
+        if (slot.kind == "python" or slot.joined_as is not None) and slot.alive \
+                and slot.pid is not None:
             self.outbox.append((slot.identity, kind, fields))
 
     def _set(self, slot: Slot, state: ReplicaState, detail: str | None = None) -> None:
@@ -165,11 +184,16 @@ class Coordinator(Barrier, Exits, Reloads):
             self.plan, slot.node, slot.index, slot.incarnation, bound=slot.bound,
             connect=connect, sources=len(self.sources),
             source_index=self.sources.index(slot) if slot in self.sources else 0,
-            verbose=self.opts.verbose, telemetry=self.opts.telemetry)
+            verbose=self.opts.verbose, telemetry=self.opts.telemetry,
+            curve=self.opts.data_key if self.plan.curve else None)
         try:
             got = self.launcher.spawn(spec)
         except SpawnError as e:
             self.spawn_failed(slot.id, str(e))
+            return
+        if got is None:  # started elsewhere: it joins (a join may be waiting already)
+            self.pending[slot.id] = spec
+            self._admit(slot)
             return
         self.spawned(slot.id, got.pid, got.endpoints)
 
@@ -221,11 +245,133 @@ class Coordinator(Barrier, Exits, Reloads):
         if self.interrupts >= 2:
             self._advance_stop(now)
 
-    # -- control messages ------------------------------------------------------------------------
-    def received(self, identity: bytes, data: bytes, now: float) -> None:
+    # -- replicas that join from elsewhere -----------------------------------------------------
+    def _join(self, identity: bytes, data: bytes, user: str | None) -> None:
+        """A replica started by an engine says `hello` under an identity of its own choosing
+        (`node.i#tag`). It is admitted into its slot when the slot waits for a process (at
+        start, or after the previous incarnation's death and back-off); until then its join
+        waits. Whatever does not check out is ignored, never an error of the run."""
+        try:
+            rid, _, tag = identity.decode().partition("#")
+            msg = P.unpack(data)
+        except (UnicodeDecodeError, ValueError, TypeError):
+            log.debug("ignored a message from unknown identity %r", identity)
+            return
+        slot = self.slots.get(rid)
+        if slot is None or not tag or msg.get("t") != P.HELLO:
+            log.debug("ignored %r from %r: not a replica's hello", msg.get("t"), identity)
+            return
+        if not self._key_ok(slot, user):
+            return
+        if self.phase in (RunPhase.STOPPING, RunPhase.DONE):
+            # an engine retrying a pod after the end: nothing to do, and nothing went wrong
+            self.outbox.append((identity, P.REFUSED, {"reason": "the run is over", "code": 0}))
+            return
+        if msg.get("digest") != self.opts.digest:
+            self.outbox.append((identity, P.REFUSED, {
+                "reason": f"its topology differs from the coordinator's (digest "
+                          f"{msg.get('digest')}, the coordinator's {self.opts.digest})",
+                "code": exitcodes.START_FAILED}))
+            self._log(slot, f"refused a replica from {msg.get('host') or '?'}: its topology "
+                            "differs from this one (same file and --set/--scale needed)")
+            return
+        self.joins[rid] = (identity, msg)
+        self._admit(slot)
+
+    def _key_ok(self, slot: Slot, user: str | None) -> bool:
+        """With CURVE, the key a connection authenticated with must be its node's."""
+        keys = self.opts.node_keys
+        if keys is None or user == keys.get(slot.node):
+            return True
+        log.debug("ignored a message for %s: authenticated as another node's key", slot.id)
+        return False
+
+    def _admit(self, slot: Slot) -> None:
+        if slot.id not in self.pending or slot.id not in self.joins or slot.pid is not None:
+            return
+        identity, msg = self.joins.pop(slot.id)
+        spec = self.pending.pop(slot.id)
+        slot.joined_as = identity
+        pid = msg.get("pid")
+        host = str(msg.get("host") or "")
+        # a command node binds by itself: its endpoints, as its peers will reach them, are
+        # known now (its wrapper may correct them when it listens)
+        bound = {s.name: cluster.advertised(s.bind_endpoint, host) for s in spec.sockets
+                 if s.mode == "bind" and s.bind_endpoint and host} if slot.kind == "command" \
+            else {}
+        self.spawned(slot.id, pid if isinstance(pid, int) and pid > 0 else 1, bound)
+        self._send(slot, P.WELCOME, spec=spec.to_json())
+        if msg.get("host"):
+            self._log(slot, f"joined from {msg['host']} (incarnation {slot.incarnation})")
+
+    def links(self) -> list[bytes]:
+        """Identities of the replicas whose control link should be up (remote runs)."""
+        return [s.identity for s in self.slots.values()
+                if s.joined_as is not None and s.alive and s.pid is not None]
+
+    def link_lost(self, identity: bytes, now: float) -> None:
+        """The control link of a replica that joined went away (closed, or heartbeats stopped):
+        its process is as good as dead, with the exit code it said last. A link lost after
+        zflow asked it to stop is the stop it asked for."""
         slot = self.by_identity.get(identity)
         if slot is None or slot.identity != identity or not slot.alive:
+            return
+        code = slot.bye_code
+        if code is None:
+            code = 0 if self.phase in (RunPhase.STOPPING, RunPhase.DONE) else LINK_LOST
+        if code == LINK_LOST:
+            self._log(slot, "its control link was lost (closed, or no heartbeat)")
+        self.exited(slot.id, code, now)
+
+    def _on_listening(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        """A remote command node's bind endpoints accept connections (what the local launcher
+        finds out by connecting to them)."""
+        slot.bound.update(msg.get("endpoints") or {})
+        self.endpoints_ready(slot.id)
+
+    def _on_conns(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        """A remote command node's established connections per bind socket (the local launcher
+        counts them in /proc/net): ready once every replica that connects to it is there."""
+        counts = msg.get("n") or {}
+        if all(counts.get(k, 0) >= n for k, n in self.expected_connections(slot).items() if n):
+            self.connections_ready(slot.id)
+
+    def _on_line(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        self.output(slot.id, "stderr" if msg.get("stream") == "stderr" else "stdout",
+                    str(msg.get("text", "")))
+
+    def _remote_output(self, identity: bytes, data: bytes, user: str | None,
+                       now: float) -> None:
+        """A line a replica on another host printed, from the link beside its control link."""
+        slot = self.by_identity.get(identity)
+        if slot is None or slot.identity != identity or not slot.alive \
+                or not self._key_ok(slot, user):
+            return
+        try:
+            msg = P.unpack(data)
+        except (ValueError, TypeError):
+            return
+        if msg.get("t") == P.LINE:
+            self._on_line(slot, msg, now)
+
+    def _on_bye(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
+        code = msg.get("code")
+        slot.bye_code = code if isinstance(code, int) else None
+
+    # -- control messages ------------------------------------------------------------------------
+    def received(self, identity: bytes, data: bytes, now: float, user: str | None = None) -> None:
+        slot = self.by_identity.get(identity)
+        if slot is None and self.opts.remote:
+            self.now = now
+            if identity.endswith(b"/out"):  # a remote replica's output (replica/join.Tee)
+                self._remote_output(identity[:-4], data, user, now)
+            else:
+                self._join(identity, data, user)
+            return
+        if slot is None or slot.identity != identity or not slot.alive:
             return  # not one of ours, or a previous incarnation's last words
+        if self.opts.node_keys is not None and not self._key_ok(slot, user):
+            return
         self.now = slot.last_heard = now
         if slot.quiet_said:
             slot.quiet_said = False

@@ -22,6 +22,13 @@ replica → supervisor                         supervisor → replica
                                                  or, without `dead`, all that is unacked)
                                                poison {id, node, error, path}  (dead-letter it)
   low {id}           (exactly-once source: lowest unacknowledged id; forwarded to sinks)
+
+Replicas started by an engine on other hosts (`zflow replica`) join instead of being spawned:
+  hello {pid, digest, host}                    welcome {spec}   (the ReplicaSpec, as JSON)
+                                               refused {reason} (topology digest differs)
+  bye {code}         (its exit code, last)     ping             (is the link there?)
+  listening {endpoints}, conns {socket: n},    signal {sig, group}  (delivered where it runs)
+  line {stream, text}   (command-node wrapper) release          (stdin: go)
 """
 
 from __future__ import annotations
@@ -40,6 +47,14 @@ CONNECT, PROBE, START, DRAIN, INPUT_END, STOP, INTERRUPT = (
 )
 # exactly-once, both ways
 ACK, RESEND, LOW, TOOK, POISON = "ack", "resend", "low", "took", "poison"
+# replicas started elsewhere (`zflow replica`): the coordinator admits one (`welcome {spec}`) or
+# refuses it (`refused {reason}`); `ping` checks the link is there; `bye {code}` is the exit code
+# a coordinator on another host cannot see
+WELCOME, REFUSED, PING, BYE = "welcome", "refused", "ping", "bye"
+# a command node on another host: its `zflow replica` wrapper says what the local launcher would
+# see (`listening {endpoints}`, `conns {socket: n}`, `line {stream, text}`); signals and `stdin:
+# go` cannot cross hosts as such, so the launcher sends them (`signal {sig}`, `release`)
+LISTENING, CONNS, LINE, SIGNAL, RELEASE = "listening", "conns", "line", "signal", "release"
 
 ENV_CONTROL = "ZFLOW_CONTROL"
 ENV_SPEC = "ZFLOW_SPEC"

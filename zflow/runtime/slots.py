@@ -90,6 +90,10 @@ class Slot:
     connected: bool = False
     said_ready: bool = True
     spawned_at: float = 0.0
+    #: a replica that joined from elsewhere (`zflow replica`) chose its own identity; the exit
+    #: code it said last (`bye`), since its process cannot be watched from here
+    joined_as: bytes | None = None
+    bye_code: int | None = None
 
     @property
     def id(self) -> str:
@@ -98,6 +102,8 @@ class Slot:
     @property
     def identity(self) -> bytes:
         """The control-plane identity of the current incarnation (protocol.py)."""
+        if self.joined_as is not None:
+            return self.joined_as
         return f"{self.id}#{self.incarnation}".encode()
 
     @property
@@ -122,5 +128,7 @@ class Slot:
         self.quiet_said = False
         self.connected = False
         self.pid = None
+        self.joined_as = None
+        self.bye_code = None
         self.counters.cur = {}
         self.counters.errors = 0

@@ -96,6 +96,16 @@ class ReplicaSpec:
     #: command nodes only: the endpoints each connecting socket connects to, known at spawn
     #: (Python replicas are told later, by the `connect` control message)
     connect_endpoints: dict[str, list[str]] = field(default_factory=dict)
+    #: a replica on another host (`zflow replica --advertise`): the host name its tcp endpoints
+    #: are reported under, for peers to connect to (None: as bound)
+    advertise: str | None = None
+    #: (interval, timeout) ms of ZMTP heartbeats on its tcp data sockets too: between hosts, a
+    #: peer whose link was cut silently would otherwise keep its pipe (and a PUSH's share of
+    #: records) for as long as TCP retransmits
+    heartbeat: list[int] | None = None
+    #: `security: {curve: true}`: the run's data keypair (z85 `public`, `secret`); `{}` tells
+    #: a replica on another host to use its own copy (`data.key_secret` from `zflow keys`)
+    curve: dict[str, str] | None = None
 
     @property
     def id(self) -> str:
@@ -154,7 +164,7 @@ def build_replica_spec(
     bound: dict[str, str] | None = None,
     connect: dict[str, list[str]] | None = None,
     source_index: int = 0, sources: int = 1,
-    verbose: bool = False, telemetry: bool = True,
+    verbose: bool = False, telemetry: bool = True, curve: dict[str, str] | None = None,
 ) -> ReplicaSpec:
     """The spec of one incarnation. `bound` holds endpoints this replica bound before (a restart
     binds the same ones, so connected peers reconnect); `connect` is for command nodes."""
@@ -172,6 +182,7 @@ def build_replica_spec(
         dead_letter=dead_letter_path(plan, n), sockets=socks, delivery=plan.delivery,
         sources=max(1, sources), source_index=source_index, verbose=verbose,
         telemetry=telemetry, connect_endpoints=dict(connect or {}), stdin=n.stdin,
+        curve=dict(curve) if curve is not None else None,
     )
 
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -22,13 +23,28 @@ from zflow.runtime.coordinator import Coordinator, Options
 from zflow.runtime.launchers.forkserver import Zygote
 from zflow.runtime.launchers.local import LocalLauncher, make_run_dir
 
-__all__ = ["Options", "Supervisor"]
+__all__ = ["Options", "Remote", "Supervisor"]
+#: how often a remote run checks that every replica's control link is still up (s)
+LINK_CHECK = 0.5
+
+
+@dataclass
+class Remote:
+    """A run whose replicas start elsewhere and join: where the control plane listens, its
+    CURVE keys (keys.Keys, None on loopback only) and ZMTP heartbeats (interval, timeout ms)."""
+
+    listen: str
+    keys: Any = None
+    heartbeat: tuple[int, int] = (1000, 5000)
 
 
 class Supervisor:
     def __init__(self, plan: Plan, model: Any, view: Any, opts: Options,
-                 zygote: Zygote | None = None) -> None:
+                 zygote: Zygote | None = None, remote: Remote | None = None) -> None:
         self.plan = plan
+        self.remote = remote
+        #: told where the control plane listens (a remote one's port may be the OS's choice)
+        self.on_listen: Any = None
         self.model = model
         self.view = view
         self.opts = opts
@@ -38,19 +54,35 @@ class Supervisor:
         self.watcher: Any = None
 
     def run(self) -> int:
-        make_run_dir(self.plan)
-        self.control = ControlServer(f"ipc://{self.plan.run_dir}/control")
+        if self.remote is None:  # a remote run has no ipc endpoints: no run directory
+            make_run_dir(self.plan)
+            self.control = ControlServer(f"ipc://{self.plan.run_dir}/control")
+        else:
+            self.control = ControlServer(self.remote.listen, curve=self.remote.keys,
+                                         heartbeat=self.remote.heartbeat)
+            if self.on_listen is not None:
+                self.on_listen(self.control.endpoint)
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
         old = {sig: signal.signal(sig, self._on_signal)
                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         signal.set_wakeup_fd(wake_w)
-        self.launcher: LocalLauncher | None = None
+        self.launcher: Any = None
         try:
-            self.launcher = LocalLauncher(self.control.endpoint, self.zygote,
-                                          run_dir=self.plan.run_dir)
+            if self.remote is None:
+                self.launcher = LocalLauncher(self.control.endpoint, self.zygote,
+                                              run_dir=self.plan.run_dir)
+            else:
+                from zflow.runtime.launchers.remote import RemoteLauncher
+
+                self.launcher = RemoteLauncher()
             self.coord = Coordinator(self.plan, self.model, self.launcher, self.opts)
+            if self.remote is not None:  # signals travel as control messages
+                slots = self.coord.slots
+                self.launcher.attach(
+                    self.control.send,
+                    lambda rid: slots[rid].identity if slots[rid].pid is not None else None)
             self.launcher.on_line = self.coord.output
             return self._loop(wake_r)
         finally:
@@ -74,7 +106,7 @@ class Supervisor:
         self.view.start()
         coord.start(time.monotonic())
         self._flush()
-        next_refresh = next_sample = 0.0
+        next_refresh = next_sample = next_links = 0.0
         seen_interrupts = 0
         poller = zmq.Poller()
         poller.register(control.router, zmq.POLLIN)
@@ -92,8 +124,8 @@ class Supervisor:
             for sock, _ in poller.poll(timeout):
                 if sock is control.router:
                     now = time.monotonic()
-                    for ident, data in control.receive():
-                        coord.received(ident, data, now)
+                    for ident, data, user in control.receive():
+                        coord.received(ident, data, now, user)
                 elif sock == zfd:
                     try:
                         launcher.pump()
@@ -116,6 +148,12 @@ class Supervisor:
                 coord.interrupt(now)
             for rid, code in launcher.reap():
                 coord.exited(rid, code, now)
+            if control.remote and now >= next_links:
+                # stopping, every exit is awaited: look more often
+                next_links = now + (LINK_CHECK if coord.phase.value != "stopping" else 0.1)
+                for ident in coord.links():
+                    if not control.reachable(ident):
+                        coord.link_lost(ident, now)
             for rid, endpoints, expected in coord.awaiting_connections():
                 if launcher.connected(endpoints, expected):
                     coord.connections_ready(rid)

@@ -128,32 +128,54 @@ def _up(args: argparse.Namespace, zygote: object) -> int:
             sys.stdout.write(format_plan(printed) + _env_text(printed, shown))
         return exitcodes.OK
 
-    from zflow.runtime.supervisor import Options, Supervisor
+    from zflow.runtime.supervisor import Supervisor
 
-    if args.json:
-        mode = "json"
-    elif args.quiet:
-        mode = "quiet"
-    elif args.plain or not sys.stdout.isatty():
-        mode = "plain"
-    else:
-        mode = "live"
-    model, view = status_for(plan, mode, args.replicas, args.log_dir,
+    model, view = status_for(plan, view_mode(args), args.replicas, args.log_dir,
                              log_prefix=not getattr(args, "no_log_prefix", False))
     # more subscribers of the model (a detached run's recorder, the metrics endpoint): each
     # returns the view the supervisor drives, wrapping the one it was given
     for hook in getattr(args, "status_hooks", ()):
         view = hook(plan, model, view)
-    opts = Options(verbose=args.verbose, telemetry=not args.no_telemetry, grace=args.grace,
-                   drain_timeout=args.drain_timeout,
-                   start_timeout=getattr(args, "start_timeout", 30.0))
+    opts = run_options(args, data_key=data_keypair() if plan.curve else None)
     supervisor = Supervisor(plan, model, view, opts, zygote=zygote)  # type: ignore[arg-type]
     if getattr(args, "watch", False):
         from zflow.runtime.watch import Watcher
 
         from_stdin = bool(getattr(args, "file_label", None))
         supervisor.watcher = Watcher(plan, None if from_stdin else lambda: replan(args, plan))
-    code = supervisor.run()
+    return after_run(supervisor.run())
+
+
+def data_keypair() -> dict[str, str]:
+    """A CURVE keypair for one run's data sockets (`security: {curve: true}` on one host): it
+    lives only in the specs of this run's replicas."""
+    import zmq
+
+    public, secret = zmq.curve_keypair()
+    return {"public": public.decode(), "secret": secret.decode()}
+
+
+def view_mode(args: argparse.Namespace) -> str:
+    """live on a terminal, plain lines otherwise; --json, --quiet, --plain say otherwise."""
+    if args.json:
+        return "json"
+    if args.quiet:
+        return "quiet"
+    if args.plain or not sys.stdout.isatty():
+        return "plain"
+    return "live"
+
+
+def run_options(args: argparse.Namespace, **more: Any) -> Any:
+    """The coordinator's options from the run options `up` and `coordinator` share."""
+    from zflow.runtime.coordinator import Options
+
+    return Options(verbose=args.verbose, telemetry=not args.no_telemetry, grace=args.grace,
+                   drain_timeout=args.drain_timeout,
+                   start_timeout=getattr(args, "start_timeout", 30.0), **more)
+
+
+def after_run(code: int) -> int:
     # the run is over and its outcome decided: a Ctrl-C now (a second one, pressed while the
     # first was stopping the run) must not turn exit 130 into death by SIGINT
     import signal

@@ -115,6 +115,12 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ZF082": ("error", "run target attribute not found in its module"),
     "ZF083": ("error", "run target is not callable"),
     "ZF084": ("error", "import check could not run"),
+    # zflow export k8s: what cannot run on a cluster
+    "ZF090": ("error", "ipc:// endpoint on a cluster (every replica is on its own host)"),
+    "ZF091": ("error", "concrete endpoint between the topology's nodes on a cluster"),
+    "ZF092": ("error", "host path on a cluster (cwd outside the topology's directory)"),
+    "ZF093": ("error", "command node refers to a host file outside the topology's directory"),
+    "ZF094": ("error", "Kubernetes name longer than 63 characters"),
 }
 
 

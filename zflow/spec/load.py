@@ -35,6 +35,8 @@ class LoadResult:
     unreadable: bool = False
     #: file name -> text, for quoting source lines (includes `<command line>` when overridden)
     sources: dict[str, str] = field(default_factory=dict)
+    #: where each value of the document is (later checks, such as `zflow export`, locate with it)
+    locator: Any = None
 
     @property
     def ok(self) -> bool:
@@ -162,7 +164,7 @@ def load(path: str, overrides: Sequence[str] = (), scale: Sequence[str] = (),
     diags.extend(odiags)
     if cmdtext:
         res.sources[COMMAND_LINE] = cmdtext
-    loc = Locator(path, doc, origins)
+    loc = res.locator = Locator(path, doc, origins)
     vdiags = check_version(data, loc)
     diags.extend(vdiags)
     if not vdiags:

@@ -28,7 +28,9 @@ class Spawned:
 
 
 class Launcher(Protocol):
-    def spawn(self, spec: ReplicaSpec) -> Spawned: ...
+    def spawn(self, spec: ReplicaSpec) -> Spawned | None:
+        """Start the replica; None when it is started by someone else and joins by itself
+        (remote.RemoteLauncher): the coordinator then waits for its `hello`."""
 
     def signal(self, replica: str, sig: int, group: bool = True) -> None:
         """Signal the replica's process group (or, with group=False, its main process only)."""

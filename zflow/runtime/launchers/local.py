@@ -230,23 +230,11 @@ class LocalLauncher:
 
     def endpoints_accept(self, endpoints: dict[str, str]) -> bool:
         """A command node is bound once each of its bind endpoints accepts connections."""
-        for ep in endpoints.values():
-            if ep.startswith("ipc://"):
-                if not os.path.exists(ep[6:]):
-                    return False
-            elif ep.startswith("tcp://"):
-                host, _, port = ep[6:].rpartition(":")
-                host = "127.0.0.1" if host in ("*", "0.0.0.0") else host.strip("[]")
-                try:
-                    with pysocket.create_connection((host, int(port)), timeout=0.05):
-                        pass
-                except (OSError, ValueError):
-                    return False
-        return True
+        return endpoints_accept(endpoints)
 
     def connected(self, endpoints: dict[str, str], expected: dict[str, int]) -> bool:
         """Each bind endpoint has at least the expected connections (counted in /proc/net)."""
-        return all(_connections(endpoints[name]) >= n for name, n in expected.items()
+        return all(connections(endpoints[name]) >= n for name, n in expected.items()
                    if n and name in endpoints)
 
     def sample(self, now: float) -> list[tuple[str, int, float | None, int | None]]:
@@ -425,7 +413,26 @@ def _in_use(endpoint: str) -> str | None:
     return None
 
 
-def _connections(endpoint: str) -> int:
+def endpoints_accept(endpoints: dict[str, str]) -> bool:
+    """Each endpoint accepts connections (an ipc path exists; a tcp port answers on loopback for
+    a wildcard bind): a command node is listening. Also used by a remote command node's
+    wrapper, on its own host."""
+    for ep in endpoints.values():
+        if ep.startswith("ipc://"):
+            if not os.path.exists(ep[6:]):
+                return False
+        elif ep.startswith("tcp://"):
+            host, _, port = ep[6:].rpartition(":")
+            host = "127.0.0.1" if host in ("*", "0.0.0.0") else host.strip("[]")
+            try:
+                with pysocket.create_connection((host, int(port)), timeout=0.05):
+                    pass
+            except (OSError, ValueError):
+                return False
+    return True
+
+
+def connections(endpoint: str) -> int:
     """Established connections to a local listening endpoint, from /proc/net (Linux): tcp by
     local port, ipc by path (accepted unix sockets carry the listener's path)."""
     count = 0

@@ -86,6 +86,7 @@ class Control:
             P.POISON: self.on_poison,
             P.LOW: self.on_low,
             P.INTERRUPT: self.on_interrupt,
+            P.SIGNAL: self.on_signal,
         }
 
     def send(self, kind: str, **fields: Any) -> None:
@@ -101,6 +102,17 @@ class Control:
         self.stop_requested = True
         self.abandon = self.abandon or bool(msg.get("abandon"))
         self.stop_reason = self.stop_reason or "stopped by zflow"
+
+    def on_signal(self, msg: dict[str, Any]) -> None:
+        """A signal from a coordinator on another host (launchers/remote.py): as if sent here.
+        SIGKILL is an immediate exit (PID 1 of a container cannot SIGKILL itself)."""
+        import os
+        import signal
+
+        sig = int(msg["sig"])
+        if sig == signal.SIGKILL:
+            os._exit(128 + sig)
+        os.kill(os.getpid(), sig)
 
     def on_interrupt(self, msg: dict[str, Any]) -> None:
         self.interrupted = True

@@ -8,6 +8,7 @@ to the supervisor.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import zmq
 
@@ -23,11 +24,15 @@ class Node:
     """One replica: its spec, sockets, counters and exactly-once memory; `control` is its link
     to the supervisor."""
 
-    def __init__(self, spec: ReplicaSpec, control: str) -> None:
+    def __init__(self, spec: ReplicaSpec, control: str, ctx: zmq.Context | None = None,
+                 ctrl: zmq.Socket | None = None) -> None:
+        """`ctx` and `ctrl`: a control socket already connected (a replica that joined from
+        another host, replica/join.py), instead of one made for `control`."""
         self.spec = spec
         self.id = spec.id
-        self.ctx = zmq.Context()
-        self.control = Control(self, dealer(self.ctx, spec.identity, control))
+        self.ctx = ctx if ctx is not None else zmq.Context()
+        self.control = Control(self, ctrl if ctrl is not None
+                               else dealer(self.ctx, spec.identity, control))
         # the sockets by role (sockets.build fills these; stop_on and probes are control's)
         self.sockets: dict[str, zmq.Socket] = {}
         self.inboxes: dict[str, Inbox] = {}
@@ -36,6 +41,8 @@ class Node:
         self.control_out: list[tuple[zmq.Socket, bytes]] = []  # send_on_end
         self.custom_counts: dict[str, list[int]] = {}  # custom nodes count in SocketIO
         self.errors = 0
+        #: the ZAP handler of CURVE data sockets (`security: {curve: true}`), when it binds one
+        self.auth: Any = None
         self.t_start = time.monotonic()
         # exactly-once: sources keep what is unacknowledged; sinks remember what they have seen
         self.eo = spec.delivery != "best-effort"  # acknowledged: exactly- or at-least-once

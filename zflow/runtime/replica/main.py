@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -42,6 +43,14 @@ def die_with_parent() -> None:
 def main() -> int:
     die_with_parent()
     spec = ReplicaSpec.from_json(os.environ[P.ENV_SPEC])
+    return run(spec, lambda: Node(spec, os.environ[P.ENV_CONTROL]))
+
+
+def run(spec: ReplicaSpec, make_node: Callable[[], Node], remote: bool = False,
+        closing: Callable[[], None] | None = None) -> int:
+    """The replica's life from its spec to its exit code. `remote`: it joined a coordinator on
+    another host, which cannot see its exit code: it says it (`bye`) before it goes.
+    `closing` is called before the sockets close (the link watcher stands down)."""
     try:
         import setproctitle
 
@@ -56,7 +65,7 @@ def main() -> int:
         raise Stop()
 
     signal.signal(signal.SIGTERM, on_term)
-    node = Node(spec, os.environ[P.ENV_CONTROL])
+    node = make_node()
     ctl = node.control
     code = 0
     try:
@@ -98,11 +107,20 @@ def main() -> int:
             ctl.send(P.STOPPING, reason=ctl.stop_reason)
         except zmq.ZMQError:
             pass
+    if remote:
+        try:
+            ctl.send(P.BYE, code=code)
+        except zmq.ZMQError:
+            pass
+    if closing is not None:
+        closing()
     for s in node.sockets.values():
         # receiving sockets hold nothing worth waiting for; a SUB's queued subscription to a
         # publisher that already exited would otherwise hold the exit for the whole linger
         s.close(linger=0 if ctl.abandon or s.type in (zmq.PULL, zmq.SUB) else None)
     ctl.ctrl.close()
+    if node.auth is not None:
+        node.auth.stop()
     node.ctx.term()
     sys.stdout.flush()
     return code

@@ -59,6 +59,12 @@ def build(node: Node) -> dict[str, str]:
         sock.setsockopt(zmq.LINGER, s.linger)
         sock.setsockopt(zmq.SNDHWM, s.hwm)
         sock.setsockopt(zmq.RCVHWM, s.hwm)
+        if spec.heartbeat:  # a replica on another host (join.py); never on one host
+            from zflow.runtime.control import heartbeats
+
+            heartbeats(sock, *spec.heartbeat)
+        if spec.curve and s.zflow_peers:  # `security: {curve: true}`: only this run's replicas
+            _curve(node, sock, s.mode == "bind")
         if s.type == "SUB":
             for prefix in s.subscribe:
                 sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
@@ -83,6 +89,10 @@ def build(node: Node) -> dict[str, str]:
                 raise NodeFailure("bind", f"cannot bind {ep}: {zmq.strerror(e.errno)}",
                                   socket=s.name, endpoint=ep, hint=hint) from None
             bound[s.name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            if spec.advertise:  # bound on every interface of another host: reached by name
+                from zflow.cluster import advertised
+
+                bound[s.name] = advertised(bound[s.name], spec.advertise)
         if s.stop_on:
             ctl.control_in[sock] = s.stop_on.encode()
         elif spec.shape == "custom":
@@ -109,6 +119,27 @@ def build(node: Node) -> dict[str, str]:
     node.inboxes_by_sock = {b.sock: b for b in node.inboxes.values()}
     node.context.sockets = dict(node.sockets)
     return bound
+
+
+def _curve(node: Node, sock: zmq.Socket, server: bool) -> None:
+    """CURVE with the run's data keypair: a binder admits (through a ZAP handler, started once
+    per replica) only clients that hold it; a connector proves it holds it."""
+    key = node.spec.curve or {}
+    public, secret = key["public"].encode(), key["secret"].encode()
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+    if not server:
+        sock.curve_serverkey = public
+        return
+    if node.auth is None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        from zflow.runtime.control import AllowList
+
+        node.auth = ThreadAuthenticator(node.ctx)
+        node.auth.start()
+        node.auth.configure_curve_callback("*", AllowList({key["public"]}))
+    sock.curve_server = True
 
 
 def connect(sockets: dict[str, zmq.Socket], endpoints: dict[str, list[str]]) -> None:
