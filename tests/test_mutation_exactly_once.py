@@ -488,3 +488,18 @@ def test_a_slow_generator_sends_each_record_as_it_comes(monkeypatch) -> None:
     node, ctl, (sock,), clock = source(monkeypatch, ack_all, batches=(100,), lease=100.0)
     exactly_once.run_source(node, slow())
     assert [d[1] for _, d in sock.decoded()] == [1, 2, 4, 2, 1, 1, 1]
+
+
+def test_at_the_end_of_the_stream_suspects_are_resent_without_waiting_for_the_lease(
+        monkeypatch) -> None:
+    def script(ctl: Ctl, unacked: Unacked) -> None:
+        if ctl.listens == 2:  # both frames out and untaken when w.0 dies; nobody takes more
+            ctl.deaths.append(("w.0", ["w.1"]))
+        elif len(sock.frames) == 4:  # the two were resent: acknowledged now
+            unacked.clear()
+
+    node, ctl, (sock,), clock = source(monkeypatch, script, batches=(1,), lease=100.0)
+    exactly_once.run_source(node, ["a", "b"])
+    assert [d[0] for _, d in sock.decoded()] == [0, 1, 0, 1]
+    # sent at 0; exhausted and silent since: resent once SUSPECT_WAIT (0.5 s) had passed
+    assert 0.5 < clock.now - 100.0 <= 0.5 + 2 * Ctl.step

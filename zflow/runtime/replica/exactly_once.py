@@ -226,6 +226,14 @@ class Unacked(MutableMapping):
                 out.append(f)
         return out
 
+    def all_suspects(self) -> list[Frame]:
+        """Every suspect still unacknowledged and untaken (the stream is ending and nothing
+        moves: no live receiver will take a later frame to clear them)."""
+        out = [f for first, (f, sent, _) in self.suspects.items()
+               if self.frames.get(first) is f and f.holder is None and f.sent == sent]
+        self.suspects.clear()
+        return out
+
     def resent(self, f: Frame) -> None:
         f.holder = None
         f.sent = self.sent
@@ -363,6 +371,12 @@ def ids_applier(node: Node, fn: Any, apply: Any, generator: bool, tolerant: bool
     return apply_ids
 
 
+#: an exhausted source whose acks stopped resends what may sit in a dead replica's pipe after
+#: this long, not after the whole lease: at the end of a stream no live receiver takes a later
+#: frame that would prove where it was
+SUSPECT_WAIT = 0.5
+
+
 def run_source(node: Node, iterable: Any) -> None:
     """exactly-once source: ids, a credit window, and resending what is not acknowledged.
 
@@ -458,4 +472,7 @@ def run_source(node: Node, iterable: Any) -> None:
             ctl.deaths.clear()
         if unacked.suspects:
             resend(unacked.cleared())
+            if exhausted and now - last_progress > SUSPECT_WAIT:
+                last_progress = now
+                resend(unacked.all_suspects())
         ctl.tick()
