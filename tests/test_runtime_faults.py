@@ -256,6 +256,21 @@ def test_a_grandchild_that_left_its_process_group_is_stopped_with_the_run() -> N
     assert survivors == [], "a setsid grandchild outlived the run"
 
 
+def _survivors(marker: str, name: str) -> list[int]:
+    """What carries `marker` 2 s after zflow was SIGKILLed (then killed, so a failing test
+    leaves nothing behind either)."""
+    deadline = time.monotonic() + 2.0
+    while (marked(marker) or leftovers(name)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = marked(marker)
+    for pid in survivors:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    return survivors
+
+
 def test_sigkill_of_zflow_kills_a_setsid_grandchild_it_had_not_scanned_yet() -> None:
     """zflow finds descendants that left their group once a second; SIGKILLed within that
     second, its guard still finds a setsid grandchild by the run's token in its environment."""
@@ -278,16 +293,7 @@ def test_sigkill_of_zflow_kills_a_setsid_grandchild_it_had_not_scanned_yet() -> 
         proc.wait()
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
-    deadline = time.monotonic() + 2.0
-    while (marked(marker) or leftovers(name)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    survivors = marked(marker)
-    for pid in survivors:  # do not leave them behind even when the test fails
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
-    assert survivors == [], "a setsid grandchild outlived a SIGKILLed zflow by 2 s"
+    assert _survivors(marker, name) == [], "a setsid grandchild outlived a SIGKILLed zflow by 2 s"
     assert leftovers(name) == []
 
 
@@ -313,16 +319,7 @@ def test_sigkill_of_zflow_kills_command_node_and_its_grandchild() -> None:
         proc.wait()
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
-    deadline = time.monotonic() + 2.0
-    while (marked(marker) or leftovers(name)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    survivors = marked(marker)
-    for pid in survivors:  # do not leave them behind even when the test fails
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
-    assert survivors == [], "command node processes outlived a SIGKILLed zflow by 2 s"
+    assert _survivors(marker, name) == [], "command node processes outlived a SIGKILLed zflow"
     assert leftovers(name) == []
 
 
