@@ -197,6 +197,8 @@ def test_senders_outside_the_topology_end_its_stream(tmp_path: Path) -> None:
     res = result_of(p)
     assert (res["overall"], res["errors"]) == ("completed", [])
     assert res["results"]["sink"] == {"n": 20, "empty": 0}
+    # what came from outside is data: the sink's records are the run's progress
+    assert res["progress"]["done"] == 20 and res["nodes"]["sink"]["msgs_in"] == 20
 
 
 def test_small_inputs_spread_over_every_replica() -> None:

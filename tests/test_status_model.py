@@ -231,8 +231,8 @@ def test_log_tail_is_bounded() -> None:
 def test_from_plan_flags_control_and_fanout() -> None:
     from types import SimpleNamespace as NS
 
-    def sock(type_: str, role: str = "data") -> NS:
-        return NS(type=type_, role=role)
+    def sock(type_: str, role: str = "data", external: bool = False) -> NS:
+        return NS(type=type_, role=role, receives=type_ in ("PULL", "SUB"), external=external)
 
     plan = NS(
         name="squares",
@@ -243,7 +243,8 @@ def test_from_plan_flags_control_and_fanout() -> None:
                          sockets={"work": sock("PULL"), "results": sock("PUSH"),
                                   "control": sock("SUB", "control")}),
             "results": NS(name="results", replicas=1, shape="sink", kind="python",
-                          sockets={"answers": sock("PULL"), "control": sock("PUB", "control")}),
+                          sockets={"answers": sock("PULL"), "control": sock("PUB", "control"),
+                                   "tap": sock("PULL", external=True)}),
         },
         edges=[NS(src="ventilator.work", dst="worker.work"),
                NS(src="worker.results", dst="results.answers"),
@@ -255,6 +256,8 @@ def test_from_plan_flags_control_and_fanout() -> None:
         (False, "PUSH"), (False, "PUSH"), (True, "PUB")]
     assert m.control_sockets("worker") == {"control"}
     assert m.sinks == ["results"]
+    # what outside programs send to a concrete endpoint is data too (progress counts it)
+    assert m.nodes["results"].outside_in == ("tap",) and m.nodes["worker"].outside_in == ()
 
 
 def test_a_command_node_is_unknown_not_zero() -> None:

@@ -48,6 +48,9 @@ class NodeInfo:
     replicas: int
     shape: str  # source | transform | sink | service | custom
     kind: str  # python | command
+    #: receiving data sockets that programs outside the topology feed (no edge shows them, but
+    #: what they receive is data: it counts as progress)
+    outside_in: tuple[str, ...] = ()
 
 
 @dataclass
@@ -83,7 +86,10 @@ class EdgeInfo:
 
 def nodes_from_plan(plan: Any) -> list[NodeInfo]:
     """NodeInfo for every node of a ``zflow.plan.Plan`` (duck-typed: no import cycle)."""
-    return [NodeInfo(n.name, n.replicas, n.shape, n.kind) for n in plan.nodes.values()]
+    return [NodeInfo(n.name, n.replicas, n.shape, n.kind,
+                     tuple(name for name, s in n.sockets.items()
+                           if s.receives and s.role == "data" and s.external))
+            for n in plan.nodes.values()]
 
 
 def edges_from_plan(plan: Any) -> list[EdgeInfo]:
@@ -310,7 +316,7 @@ class StatusModel:
         self._out_count = out_count
         self._in_count = in_count
         #: node -> its sockets that receive data (dst of a non-control edge)
-        self._data_in: dict[str, set[str]] = {n: set() for n in self.nodes}
+        self._data_in: dict[str, set[str]] = {n: set(i.outside_in) for n, i in self.nodes.items()}
         self._data_out: dict[str, set[str]] = {n: set() for n in self.nodes}
         for e in self.edges:
             if not e.control:
