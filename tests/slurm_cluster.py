@@ -142,6 +142,12 @@ class Slurm:
             out.append(fields)
         return out
 
+    def pids(self, host: str) -> list[int]:
+        """The processes in `host`'s network namespace now."""
+        from netns import ip
+
+        return [int(p) for p in ip("netns", "pids", self.net.pods[host].ns).split()]
+
     def routes(self) -> dict[str, str]:
         return {h: self.net.routes(h) for h in self.net.pods}
 

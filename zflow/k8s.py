@@ -342,6 +342,10 @@ def export_command(args: argparse.Namespace) -> int:
     """`zflow export k8s`: located errors (exit 1) or the manifests, on stdout or in -o DIR."""
     from zflow.runtime.up import _color, load_topology
 
+    if not args.image:
+        sys.stderr.write("zflow export k8s: --image IMAGE is required (your node code and "
+                         "zflow installed)\n")
+        return exitcodes.USAGE
     result, plan_file = load_topology(args)
     if result.topology is None:
         return exitcodes.USAGE if result.unreadable else exitcodes.FAILED
