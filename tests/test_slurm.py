@@ -135,3 +135,23 @@ def test_the_jobs_exit_code_is_zflows_and_no_step_outlives_the_job(slurm: Slurm)
     assert state["ExitCode"] == f"{exitcodes.START_FAILED}:0", out(script, job)
     assert "no_such_function" in out(script, job)
     poll(lambda: not replicas_on(slurm), 10, "no replica left", slurm.why)
+
+
+def test_scancel_ends_every_step_and_removes_the_keys(slurm: Slurm) -> None:
+    """A run that would take minutes, cancelled once every replica runs: the coordinator says
+    'interrupted' (130), which is the job's exit code, and nothing of it is left."""
+    jobs = slurm.root / "jobs"
+    script = export(jobs, "--scale", "worker=2",
+                    "--set", "nodes.ventilator.params.count=100000000")
+    env = {"PATH": f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '/usr/bin')}"}
+    job = slurm.client("sbatch", "--parsable", str(script), cwd=jobs, env=env).stdout.strip()
+    poll(lambda: len(replicas_on(slurm)) == 4, 30, "every replica running",
+         lambda: out(script, job) + slurm.why())
+    slurm.client("scancel", job)
+    poll(lambda: (slurm.job(job) or [{}])[0].get("JobState") in DONE, 30, "the job's end",
+         lambda: out(script, job) + slurm.why())
+    poll(lambda: not replicas_on(slurm), 10, "no replica left", slurm.why)
+    (state,) = slurm.job(job)
+    assert (state["JobState"], state["ExitCode"]) == ("CANCELLED", "130:0"), out(script, job)
+    assert "squares interrupted" in out(script, job)
+    assert not list(jobs.glob(".zflow-*")), "the job's key directory was left behind"
