@@ -11,8 +11,9 @@ emulated addresses. `close()` kills only the processes it started and whatever i
 its namespaces, and removes the namespaces and their /etc/netns entries: meant for a `finally`.
 
 Versions: Debian 12's Slurm 22.05. In containers cgroup auto-detection fails, hence
-`CgroupPlugin=cgroup/v1` with proctrack/linuxproc and task/none (no cgroup is ever created);
-`bf_interval=1` because heterogeneous jobs are only started by the backfill scheduler.
+`CgroupPlugin=cgroup/v1` with proctrack/linuxproc and task/none (no cgroup is ever created).
+The scheduler keeps its defaults: `zflow export slurm` uses no heterogeneous job, which only the
+backfill scheduler would start (`SchedulerParameters=bf_interval=1` makes that prompt).
 """
 
 from __future__ import annotations
@@ -189,7 +190,6 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
 SchedulerType=sched/backfill
-SchedulerParameters=bf_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=100

@@ -117,6 +117,9 @@ def test_squares_on_a_real_slurm_cluster_over_two_hosts(slurm: Slurm) -> None:
     assert set(placement) == {"ventilator.0", "results.0", *(f"worker.{i}" for i in range(4))}, \
         placement
     assert set(placement.values()) == {"n1", "n2"}, placement
+    # and the coordinator saw them join from those hosts (a replica's name is its host's)
+    joined = dict(re.findall(r"^(\w+\.\d+) *│ joined from (\S+) ", text, re.M))
+    assert joined == placement, text
     assert not list(jobs.glob(".zflow-*")), "the job's key directory was left behind"
     poll(lambda: not replicas_on(slurm), 10, "no replica left", slurm.why)
     print(f"\nslurm squares {n}: sbatch to the end {took:.2f}s (Slurm up in "

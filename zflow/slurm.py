@@ -8,14 +8,15 @@ directory of the job's own (mode 0700, on the submit directory's filesystem, whi
 must see, as it must see the topology and its code), removed when the job ends. The job's exit
 code is the coordinator's, so `sacct`/`scontrol` show zflow's exit codes.
 
-Why steps in one allocation and not a heterogeneous job: steps start within a running
-allocation at once (measured on Slurm 22.05, tests/test_slurm.py: 7 tasks on 2 nodes started
-0.1-0.4 s after the batch script), while a heterogeneous job is started only by the backfill
-scheduler (bf_interval, 30 s by default; here a 4-component job on idle nodes was still pending
-after 75 s). The cost: every task slot is sized for the largest node (`--cpus-per-task` the
-largest `cpus`, `--mem-per-cpu` the largest per-CPU memory), so that whatever steps already
-run, the next one always fits (each of its tasks needs at most one slot); each step then asks
-for exactly its own node's resources (`--exact`).
+Why steps in one allocation and not a heterogeneous job (one component per node), measured on
+Slurm 22.05 with two idle hosts: the components of a heterogeneous job never shared a host
+(three one-task components stayed pending, two started in 0.9 s), so a topology of N nodes
+would need N+1 hosts; and heterogeneous jobs start from the backfill scheduler only (about 20 s
+with its default interval, ../shared/notes/multi-host-facts.md). Steps start at once in a
+running allocation (0.1-0.4 s after the batch script, 7 tasks on 2 hosts). The cost: every task
+slot is sized for the largest node (`--cpus-per-task` the largest `cpus`, `--mem-per-cpu` the
+largest per-CPU memory), so that whatever steps already run, the next one always fits (each of
+its tasks needs at most one slot); each step then asks for its own node's resources (`--exact`).
 
 What cannot run there is a located error like the Kubernetes export's: ipc endpoints (ZF090),
 loopback binds and concrete endpoints between the topology's nodes (ZF091), fractions of CPUs
@@ -110,10 +111,10 @@ def script(plan: Plan, topology_path: str, overrides: list[str] | None = None,
         f"{label}-JOBID.out.",
         "#",
         "# One allocation, one srun step per node (and one for the coordinator), not a",
-        "# heterogeneous job: steps start at once inside a running allocation (0.1-0.4 s",
-        "# measured on Slurm 22.05), a heterogeneous job only when the backfill scheduler",
-        "# runs (bf_interval, 30 s by default). Every task slot is sized for the largest",
-        "# node so that each step always fits; each step asks for its own node's resources.",
+        "# heterogeneous job: its components did not share hosts (Slurm 22.05: N nodes would",
+        "# need N+1 hosts) and it starts only from the backfill scheduler, while steps start",
+        "# at once in the allocation (0.1-0.4 s measured). Every task slot is sized for the",
+        "# largest node so that each step always fits; each step asks for its own node's.",
         "# The topology file, its code and the submit directory must be on a filesystem",
         "# every node sees; zflow must be on PATH there (or set ZFLOW).",
         f"#SBATCH --job-name={label}",
