@@ -1,12 +1,15 @@
 """`zflow export slurm`: one batch script that runs a topology on a Slurm allocation.
 
 The script (for `sbatch`) asks for one task slot per process: the coordinator and every
-replica. In the allocation it runs one `srun` step per node (`zflow replica --node N`, its index
-from SLURM_PROCID) and one for `zflow coordinator` on the allocation's first host, whose name
-every replica joins (`tcp://HOST:7000`). The CURVE keys are made by `zflow keys` into a
-directory of the job's own (mode 0700, on the submit directory's filesystem, which every node
-must see, as it must see the topology and its code), removed when the job ends. The job's exit
-code is the coordinator's, so `sacct`/`scontrol` show zflow's exit codes.
+replica. In the allocation it starts the `zflow coordinator` step first and waits until Slurm
+has placed it (`squeue --steps`): its slot is then its own, and its host is the name every
+replica joins (`tcp://HOST:7000`). Then one `srun` step per node (`zflow replica --node N`, its
+index from SLURM_PROCID). Pinning the coordinator to the first host instead and starting every
+step at once deadlocked 1 run in 8 here: the replicas' steps had taken that host's CPUs. The
+CURVE keys are made by `zflow keys` into a directory of the job's own (mode 0700, on the submit
+directory's filesystem, which every node must see, as it must see the topology and its code),
+removed when the job ends. The job's exit code is the coordinator's, so `sacct`/`scontrol` show
+zflow's exit codes.
 
 Why steps in one allocation and not a heterogeneous job (one component per node), measured on
 Slurm 22.05 with two idle hosts: the components of a heterogeneous job never shared a host
@@ -42,6 +45,9 @@ CLUSTER_CODES = ("ZF090", "ZF091")
 #: how long the script waits for the replicas to stop after the coordinator ended, before the
 #: job ends (and Slurm kills what is left)
 STOP_WAIT = 30
+#: how long the script waits for the coordinator's step to be placed (the coordinator's own
+#: --start-timeout)
+START_WAIT = 600
 _MEM = re.compile(r"([1-9][0-9]*)(Ki|Mi|Gi|Ti)")
 _MIB = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
 
@@ -148,16 +154,29 @@ def script(plan: Plan, topology_path: str, overrides: list[str] | None = None,
         "trap 'exit 130' INT TERM",
         'umask 077 && mkdir -m 0700 "$RUN_DIR" || exit 2',
         '$ZFLOW keys "$TOPOLOGY" "${OVERRIDES[@]}" -o "$RUN_DIR/keys" >/dev/null || exit $?',
-        '# the coordinator runs on the first host of the allocation; every replica joins it there',
-        'HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-        'JOIN="tcp://$HOST:$PORT"',
-        "",
-        f"srun --exact --ntasks=1 --nodes=1 --nodelist=\"$HOST\"{resources({})} "
-        "--job-name=coordinator \\",
+        "# the coordinator first: its step gets its slot before any replica's step can take it,",
+        "# and its host (from the allocation: where Slurm placed the step) is what replicas join",
+        f"srun --exact --ntasks=1 --nodes=1{resources({})} --job-name=coordinator \\",
         '    $ZFLOW coordinator "$TOPOLOGY" "${OVERRIDES[@]}" "${RUN[@]}" '
         '--listen "tcp://0.0.0.0:$PORT" \\',
         '    --keys "$RUN_DIR/keys" &',
         "coordinator=$!",
+        "steps+=($coordinator)",
+        "HOST=",
+        f"deadline=$((SECONDS + {START_WAIT}))",
+        'while [ -z "$HOST" ] && kill -0 "$coordinator" 2>/dev/null && '
+        '[ "$SECONDS" -lt "$deadline" ]; do',
+        '    HOST=$(squeue -h -s -j "$SLURM_JOB_ID" -o "%j %N" | '
+        "awk '$1 == \"coordinator\" {print $2}')",
+        '    [ -n "$HOST" ] || sleep 0.1',
+        "done",
+        'if [ -z "$HOST" ]; then  # it ended before it had a host, or never got one',
+        '    kill -0 "$coordinator" 2>/dev/null || { wait "$coordinator"; exit $?; }',
+        '    echo "zflow export slurm: the coordinator\'s step did not start in '
+        f'{START_WAIT} s" >&2',
+        f"    exit {exitcodes.START_FAILED}",
+        "fi",
+        'JOIN="tcp://$HOST:$PORT"',
     ]
     for n in nodes:
         bind = any(s.mode == "bind" for s in n.sockets.values())
@@ -179,7 +198,7 @@ def script(plan: Plan, topology_path: str, overrides: list[str] | None = None,
         "# the replicas stop when the coordinator does; what has not stopped in time is ended",
         "# with the job (Slurm kills every step of a job that ends)",
         f"deadline=$((SECONDS + {STOP_WAIT}))",
-        'for pid in "${steps[@]}"; do',
+        'for pid in "${steps[@]:1}"; do',
         '    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do',
         "        sleep 0.2",
         "    done",
