@@ -5,7 +5,7 @@ replica. In the allocation it starts the `zflow coordinator` step first and wait
 has placed it (`squeue --steps`): its slot is then its own, and its host is the name every
 replica joins (`tcp://HOST:7000`). Then one `srun` step per node (`zflow replica --node N`, its
 index from SLURM_PROCID). Pinning the coordinator to the first host instead and starting every
-step at once deadlocked 1 run in 8 here: the replicas' steps had taken that host's CPUs. The
+step at once hung twice in about 12 runs here: the replicas' steps had that host's CPUs. The
 CURVE keys are made by `zflow keys` into a directory of the job's own (mode 0700, on the submit
 directory's filesystem, which every node must see, as it must see the topology and its code),
 removed when the job ends. The job's exit code is the coordinator's, so `sacct`/`scontrol` show
