@@ -67,6 +67,15 @@ def test_without_resources_the_cluster_defaults_apply() -> None:
     assert "#SBATCH --ntasks=13" in text  # 10 workers by default
 
 
+def test_heartbeats_go_to_the_coordinator_and_the_replicas_not_to_keys() -> None:
+    text = export(SQUARES, "--heartbeat-ivl", "200", "--heartbeat-timeout", "1000")
+    assert "RUN=(--heartbeat-ivl 200 --heartbeat-timeout 1000)" in text
+    runs = [x for x in text.splitlines() if "$ZFLOW" in x]
+    assert all('"${RUN[@]}"' in x for x in runs if " coordinator " in x or " replica " in x)
+    (keys,) = [x for x in runs if " keys " in x]
+    assert "RUN" not in keys
+
+
 def test_replicas_that_bind_get_a_host_each(tmp_path: Path) -> None:
     """Every replica of a socket binds the same port: two on one host would collide."""
     shutil.copy(ROOT / "topologies" / "rpc.yaml", tmp_path)
