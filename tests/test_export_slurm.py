@@ -73,7 +73,7 @@ def test_heartbeats_go_to_the_coordinator_and_the_replicas_not_to_keys() -> None
     runs = [x for x in text.splitlines() if "$ZFLOW" in x]
     assert all('"${RUN[@]}"' in x for x in runs if " coordinator " in x or " replica " in x)
     (keys,) = [x for x in runs if " keys " in x]
-    assert "RUN" not in keys
+    assert "${RUN[@]}" not in keys
 
 
 def test_replicas_that_bind_get_a_host_each(tmp_path: Path) -> None:
