@@ -37,15 +37,18 @@ JOB_TIMEOUT = 60
 def slurm() -> Iterator[Slurm]:
     root = Path(tempfile.mkdtemp(prefix="zfslurm-"))
     s = Slurm(root, f"zfs{os.getpid() % 100000}")
+    made: list[str] = []
     try:
         yield s.start()
     finally:
+        made = list(s.net.created)  # close() forgets them
         s.close()
         shutil.rmtree(root, ignore_errors=True)
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                           timeout=10).stdout.split()
-    assert not any(n.startswith(s.net.prefix) for n in left)
-    assert not any(os.path.exists(f"/etc/netns/{n}") for n in s.net.created)
+    assert made and not any(n.startswith(s.net.prefix) for n in left)
+    assert not any(os.path.exists(f"/etc/netns/{n}") for n in made)
+    assert not root.exists()
 
 
 def export(dest: Path, *args: str) -> Path:
