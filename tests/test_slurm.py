@@ -51,9 +51,9 @@ def slurm() -> Iterator[Slurm]:
     assert not root.exists()
 
 
-def export(dest: Path, *args: str) -> Path:
-    script = dest / "squares.sbatch"
-    p = subprocess.run([sys.executable, "-m", "zflow", "export", "slurm", str(SQUARES),
+def export(dest: Path, *args: str, topology: Path = SQUARES) -> Path:
+    script = dest / f"{topology.stem}.sbatch"
+    p = subprocess.run([sys.executable, "-m", "zflow", "export", "slurm", str(topology),
                         "-o", str(script), *args], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     return script
@@ -97,7 +97,7 @@ def submit(slurm: Slurm, script: Path) -> tuple[str, float, dict[str, str]]:
 
 
 def out(script: Path, job: str) -> str:
-    f = script.parent / f"squares-{job}.out"
+    f = script.parent / f"{script.stem}-{job}.out"
     return f.read_text(errors="replace") if f.exists() else "(no output file)"
 
 
@@ -161,3 +161,16 @@ def test_scancel_ends_every_step_and_removes_the_keys(slurm: Slurm) -> None:
     assert (state["JobState"], state["ExitCode"]) == ("CANCELLED", "130:0"), out(script, job)
     assert "squares interrupted" in out(script, job)
     assert not list(jobs.glob(".zflow-*")), "the job's key directory was left behind"
+
+
+def test_replicas_that_bind_run_one_per_host(slurm: Slurm) -> None:
+    """rpc's servers each bind the same port: the script puts them on hosts of their own."""
+    jobs = slurm.root / "jobs"
+    script = export(jobs, "--scale", "server=2", topology=ROOT / "topologies" / "rpc.yaml")
+    job, _, _ = submit(slurm, script)
+    text = out(script, job)
+    (state,) = slurm.job(job)
+    assert state["ExitCode"] == "0:0", text
+    assert re.search(r"^client: replies=300\s+servers=2 ", text, re.M), text
+    joined = dict(re.findall(r"^(\w+\.\d+) *│ joined from (\S+) ", text, re.M))
+    assert {joined["server.0"], joined["server.1"]} == {"n1", "n2"}, text
