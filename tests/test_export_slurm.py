@@ -81,7 +81,7 @@ def test_replicas_that_bind_get_a_host_each(tmp_path: Path) -> None:
     shutil.copy(ROOT / "topologies" / "rpc.yaml", tmp_path)
     text = export("rpc.yaml", "--scale", "server=3", cwd=tmp_path)
     s = steps(text)
-    assert "--ntasks=3 --nodes=3 --ntasks-per-node=1" in s["server"], s
+    assert "--ntasks=3 --nodes=3 --ntasks-per-node=1 --overlap" in s["server"], s
     assert "#SBATCH --nodes=3-" in text
 
 

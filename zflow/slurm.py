@@ -102,8 +102,10 @@ def script(plan: Plan, topology_path: str, overrides: list[str] | None = None,
                   if n.replicas > 1 and any(s.mode == "bind" for s in n.sockets.values())]
                  + [1])
 
-    def resources(r: dict[str, Any]) -> str:
+    def resources(r: dict[str, Any], shared: bool = False) -> str:
         out = f" --cpus-per-task={_cpus(r)}" if with_cpus else ""
+        if shared:  # the job's memory, taken from no other step (srun: "--mem=0")
+            return out + " --mem=0"
         mem = _mem_per_cpu(r) or max_mem  # a step without a request could take it all
         return out + (f" --mem-per-cpu={mem}M" if mem is not None else "")
 
@@ -180,11 +182,16 @@ def script(plan: Plan, topology_path: str, overrides: list[str] | None = None,
     ]
     for n in nodes:
         bind = any(s.mode == "bind" for s in n.sockets.values())
-        where = (f"--nodes={n.replicas} --ntasks-per-node=1" if bind and n.replicas > 1
+        # one per host, sharing CPUs and memory with the other steps (--overlap, --mem=0): a
+        # host of the allocation may have no slot left for it (seen here: rpc's servers' step
+        # waited forever for the host whose one slot the client's step had, and with --overlap
+        # alone failed with "Memory required by task is not available")
+        spread = bind and n.replicas > 1
+        where = (f"--nodes={n.replicas} --ntasks-per-node=1 --overlap" if spread
                  else "--nodes=1" if n.replicas == 1 else f"--nodes=1-{n.replicas}")
         body += [
             f"# {n.name}: {n.replicas} replica(s), index = SLURM_PROCID",
-            f"srun --exact --ntasks={n.replicas} {where}{resources(n.resources)} "
+            f"srun --exact --ntasks={n.replicas} {where}{resources(n.resources, spread)} "
             f"--job-name={shlex.quote(n.name)} \\",
             f'    $ZFLOW replica "$TOPOLOGY" "${{OVERRIDES[@]}}" "${{RUN[@]}}" '
             f"--node {shlex.quote(n.name)} --join \"$JOIN\" \\",
