@@ -23,7 +23,7 @@ COMMANDS = [
     ("coordinator", "run a topology whose replicas run on other hosts and join it"),
     ("replica", "run one replica of a topology on this host, joining its coordinator"),
     ("keys", "make the CURVE keys of a topology's coordinator and nodes"),
-    ("export", "write manifests that run a topology on Kubernetes"),
+    ("export", "write what runs a topology on Kubernetes (manifests) or Slurm (a batch script)"),
     ("schema", "print the topology JSON Schema"),
     ("completion", "print a shell completion script (bash, zsh or fish)"),
     # long-running topologies (zflow/runs/): runs started with `zflow up -d`
@@ -189,16 +189,22 @@ examples:
   zflow export k8s topologies/squares.yaml --image registry.example/squares:1 -o k8s/
   zflow export k8s --scale worker=20 topologies/squares.yaml --image squares:1 -n jobs
   kubectl apply -f k8s/ && kubectl logs -f job/squares-coordinator
+  zflow export slurm --scale worker=8 topologies/squares.yaml -o squares.sbatch
+  sbatch squares.sbatch && tail -f squares-*.out
 
-Writes the topology as a ConfigMap, a headless Service, the coordinator (Job, or Deployment
+k8s writes the topology as a ConfigMap, a headless Service, the coordinator (Job, or Deployment
 for long-running topologies) with its Service, one Indexed Job (or StatefulSet) per node and
 NetworkPolicies allowing only the topology's own edges. Without -o, prints one YAML stream.
+slurm writes one batch script: an allocation with a task per replica and the coordinator, one
+srun step per node; the job's exit code is the coordinator's.
 
 """ + _exit_codes(
     (exitcodes.OK, "written"),
     (exitcodes.FAILED, "the topology is invalid, or cannot run on a cluster (located errors: "
-                       "ipc:// endpoints, host paths, names too long)"),
-    (exitcodes.USAGE, "usage error, a file that cannot be read, or DIR not writable"),
+                       "ipc:// endpoints, host paths, names too long; on Slurm fractions of "
+                       "CPUs)"),
+    (exitcodes.USAGE, "usage error (k8s without --image, slurm from -), a file that cannot be "
+                      "read, or the output not writable"),
 )
 
 SCHEMA_EPILOG = """\
@@ -388,16 +394,20 @@ def _add_cluster_parsers(sub: Any, helps: dict[str, str]) -> None:
                    help="where to write them (default zflow-keys/)")
     _add_overrides(k, "name=squares2")
     e = sub.add_parser("export", help=helps["export"], epilog=EXPORT_EPILOG,
-                       description="Write manifests that run a topology on an engine (today: "
-                                   "Kubernetes), from the same plan\n'zflow up' runs.")
-    e.add_argument("target", choices=["k8s"], metavar="TARGET", help="k8s (Kubernetes)")
+                       description="Write what runs a topology on an engine (Kubernetes "
+                                   "manifests, a Slurm batch script), from the\nsame plan "
+                                   "'zflow up' runs.")
+    e.add_argument("target", choices=["k8s", "slurm"], metavar="TARGET",
+                   help="k8s (Kubernetes manifests) or slurm (a batch script for sbatch)")
     e.add_argument("file", metavar="FILE", help=FILE_HELP)
-    e.add_argument("--image", required=True, metavar="IMAGE",
-                   help="the container image: your node code and zflow installed")
+    e.add_argument("--image", metavar="IMAGE",
+                   help="k8s (required there): the container image, your node code and zflow "
+                        "installed")
     e.add_argument("-n", "--namespace", metavar="NAMESPACE",
                    help="the namespace of every object (default: kubectl's current one)")
-    e.add_argument("-o", "--output", metavar="DIR",
-                   help="write one file per object kind into DIR (default: stdout)")
+    e.add_argument("-o", "--output", metavar="DIR|FILE",
+                   help="k8s: write one file per object into DIR; slurm: the script to FILE "
+                        "(default: stdout)")
     e.add_argument("--workdir", default="/app", metavar="DIR",
                    help="the image's directory holding the node code; the topology is "
                         "mounted there (default /app)")
@@ -784,7 +794,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                "keys": remote.keys_command}[args.command]
         return _with_stdin(args, run)
     if args.command == "export":
-        from zflow.k8s import export_command
+        if args.target == "slurm":
+            from zflow.slurm import export_command
+        else:
+            from zflow.k8s import export_command
 
         return _with_stdin(args, export_command)
     if getattr(args, "detach", False) or getattr(args, "metrics", None):

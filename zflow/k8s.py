@@ -180,12 +180,15 @@ def manifests(plan: Plan, text: str, file_name: str, image: str, namespace: str 
               {"name": "keys", "mountPath": KEYS_MOUNT, "readOnly": True}]
 
     def container(name: str, command: list[str], cports: list[dict[str, Any]],
-                  env: list[dict[str, Any]]) -> dict[str, Any]:
+                  env: list[dict[str, Any]],
+                  resources: dict[str, Any] | None = None) -> dict[str, Any]:
         c: dict[str, Any] = {"name": name, "image": image, "workingDir": workdir,
                              "command": command,
                              "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}, *env]}
         if cports:
             c["ports"] = cports
+        if resources:
+            c["resources"] = {"requests": requests(resources)}
         c["volumeMounts"] = mounts
         return c
 
@@ -259,7 +262,7 @@ def manifests(plan: Plan, text: str, file_name: str, image: str, namespace: str 
             "fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}}]
         pod_spec: dict[str, Any] = {
             "restartPolicy": "Always" if endless else "Never",
-            "containers": [container(CONTAINER, cmd, cports, env)],
+            "containers": [container(CONTAINER, cmd, cports, env, n.resources)],
             "volumes": volumes(["coordinator.key", f"{n.name}.key_secret",
                                 *(["data.key_secret"] if plan.curve else [])]),
         }
@@ -285,6 +288,18 @@ def manifests(plan: Plan, text: str, file_name: str, image: str, namespace: str 
                               "template": {"metadata": {"labels": labels},
                                            "spec": pod_spec}}})
     return objs
+
+
+def requests(resources: dict[str, Any]) -> dict[str, str]:
+    """A node's `resources:` as a container's `resources.requests` (quantities as strings:
+    whole CPUs as they are, fractions in millicores; memory is already a quantity)."""
+    out: dict[str, str] = {}
+    if "cpus" in resources:
+        cpus = float(resources["cpus"])
+        out["cpu"] = str(int(cpus)) if cpus.is_integer() else f"{round(cpus * 1000)}m"
+    if "mem" in resources:
+        out["memory"] = str(resources["mem"])
+    return out
 
 
 def _policy(metadata: dict[str, Any], labels: dict[str, str],
@@ -327,6 +342,10 @@ def export_command(args: argparse.Namespace) -> int:
     """`zflow export k8s`: located errors (exit 1) or the manifests, on stdout or in -o DIR."""
     from zflow.runtime.up import _color, load_topology
 
+    if not args.image:
+        sys.stderr.write("zflow export k8s: --image IMAGE is required (your node code and "
+                         "zflow installed)\n")
+        return exitcodes.USAGE
     result, plan_file = load_topology(args)
     if result.topology is None:
         return exitcodes.USAGE if result.unreadable else exitcodes.FAILED

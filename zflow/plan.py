@@ -116,6 +116,8 @@ class NodePlan:
     lifetime: str = "task"
     #: command nodes: {"log": regex} or {"delay": seconds}, besides listening and connections
     ready: dict[str, Any] = field(default_factory=dict)
+    #: what each replica needs from its host, for engines that place it: {"cpus", "mem"}
+    resources: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -239,6 +241,8 @@ def build_plan(
             stdin=str(nd.get("stdin", "none")),
             lifetime=str(nd.get("lifetime", "task")),
             ready=dict(nd.get("ready") or {}),
+            resources={k: v for k, v in (nd.get("resources") or {}).items()
+                       if not str(k).startswith("x-")},
         )
 
     links = _links(nodes)

@@ -121,6 +121,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ZF092": ("error", "host path on a cluster (cwd outside the topology's directory)"),
     "ZF093": ("error", "command node refers to a host file outside the topology's directory"),
     "ZF094": ("error", "Kubernetes name longer than 63 characters"),
+    # zflow export slurm
+    "ZF095": ("error", "a fraction of a CPU on Slurm (whole CPUs only)"),
 }
 
 
