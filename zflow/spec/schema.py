@@ -13,14 +13,15 @@ import json
 import re
 from functools import lru_cache
 from importlib import resources
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from zflow.spec.diagnostics import Diagnostic
 from zflow.spec.locate import Locator
 from zflow.spec.yamlpos import Path
+
+if TYPE_CHECKING:  # jsonschema is imported only for a file that is not valid (fastcheck.py)
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 SOCKET_TYPES = ("PUSH", "PULL", "PUB", "SUB", "XPUB", "XSUB", "REQ", "REP", "DEALER", "ROUTER",
                 "PAIR")
@@ -56,7 +57,26 @@ def schema() -> dict:
 
 @lru_cache(maxsize=1)
 def validator() -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(schema())
+
+
+@lru_cache(maxsize=1)
+def _checker() -> Any:
+    from zflow.spec.fastcheck import Checker
+
+    return Checker(schema())
+
+
+def surely_valid(data: Any) -> bool:
+    """True only when the schema accepts `data`: then jsonschema need not be imported."""
+    from zflow.spec.fastcheck import Unsure
+
+    try:
+        return _checker().valid(data)
+    except Unsure:
+        return False
 
 
 def did_you_mean(word: str, options: Any, cutoff: float = 0.6) -> str | None:
@@ -346,6 +366,8 @@ def schema_diagnostics(data: Any, loc: Locator) -> list[Diagnostic]:
     if not isinstance(data, dict):
         return [loc.diag("ZF021", f"the top level must be a mapping (version, name, nodes), not "
                                   f"{describe(data)}", (), hint="start with `version: 1`")]
+    if surely_valid(data):
+        return []
     out: list[Diagnostic] = []
     seen = set()
     for err in validator().iter_errors(data):

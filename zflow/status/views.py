@@ -14,27 +14,14 @@ import json
 import os
 import re
 import sys
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from rich.console import Console, Group
-from rich.live import Live
-from rich.text import Text
-
+from zflow.status.fmt import SEP, fmt_count, fmt_duration, fmt_rate, node_color, prefix_width
 from zflow.status.model import StatusModel, jsonable
-from zflow.status.render import (
-    SEP,
-    failed_output,
-    fmt_count,
-    fmt_duration,
-    fmt_rate,
-    log_prefix,
-    node_color,
-    prefix_width,
-    render_status,
-    render_summary,
-    result_line,
-    result_lines,
-)
+
+if TYPE_CHECKING:  # rich (and render.py, built on it) is imported by the views that draw
+    from rich.console import Console, Group
+    from rich.text import Text
 
 MODES = ("live", "plain", "json", "quiet")
 
@@ -173,6 +160,8 @@ class _Base:
         Print with `soft_wrap=True`: the table still fits the width, text lines (the result, a
         sink's result, messages) are never wrapped mid-list.
         """
+        from rich.console import Console
+
         tty = _isatty(self.stream)
         return Console(file=self.stream, color_system=None, force_terminal=False,
                        width=None if tty else 100, highlight=False, emoji=False,
@@ -206,6 +195,9 @@ class LiveView(_Base):
     def __init__(self, model: StatusModel, stream: TextIO, *, per_replica: bool = False,
                  color: bool | None = None, log_dir: str | None = None,
                  console: Console | None = None, log_prefix: bool = True) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
         if console is None:
             console = Console(file=stream, highlight=False, emoji=False,
                               **({"color_system": None} if color is False else {}))
@@ -227,10 +219,14 @@ class LiveView(_Base):
         self._started = True
 
     def renderable(self) -> Group:
+        from zflow.status.render import render_status
+
         return render_status(self.model, self.per_replica, color=self.color)
 
     def _flush(self) -> None:
         if self._pending:
+            from rich.console import Group
+
             lines, self._pending = self._pending, []
             self.console.print(Group(*lines), soft_wrap=True)
 
@@ -254,10 +250,16 @@ class LiveView(_Base):
                 "stopping", "interrupted"):
             style = "red"
         if style:
+            from rich.text import Text
+
             self._pending.append(Text(event_text(self.model, kind, fields), style=style))
             self._flush()
 
     def log(self, node: str, replica: int, stream: str, line: str) -> None:
+        from rich.text import Text
+
+        from zflow.status.render import log_prefix
+
         super().log(node, replica, stream, line)
         t = log_prefix(node, replica, self._width, self.color) if self.log_prefix else Text()
         if "\x1b" in line:
@@ -270,6 +272,8 @@ class LiveView(_Base):
         self._flush()
         if self._started:
             self.live.stop()
+        from zflow.status.render import render_summary
+
         self.console.print(render_summary(self.model, self.errors), crop=False)
 
 
@@ -327,6 +331,8 @@ class PlainView(_Base):
         self._write(self._prefixed(node, replica, line))
 
     def _finish(self) -> None:
+        from zflow.status.render import render_summary
+
         # crop=False, soft_wrap: text lines (results, file paths) stay whole, copy-pasteable
         self._plain_console().print(render_summary(self.model, self.errors), crop=False,
                                     soft_wrap=True)
@@ -385,6 +391,8 @@ class QuietView(_Base):
         pass
 
     def _finish(self) -> None:
+        from zflow.status.render import failed_output, result_line, result_lines
+
         self._write(result_line(self.model).plain)
         for t in result_lines(self.model):
             self._write(t.plain)
