@@ -1026,14 +1026,23 @@ def _tee(view: Any, other: Any) -> Any:
 
 
 def entry() -> None:
-    """Console-script entry: never a traceback on Ctrl-C or a closed pipe."""
+    """Console-script entry: never a traceback on Ctrl-C or a closed pipe.
+
+    It leaves by `os._exit` once stdout and stderr are flushed: the interpreter's teardown
+    (finalising every module, pyzmq's context) is work nothing of zflow's needs, paid at the end
+    of every `zflow up` (issue 16)."""
     try:
         code = main()
     except KeyboardInterrupt:
         code = exitcodes.INTERRUPTED
     except BrokenPipeError:
         code = exitcodes.OK
-    sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said
+            pass
+    os._exit(code if isinstance(code, int) else exitcodes.OK)
 
 
 if __name__ == "__main__":
