@@ -241,3 +241,67 @@ def test_id_frames_need_every_id_in_place_not_only_the_last() -> None:
     out.extend_ids([10, 11, 13], ["d", "e", "f"])
     assert id_frames(sock) == [(codec.IDS, [[1, 5, 5], ["a", "b", "c"]]),
                                (codec.IDS, [[10, 11, 13], ["d", "e", "f"]])]
+
+
+# -- column-wise frames --------------------------------------------------------------------------
+ANSWERS = [{"worker": i % 3, "result": i * i} for i in range(20)]
+
+
+def test_same_shaped_dicts_travel_as_columns_and_come_back_equal() -> None:
+    sock = Sock()
+    out = Outbox("out", sock, "msgpack", 100, None)
+    out.extend(ANSWERS)
+    out.flush()
+    body = msgpack.unpackb(sock.frames[0][1:])
+    assert body == {"worker": [r["worker"] for r in ANSWERS],
+                    "result": [r["result"] for r in ANSWERS]}
+    assert batches(sock) == [ANSWERS]
+    assert out.msgs == 20  # records, not columns
+
+
+def test_columns_need_one_set_of_keys() -> None:
+    back = codec.decode_batch(b"\0" + codec.pack_records([{"b": 1, "a": 2}] * 10))
+    assert [list(r) for r in back] == [["b", "a"]] * 10
+    mixed = ANSWERS[:9] + [{"result": 1, "worker": 2}]  # the same keys in another order
+    back = codec.decode_batch(b"\0" + codec.pack_records(mixed))
+    assert back == mixed and list(back[-1]) == ["worker", "result"]  # the first record's order
+    shapes = {
+        "a missing key": ANSWERS[:9] + [{"worker": 1}],
+        "another key instead": ANSWERS[:9] + [{"worker": 1, "sum": 2}],
+        "an extra key": ANSWERS[:9] + [{"worker": 1, "result": 2, "x": 3}],
+        "a record that is not a dict": ANSWERS[:9] + [["worker", "result"]],
+        "int keys": [{0: i, 1: i} for i in range(10)],
+        "empty dicts": [{}] * 10,
+        "too few records": ANSWERS[: codec.COLUMNS_MIN_RECORDS - 1],
+        "too many keys": [{f"k{j}": j for j in range(codec.COLUMNS_MAX_KEYS + 1)}] * 10,
+    }
+    for why, recs in shapes.items():
+        assert codec.columns(recs) is None, why
+        assert isinstance(msgpack.unpackb(codec.pack_records(recs), strict_map_key=False),
+                          list), why
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, codec.COLUMNS_MAX_KEYS])
+def test_rows_rebuilds_any_number_of_keys(n: int) -> None:
+    recs = [{f"k{j}": [i, j] for j in range(n)} for i in range(12)]
+    assert codec.rows(msgpack.unpackb(codec.pack_records(recs))) == recs
+
+
+@pytest.mark.parametrize("cols", [{"a": [1, 2], "b": [1]}, {"a": 1}, {}])
+def test_columns_that_do_not_line_up_are_refused(cols: dict) -> None:
+    with pytest.raises(ValueError):
+        codec.decode_batch(b"\0" + msgpack.packb(cols))
+
+
+def test_id_frames_carry_columns_and_groups_stay_rows() -> None:
+    sock = Sock()
+    out = IdOutbox("out", sock, "msgpack", 100, None)
+    out.extend_ids(range(20), ANSWERS)
+    out.flush()
+    kind, (first, n, body) = id_frames(sock)[0]
+    assert (kind, first, n, codec.rows(body)) == (codec.IDR, 0, 20, ANSWERS)
+    assert isinstance(body, dict)
+    out.extend_ids(range(20, 30), [[r] for r in ANSWERS[:10]], grouped=True)
+    out.flush()
+    kind, (_, _, groups) = id_frames(sock)[1]
+    assert (kind, groups) == (codec.IDRG, [[r] for r in ANSWERS[:10]])

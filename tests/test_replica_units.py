@@ -374,6 +374,22 @@ def test_a_sink_applies_each_id_once_and_acknowledges_every_frame() -> None:
     assert node.control.ctrl.sent[4:] == [{"t": P.ACK, "rs": [[10, 2]]}]
 
 
+def test_a_sink_gets_records_of_column_wise_id_frames_and_refuses_a_wrong_count() -> None:
+    node, got, apply_ids, box = sink_node(stride=1)
+    answers = [{"worker": i % 2, "result": i * i} for i in range(10)]
+    sock = FakeSock()
+    out = codec.IdOutbox("out", sock, "msgpack", 100, None)
+    out.extend_ids(range(10), answers)
+    out.flush()
+    assert isinstance(msgpack.unpackb(sock.sent[0][1:])[2], dict)  # it travelled as columns
+    runners._ingest(node, box, sock.sent[0], None, apply_ids)
+    assert got == answers and box.msgs == 10
+    cols = {"worker": [0] * 10, "result": [1] * 10}
+    lying = codec.IDR + msgpack.packb([10, 11, cols])  # claims 11 records, carries 10
+    runners._ingest(node, box, lying, None, apply_ids)
+    assert got == answers and box.msgs == 10
+
+
 def test_a_transform_says_what_it_took_once_per_turn_of_its_receive_loop() -> None:
     node = fake_node(stride=1, eo=True)
     node.outboxes.append(codec.IdOutbox("out", FakeSock(), "msgpack", 100, None))

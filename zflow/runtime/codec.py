@@ -9,6 +9,13 @@ own: readiness probes and end-of-stream markers on PUB/SUB. Sockets facing plain
 (codec `json` or `raw`) carry one record per message, and an empty message marks the end of one
 sender's stream.
 
+A batch of dicts with the same string keys in the same order (what most nodes send: squares'
+workers send `{"worker", "result"}`) travels column-wise, as a msgpack map `{key: [values]}` in
+place of the list of records; receivers rebuild the records before any node code sees them. The
+sink of squares spent half its time unpacking 1000 small dicts a frame, each with its own key
+strings: columns unpack and rebuild in ~0.75x the time (the sender pays about what the receiver
+saves, but the sink is the one process a pipeline waits on), and frames are ~3.5x smaller.
+
 Nothing received is ever unpickled: msgpack and json only build plain data.
 """
 
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -32,6 +40,66 @@ IDSG = b"\x03"
 IDRG = b"\x04"
 _packb = msgpack.packb
 _unpackb = msgpack.unpackb
+#: fewer records than this, or more keys, go row-wise: columns would not pay for the check
+COLUMNS_MIN_RECORDS = 8
+COLUMNS_MAX_KEYS = 32
+
+
+def columns(recs: list[Any]) -> dict[str, Any] | None:
+    """`recs` as `{key: [values]}` when every record is a dict with the same str keys, else None.
+
+    The keys are checked as a set (a record with another key order still has exactly these
+    keys): checking each record's order costs the sender twice what columns save the receiver.
+    Records come back equal, their keys in the order of the frame's first record.
+    """
+    if len(recs) < COLUMNS_MIN_RECORDS:
+        return None
+    first = recs[0]
+    if type(first) is not dict or not 0 < len(first) <= COLUMNS_MAX_KEYS:
+        return None
+    keys = tuple(first)
+    if any(type(k) is not str for k in keys):  # msgpack maps carry str keys to zflow receivers
+        return None
+    n = len(recs)
+    if [*map(type, recs)].count(dict) != n or [*map(len, recs)].count(len(keys)) != n:
+        return None
+    try:  # every record has len(keys) keys, so having all of them means having only them
+        return {k: [*map(itemgetter(k), recs)] for k in keys}
+    except KeyError:
+        return None
+
+
+_ROW_BUILDERS: dict[int, Callable[[tuple, list], list[dict]]] = {}
+
+
+def _row_builder(n: int) -> Callable[[tuple, list], list[dict]]:
+    """`lambda k, cols: [{k[0]: v0, k[1]: v1} for v0, v1 in zip(*cols)]` for n keys: a dict
+    display is ~2x faster than dict(zip(keys, row)). The code depends on n alone, never on
+    received data."""
+    build = _ROW_BUILDERS.get(n)
+    if build is None:
+        names = ", ".join(f"v{i}" for i in range(n)) + ("," if n == 1 else "")
+        display = ", ".join(f"k[{i}]: v{i}" for i in range(n))
+        build = _ROW_BUILDERS[n] = eval(  # noqa: S307 - built from an int, see above
+            f"lambda k, cols: [{{{display}}} for {names} in zip(*cols)]")
+    return build
+
+
+def rows(value: Any) -> Any:
+    """The records of a decoded frame body: a list as it is, columns rebuilt into dicts.
+    Anything else is returned for the caller to refuse."""
+    if type(value) is not dict:
+        return value
+    cols = list(value.values())
+    if not 0 < len(cols) <= COLUMNS_MAX_KEYS or any(type(c) is not list for c in cols) or len(
+            set(map(len, cols))) != 1:
+        raise ValueError("columns of a zflow frame that are not lists of one length")
+    return _row_builder(len(cols))(tuple(value), cols)
+
+
+def pack_records(recs: list[Any]) -> bytes:
+    """A list of records as a frame body: column-wise where `columns` allows, else row-wise."""
+    return _pack(columns(recs) or recs)
 
 
 def control_frame(kind: str, sender: str) -> bytes:
@@ -108,7 +176,7 @@ class Outbox:
                 b = self.batch
                 for i in range(0, len(pending), b):
                     chunk = pending[i : i + b]
-                    frame = b"\0" + _pack(chunk)
+                    frame = b"\0" + pack_records(chunk)
                     send(frame)
                     self.msgs += len(chunk)
                     self.nbytes += len(frame)
@@ -131,7 +199,7 @@ class Outbox:
             topic = rec.get(key, "") if isinstance(rec, dict) else ""
             groups.setdefault(str(topic), []).append(rec)
         for topic, recs in groups.items():
-            frame = topic.encode() + b"\0" + _pack(recs)
+            frame = topic.encode() + b"\0" + pack_records(recs)
             self._send(frame)
             self.msgs += len(recs)
             self.nbytes += len(frame)
@@ -182,17 +250,18 @@ class IdOutbox(Outbox):
         ranged, listed = (IDRG, IDSG) if self.grouped else (IDR, IDS)
         for i in range(0, len(pending), b):
             chunk = pending[i : i + b]
+            body: Any = chunk if self.grouped else columns(chunk) or chunk
             if run is not None:
                 r = run[i : i + b]
-                frame = ranged + _pack([r.start, len(r), chunk])
+                frame = ranged + _pack([r.start, len(r), body])
             else:
                 cids = ids[i : i + b]
                 first, n = cids[0], len(cids)
                 if cids[-1] == first + (n - 1) * stride and cids == list(
                         range(first, first + n * stride, stride)):
-                    frame = ranged + _pack([first, n, chunk])
+                    frame = ranged + _pack([first, n, body])
                 else:
-                    frame = listed + _pack([cids, chunk])
+                    frame = listed + _pack([cids, body])
             self._send(frame)
             self.msgs += sum(map(len, chunk)) if self.grouped else len(chunk)
             self.nbytes += len(frame)
@@ -262,10 +331,10 @@ def frame_ids(frame: bytes, stride: int) -> range | list[int] | None:
 
 
 def decode_batch(frame: bytes) -> list[Any]:
-    """A msgpack data frame's records (topic stripped)."""
+    """A msgpack data frame's records (topic stripped, columns rebuilt)."""
     if frame[:1] == b"\0":
-        return _unpackb(frame[1:])
+        return rows(_unpackb(frame[1:]))
     i = frame.find(b"\0")
     if i < 0:
         raise ValueError("not a zflow msgpack frame (no topic separator)")
-    return _unpackb(frame[i + 1 :])
+    return rows(_unpackb(frame[i + 1 :]))

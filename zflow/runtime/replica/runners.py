@@ -137,12 +137,14 @@ def _ingest(node: Node, box: Inbox, frame: bytes, apply: Any, apply_ids: Any) ->
                 grouped = kind in (codec.IDRG, codec.IDSG)
                 if kind in (codec.IDR, codec.IDRG):
                     first, n, recs = codec._unpackb(frame[1:])
+                    recs = codec.rows(recs) if not grouped else recs
                     if (type(first) is not int or type(n) is not int
                             or not isinstance(recs, list) or n != len(recs)):
                         raise ForgedFrame("id range does not match its records")
                     ids = range(first, first + n * node.seen.stride, node.seen.stride)
                 else:
                     ids, recs = codec._unpackb(frame[1:])
+                    recs = codec.rows(recs) if not grouped else recs
                     if (not isinstance(ids, list) or not isinstance(recs, list)
                             or len(ids) != len(recs) or any(type(i) is not int for i in ids)):
                         raise ForgedFrame("ids do not match their records")
