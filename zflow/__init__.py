@@ -4,7 +4,19 @@ Node code imports only this module: `zflow.context()` tells a node who it is (no
 index, params) and `zflow.Totals` is what a sink's `end()` receives at end of stream.
 """
 
-from zflow.runtime.context import NodeContext, Totals, context
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["NodeContext", "Totals", "context", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """The node API is imported on first use: the CLI, the fork server and the orphan guard
+    import `zflow` for its subpackages and need none of it (dataclasses alone is ~5 ms)."""
+    if name in ("NodeContext", "Totals", "context"):
+        from zflow.runtime import context as _context
+
+        return getattr(_context, name)
+    raise AttributeError(f"module 'zflow' has no attribute {name!r}")
