@@ -804,9 +804,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _up_long_running(args, argv)
     from zflow.runtime.up import up_command
 
+    global _skip_teardown
+    _skip_teardown = True  # an attached run: its supervisor has closed everything it opened
     # the views (rich) are not imported here: the fork server starts first in up_command, and
     # everything imported before it delays every replica
     return _with_stdin(args, up_command)
+
+
+#: `zflow up` (attached) may leave without the interpreter's teardown (see entry); the other
+#: commands keep it (a remote replica's or coordinator's sockets may still be sending)
+_skip_teardown = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1028,15 +1035,17 @@ def _tee(view: Any, other: Any) -> Any:
 def entry() -> None:
     """Console-script entry: never a traceback on Ctrl-C or a closed pipe.
 
-    It leaves by `os._exit` once stdout and stderr are flushed: the interpreter's teardown
-    (finalising every module, pyzmq's context) is work nothing of zflow's needs, paid at the end
-    of every `zflow up` (issue 16)."""
+    An attached `zflow up` leaves by `os._exit` once stdout and stderr are flushed: the
+    interpreter's teardown (finalising every module, pyzmq's context) is work nothing of it
+    needs, paid at the end of every run (issue 16)."""
     try:
         code = main()
     except KeyboardInterrupt:
         code = exitcodes.INTERRUPTED
     except BrokenPipeError:
         code = exitcodes.OK
+    if not _skip_teardown:
+        sys.exit(code)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
