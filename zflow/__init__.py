@@ -18,5 +18,7 @@ def __getattr__(name: str) -> Any:
     if name in ("NodeContext", "Totals", "context"):
         from zflow.runtime import context as _context
 
-        return getattr(_context, name)
+        for n in ("NodeContext", "Totals", "context"):  # from now on plain attributes: node
+            globals()[n] = getattr(_context, n)  # code calls zflow.context() per record
+        return globals()[name]
     raise AttributeError(f"module 'zflow' has no attribute {name!r}")
