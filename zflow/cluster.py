@@ -130,3 +130,37 @@ def long_running(plan: Plan) -> bool:
         return True
     return any(s.receives and s.role == "data" and s.end == "never" and s.external
                for n in plan.nodes.values() for s in n.sockets.values())
+
+
+def export_plan(args: Any, check: Any) -> tuple[Any, Any] | int:
+    """What `zflow export k8s` and `export slurm` start with: the topology loaded, planned and
+    checked for the engine by `check` (located errors on stderr); the plan and load result, or
+    the exit code (2 unreadable, 1 invalid)."""
+    import sys
+
+    from zflow import exitcodes
+    from zflow.plan import build_plan
+    from zflow.runtime.up import _color, load_topology
+    from zflow.spec.diagnostics import render
+
+    result, plan_file = load_topology(args)
+    if result.topology is None:
+        return exitcodes.USAGE if result.unreadable else exitcodes.FAILED
+    plan = build_plan(result.topology, plan_file)
+    problems = check(plan, result.topology, result.locator)
+    if problems:
+        render(problems, "human", sys.stderr, color=_color(sys.stderr), sources=result.sources)
+        return exitcodes.FAILED
+    return plan, result
+
+
+def forwarded(args: Any) -> tuple[list[str], list[str]]:
+    """The overrides (--set/--scale) every exported process repeats, and the link timing
+    (--heartbeat-ivl/--heartbeat-timeout) the coordinator and replicas take."""
+    overrides = [x for v in args.set for x in ("--set", v)] + \
+        [x for v in args.scale for x in ("--scale", v)]
+    timing: list[str] = []
+    for flag in ("heartbeat_ivl", "heartbeat_timeout"):
+        if getattr(args, flag) is not None:
+            timing += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return overrides, timing

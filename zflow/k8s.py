@@ -31,8 +31,8 @@ from typing import Any
 import yaml
 
 from zflow import cluster, exitcodes
-from zflow.plan import Plan, build_plan
-from zflow.spec.diagnostics import Diagnostic, render
+from zflow.plan import Plan
+from zflow.spec.diagnostics import Diagnostic
 
 KEYS_MOUNT = "/etc/zflow/keys"
 CONTAINER = "replica"
@@ -340,25 +340,16 @@ def file_name(obj: dict[str, Any], i: int) -> str:
 # -- the command ---------------------------------------------------------------------------------
 def export_command(args: argparse.Namespace) -> int:
     """`zflow export k8s`: located errors (exit 1) or the manifests, on stdout or in -o DIR."""
-    from zflow.runtime.up import _color, load_topology
-
     if not args.image:
         sys.stderr.write("zflow export k8s: --image IMAGE is required (your node code and "
                          "zflow installed)\n")
         return exitcodes.USAGE
-    result, plan_file = load_topology(args)
-    if result.topology is None:
-        return exitcodes.USAGE if result.unreadable else exitcodes.FAILED
-    plan = build_plan(result.topology, plan_file)
-    problems = check(plan, result.topology, result.locator)
-    if problems:
-        render(problems, "human", sys.stderr, color=_color(sys.stderr), sources=result.sources)
-        return exitcodes.FAILED
-    extra = [x for v in args.set for x in ("--set", v)] + \
-        [x for v in args.scale for x in ("--scale", v)]
-    for flag in ("heartbeat_ivl", "heartbeat_timeout"):
-        if getattr(args, flag) is not None:
-            extra += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    planned = cluster.export_plan(args, check)
+    if isinstance(planned, int):
+        return planned
+    plan, result = planned
+    overrides, timing = cluster.forwarded(args)
+    extra = overrides + timing
     label = getattr(args, "file_label", None)
     objs = manifests(plan, result.sources[args.file], "topology.yaml" if label
                      else os.path.basename(args.file), args.image, args.namespace,

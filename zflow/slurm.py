@@ -37,8 +37,8 @@ import sys
 from typing import Any
 
 from zflow import cluster, exitcodes
-from zflow.plan import Plan, build_plan
-from zflow.spec.diagnostics import Diagnostic, render
+from zflow.plan import Plan
+from zflow.spec.diagnostics import Diagnostic
 
 #: the k8s export's checks that hold on any cluster (the rest are about images and names)
 CLUSTER_CODES = ("ZF090", "ZF091")
@@ -217,7 +217,6 @@ def script(plan: Plan, topology_path: str, overrides: list[str] | None = None,
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from zflow.runtime.up import _color, load_topology
 
     if getattr(args, "file_label", None):
         sys.stderr.write("zflow export slurm: every node reads the topology file where it is: "
@@ -227,20 +226,11 @@ def export_command(args: argparse.Namespace) -> int:
         if getattr(args, flag, None):
             sys.stderr.write(f"zflow export slurm: --{flag} is an option of export k8s\n")
             return exitcodes.USAGE
-    result, plan_file = load_topology(args)
-    if result.topology is None:
-        return exitcodes.USAGE if result.unreadable else exitcodes.FAILED
-    plan = build_plan(result.topology, plan_file)
-    problems = check(plan, result.topology, result.locator)
-    if problems:
-        render(problems, "human", sys.stderr, color=_color(sys.stderr), sources=result.sources)
-        return exitcodes.FAILED
-    overrides = [x for v in args.set for x in ("--set", v)] + \
-        [x for v in args.scale for x in ("--scale", v)]
-    run: list[str] = []
-    for flag in ("heartbeat_ivl", "heartbeat_timeout"):
-        if getattr(args, flag) is not None:
-            run += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    planned = cluster.export_plan(args, check)
+    if isinstance(planned, int):
+        return planned
+    plan = planned[0]
+    overrides, run = cluster.forwarded(args)
     text = script(plan, os.path.abspath(args.file), overrides, run, source=args.file)
     if not args.output:
         sys.stdout.write(text)

@@ -14,7 +14,7 @@ import subprocess
 from typing import IO
 
 from zflow.runtime.launchers import zflow_python
-from zflow.runtime.launchers.guard import TOKEN
+from zflow.runtime.launchers.guard import TOKEN, running
 
 MAX = 1 << 20
 
@@ -103,7 +103,7 @@ class ForkedProc:
     def poll(self) -> int | None:
         if self.returncode is None and self.pid in self.zygote.exits:
             self.returncode = self.zygote.exits.pop(self.pid)
-        if self.returncode is None and self.zygote.dead and not _alive(self.pid):
+        if self.returncode is None and self.zygote.dead and not running(self.pid):
             self.returncode = -9  # died with the fork server, which can no longer report it
         return self.returncode
 
@@ -113,16 +113,6 @@ class ForkedProc:
                 self.zygote.pump(block=True)
             except OSError:
                 self.zygote.dead = True
-                if not _alive(self.pid):
+                if not running(self.pid):
                     self.returncode = -9  # died with the fork server
         return self.returncode  # type: ignore[return-value]
-
-
-def _alive(pid: int) -> bool:
-    """Running (not gone, not a zombie waiting for a reaper that is not us)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")

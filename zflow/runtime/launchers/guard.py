@@ -69,7 +69,7 @@ def main() -> int:
     while (live or pids) and time.monotonic() < deadline:
         time.sleep(0.02)
         live = [g for g in live if _alive(g)]
-        pids = [p for p in pids if _alive_pid(p)]
+        pids = [p for p in pids if running(p)]
     _signal(live, signal.SIGKILL)
     _kill(pids, signal.SIGKILL)
     if token:  # anything started meanwhile
@@ -79,10 +79,11 @@ def main() -> int:
     return 0
 
 
-def _alive_pid(pid: int) -> bool:
+def running(pid: int) -> bool:
     """Running: not gone, and not a zombie. The fork server carries the token and is the
     supervisor's child: SIGTERMed here it stays a zombie until the supervisor, which waits for
-    this guard, reaps it, and counting it as alive held every run's exit for the whole 0.5 s."""
+    this guard, reaps it, and counting it as alive held every run's exit for the whole 0.5 s.
+    (The fork server's client asks the same of a forked replica.)"""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             state = f.read().rsplit(b")", 1)[1].split()[0]
