@@ -150,6 +150,47 @@ def test_partly_taken_frames_are_held_by_whoever_took_a_part() -> None:
     assert u.pending(b) == ([0, 4], ["x", "z"])
 
 
+def test_a_range_taken_marks_exactly_the_frames_it_spans() -> None:
+    u = Unacked(2)  # ids of source 1 of 2: 1, 3, 5, ...
+    a = u.add(1, ["a1", "a3"])
+    b = u.add(5, ["b5", "b7"])
+    c = u.add(9, ["c9", "c11"])
+    u.took(range(3, 9, 2), "t.0", first_hop=False)  # 3, 5, 7: the end of a, all of b
+    assert (a.holder, b.holder, c.holder) == ("t.0", "t.0", None)
+    u.ack_range(9, 2)
+    u.took(range(9, 13, 2), "t.1", first_hop=True)  # after its ack: nothing to mark
+    assert (a.holder, b.holder, u.taken) == ("t.0", "t.0", {})
+    u.took(range(13, 17, 2), "t.1", first_hop=True)  # never sent
+    assert (a.holder, b.holder) == ("t.0", "t.0")
+
+
+def test_a_source_frame_keeps_its_bytes_and_gives_back_the_records() -> None:
+    out = codec.IdOutbox("work", _Sink(), "msgpack", 3, None)
+    out.stride = 2
+    out.kept = kept = []
+    recs = [{"n": i, "s": "x" * i} for i in range(8)]  # columns, in frames of 3
+    out.extend_ids(range(1, 17, 2), recs)
+    out.flush()
+    assert len(kept) == 3 and kept == out.sock.frames
+    u = Unacked(2)
+    f = u.add(1, recs, sum(map(len, kept)), kept)
+    assert f.wire is kept and f.size == sum(map(len, kept))
+    assert u.pending(f) == (list(range(1, 17, 2)), recs)
+    u.ack_ids([3])
+    assert u.pending(f) == ([1, *range(5, 17, 2)], [recs[0], *recs[2:]])
+    assert u[7] == recs[3] and 3 not in u
+
+
+class _Sink:
+    """A socket that keeps what is sent."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def send(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+
 def test_acknowledge_takes_ranges_one_range_or_ids() -> None:
     from zflow.runtime.replica.exactly_once import acknowledge
 

@@ -218,13 +218,16 @@ class IdOutbox(Outbox):
     it is kept as one, so a frame costs no per-record work for its ids.
     """
 
-    __slots__ = ("ids", "run", "grouped")
+    __slots__ = ("ids", "run", "grouped", "kept")
 
     def __init__(self, name: str, sock: Any, codec: str, batch: int, topic: str | None) -> None:
         super().__init__(name, sock, codec, batch, topic)
         self.ids: list[int] = []
         self.run: range | None = None  # the pending ids, while they are one range
         self.grouped = False  # the pending records are groups
+        #: a source keeps what it sends until acknowledged: the frames, not the records (see
+        #: exactly_once.Frame); None: not kept
+        self.kept: list[bytes] | None = None
 
     def extend_ids(self, ids: Any, records: list[Any], grouped: bool = False) -> None:
         if grouped != self.grouped:
@@ -263,8 +266,16 @@ class IdOutbox(Outbox):
                 else:
                     frame = listed + _pack([cids, body])
             self._send(frame)
+            if self.kept is not None:
+                self.kept.append(frame)
             self.msgs += sum(map(len, chunk)) if self.grouped else len(chunk)
             self.nbytes += len(frame)
+
+
+def id_frame_records(frame: bytes) -> list[Any]:
+    """The records of an ungrouped exactly-once frame this process encoded (IDR or IDS)."""
+    head = _unpackb(frame[1:])
+    return rows(head[2] if frame[:1] == IDR else head[1])
 
 
 class EncodeError(Exception):

@@ -85,10 +85,11 @@ class ReplicaSpec:
     telemetry: bool = True
     stats_interval: float = 0.25
     #: exactly-once: records (and their bytes on the wire) a source may have unacknowledged,
-    #: and how long before it resends. Acks come back through the supervisor: the window
-    #: must cover that round trip on a loaded machine (benchmarks/run.py, zflow vs zflow-be:
-    #: 20,000 records cost 29% of rec/s at 2 workers under load 6; 200,000 nothing measurable)
-    window: int = 200_000
+    #: and how long before it resends. The window must exceed what the pipes hold, or the
+    #: workers starve and wake once a frame (3M squares, 10 workers: 200,000 records cost 16%
+    #: more CPU than best-effort, 1,000,000 none measurable); the source keeps frames as bytes,
+    #: so `window_bytes` is what it costs in memory
+    window: int = 1_000_000
     window_bytes: int = 32 << 20
     lease: float = 5.0
     #: command nodes: "none" (/dev/null) or "go" (a newline once every node is ready)
