@@ -802,13 +802,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _with_stdin(args, export_command)
     if getattr(args, "detach", False) or getattr(args, "metrics", None):
         return _up_long_running(args, argv)
-    from zflow.runtime.up import up_command
-
     global _skip_teardown
     _skip_teardown = True  # an attached run: its supervisor has closed everything it opened
-    # the views (rich) are not imported here: the fork server starts first in up_command, and
-    # everything imported before it delays every replica
-    return _with_stdin(args, up_command)
+    # the fork server starts before anything else is imported (the validator, the runtime, the
+    # views): its own start-up overlaps all of that, and every replica waits for it
+    from zflow.runtime.launchers.forkserver import Zygote
+
+    args.zygote = None if args.dry_run else Zygote(guard=True)
+    try:
+        from zflow.runtime.up import up_command
+
+        return _with_stdin(args, up_command)
+    finally:
+        if args.zygote is not None:
+            args.zygote.close()
 
 
 #: `zflow up` (attached) may leave without the interpreter's teardown (see entry); the other

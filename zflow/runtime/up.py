@@ -36,15 +36,17 @@ def status_for(plan: Plan, mode: str, per_replica: bool, log_dir: str | None,
 
 
 def up_command(args: argparse.Namespace) -> int:
+    """`args.zygote`: a fork server the caller started (and closes); else one is started here."""
+    if getattr(args, "zygote", None) is not None or args.dry_run:
+        return _up(args, getattr(args, "zygote", None))
     from zflow.runtime.launchers.forkserver import Zygote
 
     # the fork server warms up (imports pyzmq) while we validate and plan
-    zygote = None if args.dry_run else Zygote()
+    zygote = Zygote()
     try:
         return _up(args, zygote)
     finally:
-        if zygote is not None:
-            zygote.close()
+        zygote.close()
 
 
 #: what --dry-run prints instead of an env value (unless --show-secrets)

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from zflow.runtime.spec import ReplicaSpec
+if TYPE_CHECKING:  # the fork server's client imports this package first thing in `zflow up`
+    from zflow.runtime.spec import ReplicaSpec
 
 
 class SpawnError(Exception):
     """The launcher could not start a replica; the message says why, for the user."""
 
 
-@dataclass(frozen=True)
-class Spawned:
+class Spawned(NamedTuple):
     pid: int
     #: endpoints the launcher fixed for the replica (a command node's `bind: tcp` port)
     endpoints: dict[str, str]

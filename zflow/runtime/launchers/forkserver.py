@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import socket
 import subprocess
 from typing import IO
 
 from zflow.runtime.launchers import zflow_python
-from zflow.runtime.launchers.guard import TOKEN, running
+from zflow.runtime.launchers.guard import TOKEN, Forked, running
+from zflow.runtime.launchers.guard import fork as fork_guard
 
 MAX = 1 << 20
 
@@ -22,11 +22,14 @@ MAX = 1 << 20
 class Zygote:
     """Client side of zflow.runtime.launchers.zygote; start it early so its imports overlap ours."""
 
-    def __init__(self) -> None:
+    def __init__(self, guard: bool = False) -> None:
+        #: `guard`: the orphan guard is forked first (guard.fork), before the socket below
+        #: exists, so it holds nothing of the run but its pipe; the launcher takes it
+        self.guard: Forked | None = fork_guard() if guard else None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         #: the run's token: in the fork server's environment, so in every replica it forks
         #: (a forked process's /proc/PID/environ is its parent's), found by the guard
-        self.token = secrets.token_hex(8)
+        self.token = os.urandom(8).hex()
         self.proc = subprocess.Popen(
             zflow_python("zflow.runtime.launchers.zygote", str(theirs.fileno())),
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True,
@@ -82,6 +85,10 @@ class Zygote:
             self.sock.setblocking(True)
 
     def close(self) -> None:
+        if self.guard is not None:  # never taken by a launcher: nothing for it to guard
+            self.guard.stdin.close()
+            self.guard.wait()
+            self.guard = None
         self.sock.close()
         try:
             self.proc.wait(timeout=5)

@@ -65,10 +65,13 @@ class LocalLauncher:
         self.zygote = zygote if zygote is not None else Zygote()
         self.procs: dict[str, _Proc] = {}  # replica id → its current process
         self.fd_proc: dict[int, tuple[_Proc, str]] = {}
-        self.guard = subprocess.Popen(
-            zflow_python("zflow.runtime.launchers.guard"), stdin=subprocess.PIPE,
-            start_new_session=True, text=True, bufsize=1,
-        )
+        self.guard: Any = self.zygote.guard  # forked at the start of `zflow up`
+        self.zygote.guard = None
+        if self.guard is None:
+            self.guard = subprocess.Popen(
+                zflow_python("zflow.runtime.launchers.guard"), stdin=subprocess.PIPE,
+                start_new_session=True, text=True, bufsize=1,
+            )
         if run_dir:  # removed by the guard even if this process is SIGKILLed
             self._guard(f"={run_dir}")
         self._guard(f"@{self.zygote.token}")  # every replica carries it (guard.py)
@@ -310,12 +313,14 @@ class LocalLauncher:
                 if pgid not in ours}
 
     def close(self) -> None:
+        # the fork server first: it leaves as soon as its socket closes, and a guard told of
+        # the end while it lives (it carries the run's token) would stop it and wait for it
+        self.zygote.close()
         try:
             self.guard.stdin.close()  # type: ignore[union-attr]
         except OSError:
             pass
         self.guard.wait()
-        self.zygote.close()
 
     def _guard(self, line: str) -> None:
         try:

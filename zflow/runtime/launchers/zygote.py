@@ -108,8 +108,8 @@ def main() -> int:
                 data, fds, _, _ = socket.recv_fds(sock, MAX, 2)
             except OSError:
                 data, fds = b"", []
-            if not data:
-                return 0  # the supervisor is gone
+            if not data:  # the supervisor is gone: nothing to tear down, leave at once
+                os._exit(0)
             request = json.loads(data)
             pid = os.fork()
             if pid == 0:
