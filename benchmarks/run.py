@@ -12,6 +12,7 @@ stdout and to JSON (default benchmarks/results/latest.json).
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from benchmarks import extras  # noqa: E402
+from benchmarks.harness import ROOT  # noqa: E402
 from benchmarks.variants import RUNNERS, skipped_row, zflow_probe  # noqa: E402
 
 ALL = ("zflow", "zflow-be", "seed", "mpqueue", "batched", "batched-dict", "pool", "dask",
@@ -308,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
             "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
             "loadavg_before": os.getloadavg(), "args": {k: v for k, v in vars(a).items()}}
     probe = (False, "not requested")
+    # zflow's bytecode, as an installed package has it: with PYTHONDONTWRITEBYTECODE set (this
+    # machine sets it) a source tree's changed modules would be compiled again in every process
+    compileall.compile_dir(str(ROOT / "zflow"), quiet=1)
     if any(v in ZFLOWS for v in a.variants) or not a.no_extras:
         print("probing zflow up ...", file=sys.stderr, flush=True)
         probe = zflow_probe()
