@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import os
 import sys
-import tempfile
 import textwrap
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -445,6 +444,8 @@ def stdin_file(in_cwd: bool = False) -> Iterator[str]:
 
     data = sys.stdin.buffer.read(MAX_BYTES + 1) if sys.stdin is not None else b""
     where = os.getcwd() if in_cwd and os.access(os.getcwd(), os.W_OK) else None
+    import tempfile  # only for `-` (the topology on stdin)
+
     fd, path = tempfile.mkstemp(prefix=".zflow-stdin-", suffix=".yaml", dir=where)
     try:
         with os.fdopen(fd, "wb") as f:

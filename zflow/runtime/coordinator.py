@@ -16,7 +16,6 @@ decides. When every replica has finished, all are told to `stop`; what does not 
 
 from __future__ import annotations
 
-import logging
 import re
 import signal
 from collections.abc import Callable
@@ -43,7 +42,16 @@ from zflow.runtime.states import (
 from zflow.runtime.streams import EndOfStream
 
 S = ReplicaState
-log = logging.getLogger("zflow.coordinator")
+
+
+def _debug(msg: str, *args: object) -> None:
+    """A malformed or stray control message, at debug level (logging is imported only then:
+    ~3 ms at the start of every run otherwise)."""
+    import logging
+
+    logging.getLogger("zflow.coordinator").debug(msg, *args)
+
+
 #: the exit code of a remote replica whose link died before it said `bye`
 LINK_LOST = 255
 
@@ -255,11 +263,11 @@ class Coordinator(Barrier, Exits, Reloads):
             rid, _, tag = identity.decode().partition("#")
             msg = P.unpack(data)
         except (UnicodeDecodeError, ValueError, TypeError):
-            log.debug("ignored a message from unknown identity %r", identity)
+            _debug("ignored a message from unknown identity %r", identity)
             return
         slot = self.slots.get(rid)
         if slot is None or not tag or msg.get("t") != P.HELLO:
-            log.debug("ignored %r from %r: not a replica's hello", msg.get("t"), identity)
+            _debug("ignored %r from %r: not a replica's hello", msg.get("t"), identity)
             return
         if not self._key_ok(slot, user):
             return
@@ -283,7 +291,7 @@ class Coordinator(Barrier, Exits, Reloads):
         keys = self.opts.node_keys
         if keys is None or user == keys.get(slot.node):
             return True
-        log.debug("ignored a message for %s: authenticated as another node's key", slot.id)
+        _debug("ignored a message for %s: authenticated as another node's key", slot.id)
         return False
 
     def _admit(self, slot: Slot) -> None:

@@ -8,7 +8,6 @@ with a did-you-mean where a near miss is likely.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -88,6 +87,8 @@ def did_you_mean(word: str, options: Any, cutoff: float = 0.6) -> str | None:
     for o in options:
         if o.lower() == str(word).lower():
             return o
+    import difflib  # only for a misspelt word
+
     hit = difflib.get_close_matches(str(word), options, n=1, cutoff=cutoff)
     return hit[0] if hit else None
 
