@@ -312,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     probe = (False, "not requested")
     # zflow's bytecode, as an installed package has it: with PYTHONDONTWRITEBYTECODE set (this
     # machine sets it) a source tree's changed modules would be compiled again in every process
-    compileall.compile_dir(str(ROOT / "zflow"), quiet=1)
+    for tree in ("zflow", "topologies"):  # squares.py too, as Python leaves it after a first run
+        compileall.compile_dir(str(ROOT / tree), quiet=1)
     if any(v in ZFLOWS for v in a.variants) or not a.no_extras:
         print("probing zflow up ...", file=sys.stderr, flush=True)
         probe = zflow_probe()

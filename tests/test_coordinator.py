@@ -9,10 +9,11 @@ from __future__ import annotations
 import signal
 
 import pytest
-from coordinator_script import PIPELINE, Script, running
+from coordinator_script import PIPELINE, FakeLauncher, Script, running
 
 from zflow import exitcodes
 from zflow.runtime import protocol as P
+from zflow.runtime.launchers import SpawnError
 
 PUBSUB = """
     version: 1
@@ -283,6 +284,44 @@ def test_spawn_failure_is_a_start_failure_and_spawns_no_more(tmp_path) -> None:
     assert s.coord.code == exitcodes.START_FAILED
     assert s.coord.message == "mid.0: cannot run 'x': No such file or directory"
     assert s.state("mid.0") == "failed"
+
+
+class BatchLauncher(FakeLauncher):
+    """A launcher that starts replicas together (as the local one asks the fork server)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+
+    def spawn_many(self, specs: list) -> list:
+        self.batches.append([spec.id for spec in specs])
+        out: list = []
+        for spec in specs:
+            try:
+                out.append(self.spawn(spec))
+            except SpawnError as e:
+                out.append(e)
+        return out
+
+
+def test_a_batch_start_knows_every_replica_it_started_before_a_failure_stops_the_run(
+        tmp_path) -> None:
+    launcher = BatchLauncher()
+    launcher.fail["mid.0"] = "cannot run 'x': No such file or directory"
+    s = Script(tmp_path, PIPELINE, launcher=launcher).start()
+    assert launcher.batches == [["src.0", "mid.0", "mid.1", "sink.0"]]  # one request
+    assert s.coord.code == exitcodes.START_FAILED
+    assert s.coord.message == "mid.0: cannot run 'x': No such file or directory"
+    started = {"src.0", "mid.1", "sink.0"}
+    assert {spec.id for spec in launcher.specs} == started
+    # all known when the failure stops the run: each is told to stop at once (else the ones
+    # registered after the failure would wait for a SIGTERM after the grace period)
+    assert sorted(s.sent_kinds(P.STOP)) == sorted(started)
+    assert s.state("mid.0") == "failed"
+    for r in started:
+        s.exit(r, 0)
+    s.tick()
+    assert s.coord.done
 
 
 def test_fatal_at_import_is_exit_3_and_not_restarted(tmp_path) -> None:

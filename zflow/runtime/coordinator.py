@@ -27,7 +27,7 @@ from zflow.plan import Plan
 from zflow.runtime import protocol as P
 from zflow.runtime.barrier import Barrier
 from zflow.runtime.exits import Exits
-from zflow.runtime.launchers import Launcher, SpawnError
+from zflow.runtime.launchers import Launcher, Spawned, SpawnError
 from zflow.runtime.losses import Losses
 from zflow.runtime.reloads import Reloads
 from zflow.runtime.restarts import RestartPolicy
@@ -177,11 +177,31 @@ class Coordinator(Barrier, Exits, Reloads):
     def start(self, now: float) -> None:
         self.t0 = now
         self.model.set_overall("starting")
-        for slot in self.slots.values():
-            if self.phase is RunPhase.STARTING and not self._binders_pending(slot):
-                self._spawn(slot)
+        slots = [s for s in self.slots.values() if not self._binders_pending(s)]
+        many = getattr(self.launcher, "spawn_many", None)
+        if many is None:
+            for slot in slots:
+                if self.phase is RunPhase.STARTING:
+                    self._spawn(slot)
+            return
+        # a launcher that starts many at once (the local one: fork requests in a row)
+        specs = [self._spec(slot) for slot in slots]
+        got = list(zip(slots, specs, many(specs), strict=True))
+        # every replica that started is known before a failure may stop the run (it stops
+        # what it knows)
+        for slot, spec, g in sorted(got, key=lambda x: isinstance(x[2], SpawnError)):
+            self._launched(slot, spec, g)
 
     def _spawn(self, slot: Slot) -> None:
+        spec = self._spec(slot)
+        try:
+            got = self.launcher.spawn(spec)
+        except SpawnError as e:
+            got = e
+        self._launched(slot, spec, got)
+
+    def _spec(self, slot: Slot) -> ReplicaSpec:
+        """A new incarnation of the slot, and the spec it is started with."""
         n = self.plan.nodes[slot.node]
         if slot.state is not S.STARTING:
             self._set(slot, S.STARTING)
@@ -194,10 +214,11 @@ class Coordinator(Barrier, Exits, Reloads):
             source_index=self.sources.index(slot) if slot in self.sources else 0,
             verbose=self.opts.verbose, telemetry=self.opts.telemetry,
             curve=self.opts.data_key if self.plan.curve else None)
-        try:
-            got = self.launcher.spawn(spec)
-        except SpawnError as e:
-            self.spawn_failed(slot.id, str(e))
+        return spec
+
+    def _launched(self, slot: Slot, spec: ReplicaSpec, got: Spawned | SpawnError | None) -> None:
+        if isinstance(got, SpawnError):
+            self.spawn_failed(slot.id, str(got))
             return
         if got is None:  # started elsewhere: it joins (a join may be waiting already)
             self.pending[slot.id] = spec

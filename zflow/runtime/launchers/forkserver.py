@@ -53,14 +53,28 @@ class Zygote:
         return msg
 
     def spawn(self, env: dict[str, str], cwd: str, title: str) -> ForkedProc:
+        return self.collect(self.request(env, cwd, title))
+
+    def request(self, env: dict[str, str], cwd: str, title: str) -> tuple[int, int]:
+        """Ask for a fork; its pid is read by `collect`, in the order of the requests (the
+        fork server answers them in turn), so a launcher can ask for many before reading."""
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
             request = json.dumps({"env": env, "cwd": cwd, "title": title}).encode()
             socket.send_fds(self.sock, [request], [out_w, err_w])
+        except OSError:
+            os.close(out_r)
+            os.close(err_r)
+            raise
         finally:
             os.close(out_w)
             os.close(err_w)
+        return out_r, err_r
+
+    def collect(self, pipes: tuple[int, int]) -> ForkedProc:
+        """The replica of the oldest `request` not yet collected (`pipes` is what it returned)."""
+        out_r, err_r = pipes
         while True:
             msg = self._handle(self.sock.recv(MAX))
             if msg is not None:

@@ -82,6 +82,52 @@ class LocalLauncher:
 
     # -- starting --------------------------------------------------------------------------
     def spawn(self, spec: ReplicaSpec) -> Spawned:
+        env, argv, endpoints = self._prepare(spec)
+        try:
+            if not os.path.isdir(spec.cwd):
+                raise SpawnError(f"working directory {spec.cwd} does not exist")
+            if spec.kind == "python" and not self.zygote.dead:
+                handle: Any = self.zygote.spawn(env, spec.cwd, spec.title)
+            else:
+                handle = subprocess.Popen(
+                    argv, cwd=spec.cwd, env=env,
+                    stdin=subprocess.PIPE if spec.stdin == "go" else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                    close_fds=True,
+                )
+        except OSError as e:
+            raise _cannot_run(spec, argv, e) from None
+        return self._register(spec, handle, endpoints)
+
+    def spawn_many(self, specs: list[ReplicaSpec]) -> list[Spawned | SpawnError]:
+        """Start replicas together: Python replicas are all asked of the fork server before
+        any pid is read back, so the forks overlap the preparation of the next requests (one
+        request, then its answer, then the next, left both sides waiting in turn)."""
+        out: list[Spawned | SpawnError | None] = []
+        asked: list[tuple[int, ReplicaSpec, tuple[int, int], dict[str, str]]] = []
+        for spec in specs:
+            if spec.kind == "python" and not self.zygote.dead and os.path.isdir(spec.cwd):
+                try:
+                    env, argv, endpoints = self._prepare(spec)
+                    asked.append((len(out), spec, self.zygote.request(env, spec.cwd,
+                                                                      spec.title), endpoints))
+                    out.append(None)
+                    continue
+                except OSError:  # the fork server is gone: the one-by-one path says so
+                    pass
+            try:
+                out.append(self.spawn(spec))
+            except SpawnError as e:
+                out.append(e)
+        for i, spec, pipes, endpoints in asked:
+            try:
+                out[i] = self._register(spec, self.zygote.collect(pipes), endpoints)
+            except OSError as e:
+                out[i] = _cannot_run(spec, zflow_python("zflow.runtime.replica.main"), e)
+        return out  # type: ignore[return-value]
+
+    def _prepare(self, spec: ReplicaSpec) -> tuple[dict[str, str], list[str], dict[str, str]]:
+        """The replica's environment, argv and the endpoints fixed for it here."""
         env = dict(os.environ)
         env.update(spec.env)
         env["PYTHONUNBUFFERED"] = "1"
@@ -113,22 +159,9 @@ class LocalLauncher:
             # `python3` in a command node is the interpreter zflow runs on (its venv's)
             env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
             argv = list(spec.argv or [])
-        try:
-            if not os.path.isdir(spec.cwd):
-                raise SpawnError(f"working directory {spec.cwd} does not exist")
-            if spec.kind == "python" and not self.zygote.dead:
-                handle: Any = self.zygote.spawn(env, spec.cwd, spec.title)
-            else:
-                handle = subprocess.Popen(
-                    argv, cwd=spec.cwd, env=env,
-                    stdin=subprocess.PIPE if spec.stdin == "go" else subprocess.DEVNULL,
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                    close_fds=True,
-                )
-        except OSError as e:
-            what = argv[0]
-            hint = "" if os.path.sep in what or spec.kind == "python" else " (not found on PATH)"
-            raise SpawnError(f"cannot run {what!r}: {e.strerror or e}{hint}") from None
+        return env, argv, endpoints
+
+    def _register(self, spec: ReplicaSpec, handle: Any, endpoints: dict[str, str]) -> Spawned:
         proc = _Proc(spec.id, handle, handle.pid)
         self.procs[spec.id] = proc
         self._guard(f"+{proc.pid}")
@@ -327,6 +360,12 @@ class LocalLauncher:
             self.guard.stdin.write(line + "\n")  # type: ignore[union-attr]
         except OSError:
             pass
+
+
+def _cannot_run(spec: ReplicaSpec, argv: list[str], e: OSError) -> SpawnError:
+    what = argv[0]
+    hint = "" if os.path.sep in what or spec.kind == "python" else " (not found on PATH)"
+    return SpawnError(f"cannot run {what!r}: {e.strerror or e}{hint}")
 
 
 def _killpg(pid: int | None, sig: int) -> None:
