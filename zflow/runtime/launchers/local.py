@@ -54,6 +54,10 @@ class _Proc:
     cpu_prev: tuple[float, float] | None = None
 
 
+#: fork requests a start sends before it reads their answers (see LocalLauncher.spawn_many)
+IN_FLIGHT = 16
+
+
 class LocalLauncher:
     """Starts replicas on this machine and watches their pipes and exits."""
 
@@ -100,12 +104,25 @@ class LocalLauncher:
         return self._register(spec, handle, endpoints)
 
     def spawn_many(self, specs: list[ReplicaSpec]) -> list[Spawned | SpawnError]:
-        """Start replicas together: Python replicas are all asked of the fork server before
-        any pid is read back, so the forks overlap the preparation of the next requests (one
-        request, then its answer, then the next, left both sides waiting in turn)."""
+        """Start replicas together: up to `IN_FLIGHT` Python replicas are asked of the fork
+        server before their pids are read back, so the forks overlap the preparation of the next
+        requests (one request, then its answer, then the next, left both sides waiting in
+        turn). Never more: the fork server blocks once its answers fill the socket, and stops
+        reading requests, which then block us (500 replicas at once hung at the 278th)."""
         out: list[Spawned | SpawnError | None] = []
         asked: list[tuple[int, ReplicaSpec, tuple[int, int], dict[str, str]]] = []
+
+        def collect(n: int) -> None:
+            for i, spec, pipes, endpoints in asked[:n]:
+                try:
+                    out[i] = self._register(spec, self.zygote.collect(pipes), endpoints)
+                except OSError as e:
+                    out[i] = _cannot_run(spec, zflow_python("zflow.runtime.replica.main"), e)
+            del asked[:n]
+
         for spec in specs:
+            if len(asked) >= IN_FLIGHT:
+                collect(1)
             if spec.kind == "python" and not self.zygote.dead and os.path.isdir(spec.cwd):
                 try:
                     env, argv, endpoints = self._prepare(spec)
@@ -119,11 +136,7 @@ class LocalLauncher:
                 out.append(self.spawn(spec))
             except SpawnError as e:
                 out.append(e)
-        for i, spec, pipes, endpoints in asked:
-            try:
-                out[i] = self._register(spec, self.zygote.collect(pipes), endpoints)
-            except OSError as e:
-                out[i] = _cannot_run(spec, zflow_python("zflow.runtime.replica.main"), e)
+        collect(len(asked))
         return out  # type: ignore[return-value]
 
     def _prepare(self, spec: ReplicaSpec) -> tuple[dict[str, str], list[str], dict[str, str]]:

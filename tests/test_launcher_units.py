@@ -1,0 +1,84 @@
+"""The local launcher without processes: how it talks to the fork server when it starts many."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from zflow.plan import build_plan
+from zflow.runtime.launchers import Spawned
+from zflow.runtime.launchers.local import IN_FLIGHT, LocalLauncher
+from zflow.runtime.spec import build_replica_spec
+from zflow.spec import load
+
+SQUARES = Path(__file__).resolve().parent.parent / "topologies" / "squares.yaml"
+
+
+class FakeZygote:
+    """The fork server's client as `spawn_many` uses it. It answers requests in order, and at
+    most `room` may wait unanswered: the real fork server blocks once its answers fill the
+    socket, and a launcher that kept asking would then block for ever."""
+
+    def __init__(self, room: int) -> None:
+        self.dead = False
+        self.token = "t0"
+        self.guard = None
+        self.room = room
+        self.waiting: list[tuple[int, int]] = []
+        self.most = 0
+        self.pid = 1000
+
+    def request(self, env: dict[str, str], cwd: str, title: str) -> tuple[int, int]:
+        assert len(self.waiting) < self.room, "the fork server's socket is full: a deadlock"
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        os.close(out_w)
+        os.close(err_w)
+        self.waiting.append((out_r, err_r))
+        self.most = max(self.most, len(self.waiting))
+        return out_r, err_r
+
+    def collect(self, pipes: tuple[int, int]) -> Any:
+        assert self.waiting and self.waiting[0] == pipes, "answers come in the order asked"
+        self.waiting.pop(0)
+        self.pid += 1
+        return SimpleNamespace(pid=self.pid, stdout=os.fdopen(pipes[0], "rb"),
+                               stderr=os.fdopen(pipes[1], "rb"))
+
+
+def _launcher(zygote: FakeZygote) -> LocalLauncher:
+    launcher = LocalLauncher.__new__(LocalLauncher)  # no guard process, no subreaper
+    launcher.control_endpoint = "ipc:///nonexistent/control"
+    launcher.zygote = zygote  # type: ignore[assignment]
+    launcher.procs = {}
+    launcher.fd_proc = {}
+    launcher.groups = set()
+    launcher.guard = SimpleNamespace(stdin=io.StringIO())
+    return launcher
+
+
+def test_starting_many_replicas_never_leaves_more_requests_unanswered_than_fit(
+        tmp_path: Path) -> None:
+    res = load(str(SQUARES), env={}, scale=["worker=100"])
+    assert res.ok
+    plan = build_plan(res.topology, str(SQUARES), run_dir=str(tmp_path / "run"))
+    specs = [build_replica_spec(plan, n.name, i, 1) for n in plan.nodes.values()
+             for i in range(n.replicas)]
+    # what fits in the socket before it blocks is machine-dependent (500 at once hung at the
+    # 278th here); 32 answers always fit
+    zygote = FakeZygote(room=32)
+    launcher = _launcher(zygote)
+    try:
+        got = launcher.spawn_many(specs)
+    finally:
+        for proc in launcher.procs.values():
+            for f in proc.files.values():
+                f.close()
+    assert len(got) == 102 and all(isinstance(g, Spawned) for g in got)
+    assert [g.pid for g in got] == list(range(1001, 1103))  # each spec its own answer, in order
+    assert 1 < zygote.most == IN_FLIGHT and zygote.waiting == []  # overlapped, and bounded
+    told = launcher.guard.stdin.getvalue().split()
+    assert told == [f"+{pid}" for pid in range(1001, 1103)]  # every group is guarded
