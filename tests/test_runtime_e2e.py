@@ -517,3 +517,16 @@ def test_replicas_never_import_from_the_invoking_directory(tmp_path: Path) -> No
     assert assert_completed(p, done=100)["results"]["results"]["sum"] == sum(
         i * i for i in range(100))
     assert leftovers(name) == []
+
+
+@pytest.mark.long
+@pytest.mark.timeout(180)
+def test_five_hundred_workers_start_wire_and_end() -> None:
+    """Start-up at scale: 502 replicas with PUB/SUB through one barrier (the launcher asks the
+    fork server for them in overlapping batches; asking for all at once hung at the 278th)."""
+    name = unique()
+    p = zflow("up", str(TOPO / "squares.yaml"), "--json", "--set", f"name={name}",
+              "--scale", "worker=500", "--set", "nodes.ventilator.params.count=2000")
+    res = assert_completed(p, done=2000)
+    assert res["results"]["results"]["sum"] == sum(i * i for i in range(2000))
+    assert leftovers(name) == []
