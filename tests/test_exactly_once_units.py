@@ -164,7 +164,7 @@ def test_a_range_taken_marks_exactly_the_frames_it_spans() -> None:
     assert (a.holder, b.holder) == ("t.0", "t.0")
 
 
-def test_a_source_frame_keeps_its_bytes_and_gives_back_the_records() -> None:
+def test_a_source_frame_keeps_its_bytes_and_gives_back_the_records(monkeypatch) -> None:
     out = codec.IdOutbox("work", _Sink(), "msgpack", 3, None)
     out.stride = 2
     out.kept = kept = []
@@ -177,8 +177,15 @@ def test_a_source_frame_keeps_its_bytes_and_gives_back_the_records() -> None:
     assert f.wire is kept and f.size == sum(map(len, kept))
     assert u.pending(f) == (list(range(1, 17, 2)), recs)
     u.ack_ids([3])
+    decoded = []
+    real = codec.id_frame_records
+    monkeypatch.setattr(codec, "id_frame_records", lambda w: decoded.append(w) or real(w))
     assert u.pending(f) == ([1, *range(5, 17, 2)], [recs[0], *recs[2:]])
+    assert len(decoded) == 3  # each kept frame once per resend, not once per record
     assert u[7] == recs[3] and 3 not in u
+    assert u.low() == 1
+    u.ack_ids([1])
+    assert u.low() == 5 and len(u) == 6
 
 
 class _Sink:

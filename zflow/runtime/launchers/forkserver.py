@@ -59,7 +59,12 @@ class Zygote:
         """Ask for a fork; its pid is read by `collect`, in the order of the requests (the
         fork server answers them in turn), so a launcher can ask for many before reading."""
         out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        try:
+            err_r, err_w = os.pipe()
+        except OSError:
+            os.close(out_r)
+            os.close(out_w)
+            raise
         try:
             request = json.dumps({"env": env, "cwd": cwd, "title": title}).encode()
             socket.send_fds(self.sock, [request], [out_w, err_w])
@@ -75,14 +80,17 @@ class Zygote:
     def collect(self, pipes: tuple[int, int]) -> ForkedProc:
         """The replica of the oldest `request` not yet collected (`pipes` is what it returned)."""
         out_r, err_r = pipes
-        while True:
-            msg = self._handle(self.sock.recv(MAX))
-            if msg is not None:
-                break
-        if "error" in msg:
+        try:
+            while True:
+                msg = self._handle(self.sock.recv(MAX))
+                if msg is not None:
+                    break
+            if "error" in msg:
+                raise OSError(msg["error"])
+        except BaseException:  # no replica: its pipes go too
             os.close(out_r)
             os.close(err_r)
-            raise OSError(msg["error"])
+            raise
         return ForkedProc(self, msg["pid"], os.fdopen(out_r, "rb"), os.fdopen(err_r, "rb"))
 
     def pump(self, block: bool = False) -> None:

@@ -142,6 +142,10 @@ def fork() -> Forked:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             os.setsid()  # a Ctrl-C to the terminal's group does not reach it
             os.close(w)
+            # nothing else of the caller's (an in-process caller's sockets, a jobserver pipe)
+            # stays open for the run's length and its cleanup; as Popen's close_fds did
+            os.closerange(3, r)
+            os.closerange(r + 1, os.sysconf("SC_OPEN_MAX"))
             null = os.open(os.devnull, os.O_RDWR)
             os.dup2(null, 0)  # it reads only its pipe; on stdout it says nothing, so a
             os.dup2(null, 1)  # reader of zflow's stdout never waits for it

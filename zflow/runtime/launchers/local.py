@@ -113,30 +113,36 @@ class LocalLauncher:
         asked: list[tuple[int, ReplicaSpec, tuple[int, int], dict[str, str]]] = []
 
         def collect(n: int) -> None:
-            for i, spec, pipes, endpoints in asked[:n]:
+            while asked and n > 0:
+                i, spec, pipes, endpoints = asked.pop(0)
+                n -= 1
                 try:
                     out[i] = self._register(spec, self.zygote.collect(pipes), endpoints)
                 except OSError as e:
                     out[i] = _cannot_run(spec, zflow_python("zflow.runtime.replica.main"), e)
-            del asked[:n]
 
-        for spec in specs:
-            if len(asked) >= IN_FLIGHT:
-                collect(1)
-            if spec.kind == "python" and not self.zygote.dead and os.path.isdir(spec.cwd):
-                try:
+        try:
+            for spec in specs:
+                if len(asked) >= IN_FLIGHT:
+                    collect(1)
+                if spec.kind == "python" and not self.zygote.dead and os.path.isdir(spec.cwd):
                     env, argv, endpoints = self._prepare(spec)
-                    asked.append((len(out), spec, self.zygote.request(env, spec.cwd,
-                                                                      spec.title), endpoints))
-                    out.append(None)
-                    continue
-                except OSError:  # the fork server is gone: the one-by-one path says so
-                    pass
-            try:
-                out.append(self.spawn(spec))
-            except SpawnError as e:
-                out.append(e)
-        collect(len(asked))
+                    try:
+                        pipes = self.zygote.request(env, spec.cwd, spec.title)
+                    except OSError:
+                        pipes = None  # the fork server is gone: the one-by-one path says so
+                    if pipes is not None:
+                        asked.append((len(out), spec, pipes, endpoints))
+                        out.append(None)
+                        continue
+                if spec.kind == "python":  # its answer must not be taken for an earlier one's
+                    collect(len(asked))
+                try:
+                    out.append(self.spawn(spec))
+                except SpawnError as e:
+                    out.append(e)
+        finally:  # what was asked is forked: it is known, whatever went wrong meanwhile
+            collect(len(asked))
         return out  # type: ignore[return-value]
 
     def _prepare(self, spec: ReplicaSpec) -> tuple[dict[str, str], list[str], dict[str, str]]:

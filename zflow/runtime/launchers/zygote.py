@@ -102,7 +102,11 @@ def main() -> int:
             if pid == 0:
                 break
             children.discard(pid)
-            sock.send(json.dumps({"exit": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
+            try:
+                sock.send(json.dumps({"exit": pid,
+                                      "code": os.waitstatus_to_exitcode(status)}).encode())
+            except OSError:  # the supervisor closed its end: it is gone or going
+                os._exit(0)
         if sock in ready:
             try:
                 data, fds, _, _ = socket.recv_fds(sock, MAX, 2)

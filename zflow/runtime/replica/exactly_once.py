@@ -95,7 +95,7 @@ class Frame:
     what `window_bytes` says.
     """
 
-    __slots__ = ("first", "n", "_records", "wire", "left", "holder", "sent", "size")
+    __slots__ = ("first", "n", "_records", "wire", "left", "left_n", "holder", "sent", "size")
 
     def __init__(self, first: int, n: int, records: list[Any] | None, sent: int, size: int,
                  wire: list[bytes] | None = None) -> None:
@@ -104,8 +104,11 @@ class Frame:
         self.size = size  # bytes on the wire: the window bounds these too
         self._records = records
         self.wire = wire
-        #: ids still unacknowledged once some were acknowledged alone (None: all of them)
-        self.left: set[int] | None = None
+        #: once some ids were acknowledged alone: per record, 1 while unacknowledged (a byte a
+        #: record, so a window of partly acknowledged frames, as a filter leaves them, stays
+        #: small); None: all of them
+        self.left: bytearray | None = None
+        self.left_n = 0  # how many are still unacknowledged, with `left`
         #: the replica that last said it took these records (None: nobody yet)
         self.holder: str | None = None
         self.sent = sent  # the source's send counter when it was (re)sent
@@ -206,12 +209,15 @@ class Unacked(MutableMapping):
             f = self._frame_of(firsts, i)
             if f is None:
                 continue
+            k = (i - f.first) // self.stride
             if f.left is None:
-                f.left = set(self._ids(f))
-            if i in f.left:
-                f.left.discard(i)
+                f.left = bytearray(b"\x01") * f.n
+                f.left_n = f.n
+            if f.left[k]:
+                f.left[k] = 0
+                f.left_n -= 1
                 self.count -= 1
-                if not f.left:
+                if not f.left_n:
                     self._drop(f)
 
     def pending(self, f: Frame) -> tuple[list[int], list[Any]]:
@@ -219,13 +225,15 @@ class Unacked(MutableMapping):
         ids = list(self._ids(f))
         if f.left is None:
             return ids, f.records
-        keep = [k for k, i in enumerate(ids) if i in f.left]
-        return [ids[k] for k in keep], [f.records[k] for k in keep]
+        left = f.left
+        keep = [k for k in range(f.n) if left[k]]
+        recs = f.records  # decoded once: a kept frame decodes at every read
+        return [ids[k] for k in keep], [recs[k] for k in keep]
 
     def low(self) -> int | None:
         """The lowest unacknowledged id (None: everything is acknowledged)."""
         for f in self.frames.values():
-            return min(f.left) if f.left else f.first
+            return f.first if f.left is None else f.first + f.left.index(1) * self.stride
         return None
 
     def took(self, ids: Any, by: str, first_hop: bool) -> None:
@@ -286,7 +294,7 @@ class Unacked(MutableMapping):
 
     def __getitem__(self, i: int) -> Any:
         f = self._frame_of(list(self.frames), i)
-        if f is None or (f.left is not None and i not in f.left):
+        if f is None or (f.left is not None and not f.left[(i - f.first) // self.stride]):
             raise KeyError(i)
         return f.records[(i - f.first) // self.stride]
 
