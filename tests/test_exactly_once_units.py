@@ -220,3 +220,29 @@ def test_a_second_death_does_not_resend_a_suspect_twice() -> None:
     u.took(range(1, 2), "w.2", first_hop=True)
     assert u.cleared() == [a] and b.holder == "w.2"
     assert u.cleared() == [] and u.suspects == {}
+
+
+def test_a_source_s_window_is_twice_what_the_pipes_hold() -> None:
+    from pathlib import Path
+
+    from zflow.plan import build_plan
+    from zflow.runtime.spec import WINDOW, build_replica_spec, eo_window
+    from zflow.spec import load
+
+    squares = str(Path(__file__).resolve().parent.parent / "topologies" / "squares.yaml")
+
+    def plan(*opts: str, workers: int) -> object:
+        res = load(squares, env={}, overrides=list(opts), scale=[f"worker={workers}"])
+        assert res.ok
+        return build_plan(res.topology, squares)
+
+    # 40 workers: two hops of 40 pipes, 16 frames at each end, 1,000 records a frame (the
+    # control channel's PUB/SUB is not data)
+    p40 = plan(workers=40)
+    assert eo_window(p40, 1) == 2 * (40 + 40) * (16 + 16) * 1000
+    assert eo_window(p40, 4) == eo_window(p40, 1) // 4  # sources share the pipes
+    assert eo_window(plan(workers=2), 1) == WINDOW  # never below the default
+    assert build_replica_spec(p40, "ventilator", 0, 1).window == 5_120_000
+    # best-effort keeps no window
+    be = plan("delivery=best-effort", workers=40)
+    assert build_replica_spec(be, "ventilator", 0, 1).window == WINDOW
