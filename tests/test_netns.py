@@ -165,6 +165,15 @@ def wait(proc: subprocess.Popen, timeout: float = 60) -> int:
     return proc.wait(timeout=timeout)
 
 
+
+def export_slow_workers(tmp: Path, n: int) -> list[dict[str, Any]]:
+    """4 workers at 40 µs a record, exactly-once, so a stream of `n` outlasts a kill; short
+    heartbeats, so a link that dies without a FIN is noticed in a second, not the default 5 s."""
+    return export(tmp, "--scale", "worker=4", "--set", f"nodes.ventilator.params.count={n}",
+                  "--set", "delivery=exactly-once", "--set", "nodes.worker.run=faulty:slow_square",
+                  "--set", "nodes.worker.params.delay_us=40",
+                  "--heartbeat-ivl", "200", "--heartbeat-timeout", "1000")
+
 @pytest.mark.parametrize("curve", [False, True], ids=["plain-data", "curve-data"])
 def test_squares_across_namespaces_and_an_intruder_is_refused(pods: Cluster, tmp_path: Path,
                                                               curve: bool) -> None:
@@ -200,10 +209,7 @@ def test_a_worker_replaced_at_a_new_address_keeps_exactly_once(pods: Cluster,
     n = 40000  # 10,000 records of 40 µs each per worker: the stream outlasts the kill
     # the namespace goes with the process, so its FIN may never leave: heartbeats tell (short
     # ones, so the test does not wait out the default 5 s)
-    objs = export(tmp_path, "--scale", "worker=4", "--set", f"nodes.ventilator.params.count={n}",
-                  "--set", "delivery=exactly-once", "--set", "nodes.worker.run=faulty:slow_square",
-                  "--set", "nodes.worker.params.delay_us=40",
-                  "--heartbeat-ivl", "200", "--heartbeat-timeout", "1000")
+    objs = export_slow_workers(tmp_path, n)
     run = Run(pods, objs, tmp_path, keys(tmp_path))
     coord = run.coordinator()
     members = run.replicas()
@@ -231,10 +237,7 @@ def test_a_silently_cut_link_is_noticed_by_heartbeats_on_both_ends(pods: Cluster
     (then a replacement takes its place), and the cut-off worker stops by itself, orphaned no
     longer than its own heartbeat timeout."""
     n = 40000
-    objs = export(tmp_path, "--scale", "worker=4", "--set", f"nodes.ventilator.params.count={n}",
-                  "--set", "delivery=exactly-once", "--set", "nodes.worker.run=faulty:slow_square",
-                  "--set", "nodes.worker.params.delay_us=40",
-                  "--heartbeat-ivl", "200", "--heartbeat-timeout", "1000")
+    objs = export_slow_workers(tmp_path, n)
     run = Run(pods, objs, tmp_path, keys(tmp_path))
     coord = run.coordinator()
     members = run.replicas()

@@ -56,6 +56,10 @@ class SocketSpec:
         return bool(self.stop_on or self.send_on_end)
 
 
+#: the smallest exactly-once window, in records (see eo_window)
+WINDOW = 1_000_000
+
+
 @dataclass
 class ReplicaSpec:
     """Everything one incarnation of one replica needs to start, run and report."""
@@ -87,7 +91,7 @@ class ReplicaSpec:
     #: exactly-once: records (and their bytes on the wire) a source may have unacknowledged,
     #: and how long before it resends; a source's window is sized by `eo_window`. The source
     #: keeps frames as bytes, so `window_bytes` is what the window costs in memory
-    window: int = 1_000_000
+    window: int = WINDOW
     window_bytes: int = 32 << 20
     lease: float = 5.0
     #: command nodes: "none" (/dev/null) or "go" (a newline once every node is ready)
@@ -156,10 +160,6 @@ def socket_spec(plan: Plan, node: NodePlan, s: SocketPlan, bind_endpoint: str | 
 
 def dead_letter_path(plan: Plan, node: NodePlan) -> str:
     return os.path.join(node.cwd, f"{plan.name}.{node.name}.dead-letter.jsonl")
-
-
-#: the smallest exactly-once window, in records (see eo_window)
-WINDOW = 1_000_000
 
 
 def eo_window(plan: Plan, sources: int) -> int:

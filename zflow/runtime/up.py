@@ -37,8 +37,9 @@ def status_for(plan: Plan, mode: str, per_replica: bool, log_dir: str | None,
 
 def up_command(args: argparse.Namespace) -> int:
     """`args.zygote`: a fork server the caller started (and closes); else one is started here."""
-    if getattr(args, "zygote", None) is not None or args.dry_run:
-        return _up(args, getattr(args, "zygote", None))
+    given = getattr(args, "zygote", None)
+    if given is not None or args.dry_run:
+        return _up(args, given)
     from zflow.runtime.launchers.forkserver import Zygote
 
     # the fork server warms up (imports pyzmq) while we validate and plan

@@ -110,16 +110,16 @@ class LocalLauncher:
         turn). Never more: the fork server blocks once its answers fill the socket, and stops
         reading requests, which then block us (500 replicas at once hung at the 278th)."""
         out: list[Spawned | SpawnError | None] = []
-        asked: list[tuple[int, ReplicaSpec, tuple[int, int], dict[str, str]]] = []
+        asked: list[tuple[int, ReplicaSpec, tuple[int, int], list[str], dict[str, str]]] = []
 
         def collect(n: int) -> None:
             while asked and n > 0:
-                i, spec, pipes, endpoints = asked.pop(0)
+                i, spec, pipes, argv, endpoints = asked.pop(0)
                 n -= 1
                 try:
                     out[i] = self._register(spec, self.zygote.collect(pipes), endpoints)
                 except OSError as e:
-                    out[i] = _cannot_run(spec, zflow_python("zflow.runtime.replica.main"), e)
+                    out[i] = _cannot_run(spec, argv, e)
 
         try:
             for spec in specs:
@@ -132,7 +132,7 @@ class LocalLauncher:
                     except OSError:
                         pipes = None  # the fork server is gone: the one-by-one path says so
                     if pipes is not None:
-                        asked.append((len(out), spec, pipes, endpoints))
+                        asked.append((len(out), spec, pipes, argv, endpoints))
                         out.append(None)
                         continue
                 if spec.kind == "python":  # its answer must not be taken for an earlier one's
