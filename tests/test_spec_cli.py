@@ -161,3 +161,27 @@ def test_pre_commit_hook_definition() -> None:
     pat = re.compile(hook["files"])
     assert pat.search("topologies/squares.yaml") and pat.search("etl/x.zflow.yml")
     assert not pat.search("config/app.yaml")
+
+
+def test_ipc_paths_are_checked_against_the_run_directory_without_tempfile(tmp_path: Path) -> None:
+    """ZF057 is found whatever TMPDIR is, and tempfile is imported only when a path may not fit
+    (its import is ~4 ms of every validate)."""
+    topo = tmp_path / "t.yaml"
+    topo.write_text("version: 1\nname: t\nnodes:\n  src:\n    run: m:f\n    sockets:\n"
+                    f"      {'o' * 40}: {{type: PUSH, bind: auto}}\n"
+                    "  dst:\n    run: m:g\n    sockets:\n"
+                    f"      i: {{type: PULL, connect: src.{'o' * 40}}}\n")
+    deep = tmp_path / ("d" * 60)
+    deep.mkdir()
+    runs = {}
+    for name, tmpdir in (("short", "/tmp"), ("deep", str(deep))):
+        env = {**os.environ, "NO_COLOR": "1", "TMPDIR": tmpdir, "PYTHONPATH": str(ROOT)}
+        runs[name] = subprocess.run(  # in /: the current directory is a candidate too
+            [sys.executable, "-X", "importtime", "-m", "zflow", "validate", str(topo)],
+            capture_output=True, text=True, env=env, cwd="/")
+    imported = {name: {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines()
+                       if line.startswith("import time:")} for name, r in runs.items()}
+    assert runs["short"].returncode == 0, runs["short"].stdout
+    assert "tempfile" not in imported["short"]
+    assert runs["deep"].returncode == 1
+    assert "error[ZF057]" in runs["deep"].stdout and str(deep) in runs["deep"].stdout

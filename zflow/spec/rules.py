@@ -7,10 +7,9 @@ raise on odd input, so every problem in a file is reported in one pass.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-import tempfile
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +118,8 @@ class Endpoint:
         h = self.host.strip("[]")
         if h in ("localhost", "lo"):
             return True
+        import ipaddress  # only for tcp hosts by address: ~2 ms at every start otherwise
+
         try:
             return ipaddress.ip_address(h).is_loopback
         except ValueError:
@@ -144,9 +145,25 @@ def reaches(bound: Endpoint, target: Endpoint) -> bool:
         bound.norm_host() == target.norm_host() or (bound.wildcard_host and target.loopback))
 
 
+def _longest_tempdir() -> int:
+    """The longest directory `tempfile.gettempdir()` may pick, in bytes: it takes the first
+    writable one of these (relative ones made absolute), unless it has been imported and told."""
+    if "tempfile" in sys.modules:
+        return len(os.fsencode(sys.modules["tempfile"].gettempdir()))
+    dirs = [os.environ.get(v) for v in ("TMPDIR", "TEMP", "TMP")] + ["/tmp", "/var/tmp",
+                                                                       "/usr/tmp"]
+    try:
+        dirs.append(os.getcwd())
+    except OSError:
+        pass
+    return max(len(os.fsencode(os.path.abspath(d))) for d in dirs if d)
+
+
 def run_dir_template() -> str:
     """The run directory `zflow up` makes for ipc endpoints (`tempfile.mkdtemp(prefix="zflow-")`
     in runtime/launchers/local.py), with its 8 random characters as X."""
+    import tempfile  # ~4 ms of imports (random, hashlib): only for ipc endpoints in the file
+
     return os.path.join(tempfile.gettempdir(), "zflow-XXXXXXXX")
 
 
@@ -569,15 +586,16 @@ def check(data: Any, loc: Locator) -> list[Diagnostic]:
 def _auto_ipc_paths(socks: dict[tuple[str, str], Sock], loc: Locator) -> list[Diagnostic]:
     """`bind: auto` / `ipc` becomes ipc://<run dir>/<node>.<replica>.<socket>: it must fit the
     107 bytes of a Unix socket path, or the replica fails at start ("File name too long")."""
-    out = []
+    out: list[Diagnostic] = []
+    names = [(s, f"{s.node}.{min(s.replicas, MAX_REPLICAS) - 1}.{s.name}") for s in socks.values()
+             if s.bind in ("auto", "ipc") and _NODE_NAME.match(s.node)
+             and _SOCKET_NAME.match(s.name)]  # bad names are reported already
+    longest = max((len(name.encode()) for _, name in names), default=0)
+    if not names or _longest_tempdir() + len("/zflow-XXXXXXXX/") + longest <= IPC_MAX:
+        return out  # fits wherever tempfile puts the run directory: no need to import it
     run_dir = run_dir_template()
-    for s in socks.values():
-        if s.bind not in ("auto", "ipc"):
-            continue
-        if not _NODE_NAME.match(s.node) or not _SOCKET_NAME.match(s.name):
-            continue  # the name is reported already
-        last = min(s.replicas, MAX_REPLICAS) - 1
-        path = f"{run_dir}/{s.node}.{last}.{s.name}"
+    for s, name in names:
+        path = f"{run_dir}/{name}"
         n = len(path.encode())
         if n > IPC_MAX:
             out.append(loc.diag("ZF057", f"socket '{s.label}' would bind the ipc path {path}, "
@@ -585,7 +603,7 @@ def _auto_ipc_paths(socks: dict[tuple[str, str], Sock], loc: Locator) -> list[Di
                                 s.path + ("bind",),
                                 hint=f"use a node and socket name {n - IPC_MAX} characters "
                                      "shorter, `bind: tcp`, or a shorter TMPDIR (the run "
-                                     f"directory is made in {tempfile.gettempdir()})"))
+                                     f"directory is made in {os.path.dirname(run_dir)})"))
     return out
 
 

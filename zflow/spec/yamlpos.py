@@ -3,24 +3,25 @@
 PyYAML's loaders forget positions, silently keep the last of duplicate keys, turn `no` into False
 (YAML 1.1: `restart: no` would become a boolean) and, unless one is careful, construct objects from
 tags. So we compose the node graph with a YAML 1.2 core-schema resolver and build plain JSON-like
-values ourselves, recording `path -> (line, col)` for each value and each mapping key.
+values ourselves, recording `path -> (line, col)` for each value and each mapping key
+(`zflow.spec.yamlcompose`).
+
+A parse depends on nothing but the text, so a clean one is kept in the user's cache, as Python
+keeps `.pyc` files: a warm `zflow validate` or `zflow up` then never imports PyYAML (~16 ms of
+CPU, a quarter of the command). An entry is used only if its text is the text being parsed and
+it was written by this parser and this PyYAML; `ZFLOW_CACHE_DIR=` (empty) turns the cache off.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-from yaml.composer import Composer
-from yaml.parser import Parser
-from yaml.reader import Reader
-from yaml.resolver import BaseResolver
-from yaml.scanner import Scanner
-
-from zflow.spec.diagnostics import Diagnostic, make
+if TYPE_CHECKING:
+    from zflow.spec.diagnostics import Diagnostic
 
 MAX_DEPTH = 64
 MAX_NODES = 200_000  # expanded values (after aliases): bounds "billion laughs"
@@ -32,51 +33,17 @@ STR, INT, FLOAT, BOOL, NULL, MAP, SEQ, MERGE = (_T + t for t in
                                                ("str", "int", "float", "bool", "null", "map",
                                                 "seq", "merge"))
 
-
-class _Resolver(BaseResolver):
-    """YAML 1.2 core schema: only true/false are booleans, no sexagesimals, no timestamps."""
-
-    yaml_implicit_resolvers: dict = {}
-
-
-_Resolver.add_implicit_resolver(
-    BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-_Resolver.add_implicit_resolver(
-    INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
-_Resolver.add_implicit_resolver(
-    FLOAT,
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."))
-_Resolver.add_implicit_resolver(NULL, re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
-_Resolver.add_implicit_resolver(MERGE, re.compile(r"^(?:<<)$"), ["<"])
-
-
-class _TooDeep(Exception):
-    def __init__(self, mark: Any) -> None:
-        super().__init__("too deep")
-        self.mark = mark
-
-
-class _Loader(Reader, Scanner, Parser, Composer, _Resolver):
-    """Composer only (never constructs objects), with a nesting guard against deep recursion."""
-
-    def __init__(self, stream: str) -> None:
-        Reader.__init__(self, stream)
-        Scanner.__init__(self)
-        Parser.__init__(self)
-        Composer.__init__(self)
-        _Resolver.__init__(self)
-        self._depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise _TooDeep(self.peek_event().start_mark)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+#: YAML 1.2 core schema: only true/false are booleans, no sexagesimals, no timestamps. The
+#: implicit tags of plain scalars as (tag, pattern, first characters), in the order PyYAML
+#: tries them: `yamlcompose` registers them, `parse_value` resolves simple values with them.
+RESOLVERS = [
+    (BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")),
+    (INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")),
+    (FLOAT, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                       r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789.")),
+    (NULL, re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]),
+    (MERGE, re.compile(r"^(?:<<)$"), ["<"]),
+]
 
 
 @dataclass
@@ -88,10 +55,6 @@ class PosDoc:
     keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
     #: values already reported (refused tags): later checks stay quiet about them
     reported: set[Path] = field(default_factory=set)
-
-
-def _pos(mark: Any) -> tuple[int, int]:
-    return (mark.line + 1, mark.column + 1)
 
 
 def path_str(path: Path) -> str:
@@ -132,164 +95,135 @@ def scalar_value(tag: str, text: str) -> Any:
     return text
 
 
-class _Builder:
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.doc = PosDoc()
-        self.diags: list[Diagnostic] = []
-        self.count = 0
-        self.too_big = False
-
-    def diag(self, code: str, msg: str, mark: Any, path: Path, hint: str | None = None) -> None:
-        line, col = _pos(mark)
-        self.diags.append(make(code, msg, path=path_str(path), file=self.file, line=line, col=col,
-                               hint=hint))
-
-    def build(self, node: Any, path: Path, depth: int) -> Any:
-        self.count += 1
-        if self.count > MAX_NODES or depth > MAX_DEPTH:
-            if not self.too_big:
-                self.too_big = True
-                if depth > MAX_DEPTH:
-                    self.diag("ZF008", f"nesting deeper than {MAX_DEPTH} levels (through aliases)",
-                              node.start_mark, path)
-                else:
-                    self.diag("ZF009", f"aliases expand to more than {MAX_NODES} values",
-                              node.start_mark, path,
-                              hint="a topology never needs this; it looks like a 'billion laughs'"
-                                   " document")
-            return None
-        self.doc.values.setdefault(path, _pos(node.start_mark))
-        tag = node.tag
-        if isinstance(node, yaml.ScalarNode):
-            if tag not in (STR, INT, FLOAT, BOOL, NULL):
-                self._refuse(node, path)
-                return node.value
-            return node.value if tag == STR else scalar_value(tag, node.value)
-        if isinstance(node, yaml.SequenceNode):
-            if tag != SEQ:
-                self._refuse(node, path)
-            return [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
-        if isinstance(node, yaml.MappingNode):
-            if tag != MAP:
-                self._refuse(node, path)
-            return self._mapping(node, path, depth)
-        return None  # pragma: no cover
-
-    def _refuse(self, node: Any, path: Path) -> None:
-        self.doc.reported.add(path)
-        tag = node.tag
-        short = tag.replace(_T, "!!") if tag.startswith(_T) else tag
-        self.diag("ZF007", f"YAML tag {short} is refused", node.start_mark, path,
-                  hint="topologies hold plain strings, numbers, booleans, lists and mappings; "
-                       "remove the tag")
-
-    def _key(self, knode: Any, path: Path) -> str | None:
-        if not isinstance(knode, yaml.ScalarNode):
-            self.diag("ZF011", "mapping keys must be plain strings, not a list or mapping",
-                      knode.start_mark, path)
-            return None
-        if knode.tag not in (STR, INT, FLOAT, BOOL, NULL):
-            self._refuse(knode, path)
-        return knode.value
-
-    def _mapping(self, node: Any, path: Path, depth: int) -> dict:
-        out: dict[str, Any] = {}
-        explicit: set[str] = set()
-        merged: list[Any] = []
-        for knode, vnode in node.value:
-            if knode.tag == MERGE and isinstance(knode, yaml.ScalarNode) and knode.style is None:
-                merged.append(vnode)
-                continue
-            key = self._key(knode, path)
-            if key is None:
-                continue
-            kpath = path + (key,)
-            if key in explicit:
-                first = self.doc.keys.get(kpath)
-                where = f" (first at line {first[0]})" if first else ""
-                self.diag("ZF006", f"duplicate key '{key}'{where}", knode.start_mark, kpath,
-                          hint="YAML keeps only one of them; remove or rename the other")
-                continue
-            explicit.add(key)
-            self.doc.keys[kpath] = _pos(knode.start_mark)
-            out[key] = self.build(vnode, kpath, depth + 1)
-        # merge keys (`<<: *base`): explicit keys win, earlier merges win over later ones
-        for vnode in merged:
-            sources = vnode.value if isinstance(vnode, yaml.SequenceNode) else [vnode]
-            for src in sources:
-                if not isinstance(src, yaml.MappingNode):
-                    self.diag("ZF005", "`<<` merge needs a mapping or a list of mappings",
-                              src.start_mark, path)
-                    continue
-                for knode, v in src.value:
-                    key = self._key(knode, path) if not (knode.tag == MERGE) else None
-                    if key is None or key in out:
-                        continue
-                    kpath = path + (key,)
-                    self.doc.keys[kpath] = _pos(knode.start_mark)
-                    out[key] = self.build(v, kpath, depth + 1)
-        return out
+#: a value YAML reads as one plain scalar whatever it holds: letters, digits and `_./+-`, not
+#: starting with a dash before a non-word (`- x`, `--`) or with a document marker
+_PLAIN = re.compile(r"(?!---|\.\.\.)(?:[A-Za-z0-9_./+]|-(?=[A-Za-z0-9_./+]))[A-Za-z0-9_./+-]*")
 
 
-def _offset_to_pos(text: str, index: int) -> tuple[int, int]:
-    line = text.count("\n", 0, index) + 1
-    col = index - (text.rfind("\n", 0, index) + 1) + 1
-    return line, col
+def plain_scalar(text: str) -> tuple[bool, Any]:
+    """(True, value) when `text` is a plain scalar `_PLAIN` accepts, resolved as PyYAML would;
+    (False, None) when it needs the YAML parser."""
+    if not _PLAIN.fullmatch(text):
+        return False, None
+    for tag, pattern, first in RESOLVERS:
+        if text[0] in first and pattern.match(text):
+            return True, scalar_value(tag, text)
+    return True, text
 
 
-def parse(text: str, file: str) -> tuple[PosDoc | None, list[Diagnostic]]:
-    """Parse one YAML document. Returns (None, diags) when nothing usable could be built."""
+# ---------------------------------------------------------------------------------------------
+# the parse cache
+
+#: bump when what an entry holds changes shape
+CACHE_FORMAT = 1
+#: entries kept: a miss that finds more removes the oldest down to CACHE_KEEP
+CACHE_MAX, CACHE_KEEP = 256, 192
+
+
+def cache_dir() -> str | None:
+    """$ZFLOW_CACHE_DIR (empty: no cache), else $XDG_CACHE_HOME/zflow, else ~/.cache/zflow."""
+    d = os.environ.get("ZFLOW_CACHE_DIR")
+    if d is not None:
+        return d or None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "zflow")
+
+
+def _stamp() -> tuple | None:
+    """What a cached parse was made by: this parser's two files and the PyYAML that ran them
+    (its path and mtime: an upgrade rewrites it, another environment has its own)."""
+    from importlib.util import find_spec
+
     try:
-        loader = _Loader(text)
+        spec = find_spec("yaml")
+        files = [__file__, os.path.join(os.path.dirname(__file__), "yamlcompose.py"),
+                 spec.origin if spec and spec.origin else ""]
+        return (CACHE_FORMAT, *((f, os.stat(f).st_mtime_ns) for f in files))
+    except (OSError, ImportError, ValueError):
+        return None
+
+
+def _entry(folder: str, text: str) -> str:
+    import zlib
+
+    return os.path.join(folder, f"yaml-{zlib.crc32(text.encode('utf-8', 'surrogatepass')):08x}"
+                                f"-{len(text)}.marshal")
+
+
+def _cached(text: str) -> PosDoc | None:
+    folder = cache_dir()
+    if not folder:
+        return None
+    import marshal
+
+    try:
+        if os.stat(folder).st_uid != os.getuid():  # a cache that is not ours is not trusted
+            return None
+        with open(_entry(folder, text), "rb") as f:
+            stamp, kept, data, values, keys = marshal.loads(f.read())
+    except (OSError, ValueError, EOFError, TypeError):  # none yet, or unreadable: parse
+        return None
+    if kept != text or stamp != _stamp():
+        return None
+    return PosDoc(data, values, keys)
+
+
+def _store(text: str, doc: PosDoc) -> None:
+    """Best effort: a cache that cannot be written only costs the next run its parse."""
+    folder = cache_dir()
+    stamp = _stamp()
+    if not folder or stamp is None:
+        return
+    import marshal
+
+    path = _entry(folder, text)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        if os.stat(folder).st_uid != os.getuid():
+            return
+        with open(tmp, "wb") as f:
+            f.write(marshal.dumps((stamp, text, doc.data, doc.values, doc.keys)))
+        os.replace(tmp, path)
+        _evict(folder)
+    except (OSError, ValueError):  # unwritable, full, or a value marshal cannot hold
         try:
-            node = loader.get_single_node()
-        finally:
-            loader.dispose()
-    except _TooDeep as e:
-        line, col = _pos(e.mark)
-        return None, [make("ZF008", f"nesting deeper than {MAX_DEPTH} levels", file=file,
-                           line=line, col=col)]
-    except yaml.reader.ReaderError as e:
-        line, col = _offset_to_pos(text, e.position)
-        return None, [make("ZF002", f"unacceptable character #x{e.character:04x} in the file",
-                           file=file, line=line, col=col,
-                           hint="topology files are plain text; remove control characters")]
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = _pos(mark) if mark else (0, 0)
-        problem = e.problem or "invalid YAML"
-        if "expected a single document" in (e.context or ""):
-            return None, [make("ZF010", "more than one YAML document in the file", file=file,
-                               line=line, col=col, hint="remove the `---` and what follows, or "
-                               "split the file")]
-        msg = problem
-        if e.context:
-            msg = f"{problem} ({e.context}"
-            if e.context_mark and mark and e.context_mark.line != mark.line:
-                msg += f" at line {e.context_mark.line + 1}"
-            msg += ")"
-        hint = None
-        if "\\t" in problem or "'\\t'" in problem:
-            hint = "YAML indentation uses spaces, not tabs"
-        elif "mapping values are not allowed" in problem:
-            hint = "a value with ': ' in it needs quotes, or the indentation is off"
-        elif "could not find expected ':'" in problem:
-            hint = "check the indentation of the lines above"
-        return None, [make("ZF005", f"YAML syntax error: {msg}", file=file, line=line, col=col,
-                           hint=hint)]
-    except yaml.YAMLError as e:  # pragma: no cover - every PyYAML error is marked or a reader one
-        return None, [make("ZF005", f"YAML error: {e}", file=file, line=1, col=1)]
-    except RecursionError:  # pragma: no cover - the depth guard fires first
-        return None, [make("ZF008", "nesting too deep", file=file, line=1, col=1)]
-    if node is None:
-        return None, [make("ZF004", "the file is empty (no YAML document)", file=file, line=1,
-                           col=1, hint="start with `version: 1`")]
-    b = _Builder(file)
-    b.doc.data = b.build(node, (), 0)
-    if b.too_big:
-        return None, b.diags
-    return b.doc, b.diags
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _evict(folder: str) -> None:
+    names = [n for n in os.listdir(folder) if n.startswith("yaml-") and n.endswith(".marshal")]
+    if len(names) <= CACHE_MAX:
+        return
+    def mtime(name: str) -> int:
+        try:
+            return os.stat(os.path.join(folder, name)).st_mtime_ns
+        except OSError:
+            return 0
+    for name in sorted(names, key=mtime)[:len(names) - CACHE_KEEP]:
+        try:
+            os.unlink(os.path.join(folder, name))
+        except OSError:
+            pass
+
+
+def parse(text: str, file: str, cache: bool = True) -> tuple[PosDoc | None, list[Diagnostic]]:
+    """Parse one YAML document. Returns (None, diags) when nothing usable could be built.
+
+    Only a parse with no diagnostics is cached (their messages name `file`; a clean parse does
+    not depend on it)."""
+    if cache:
+        doc = _cached(text)
+        if doc is not None:
+            return doc, []
+    from zflow.spec import yamlcompose
+
+    doc, diags = yamlcompose.parse(text, file)
+    if cache and doc is not None and not diags:
+        _store(text, doc)
+    return doc, diags
 
 
 def parse_value(text: str) -> Any:
@@ -299,7 +233,10 @@ def parse_value(text: str) -> Any:
     """
     if not text.strip():
         return ""
-    doc, diags = parse(text, "<value>")
+    simple, value = plain_scalar(text)
+    if simple:
+        return value
+    doc, diags = parse(text, "<value>", cache=False)  # values are too many and too small
     if diags and any(d.is_error for d in diags):
         raise ValueError(diags[0].message)
     return None if doc is None else doc.data
