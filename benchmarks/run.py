@@ -311,9 +311,12 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_before": os.getloadavg(), "args": {k: v for k, v in vars(a).items()}}
     probe = (False, "not requested")
     # zflow's bytecode, as an installed package has it: with PYTHONDONTWRITEBYTECODE set (this
-    # machine sets it) a source tree's changed modules would be compiled again in every process
+    # machine sets it) a source tree's changed modules would be compiled again in every process.
+    # Forced: compileall trusts a .pyc whose recorded mtime matches, but a file rewritten in the
+    # same second (git stash pop, checkout) has that mtime with other content; the import then
+    # sees the size differ and compiles the source in every process, ~5 ms a module
     for tree in ("zflow", "topologies"):  # squares.py too, as Python leaves it after a first run
-        compileall.compile_dir(str(ROOT / tree), quiet=1)
+        compileall.compile_dir(str(ROOT / tree), quiet=1, force=True)
     if any(v in ZFLOWS for v in a.variants) or not a.no_extras:
         print("probing zflow up ...", file=sys.stderr, flush=True)
         probe = zflow_probe()

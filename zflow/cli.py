@@ -759,6 +759,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # one command's parser, unless --help of the top level, an unknown command (its error lists
     # them all) or completion scripts (made from every parser) need them all
     first = argv[0] if argv else None
+    if argv == ["--version"]:  # without the fifteen parsers that would say it
+        print(f"zflow {__version__}")
+        return exitcodes.OK
     parser = build_parser(first if first in _BUILDERS and first != "completion" else None)
     if not argv:  # bare `zflow`: what it is and what it can do
         sys.stderr.write(parser.format_usage() + "\n" + DESCRIPTION + "\n\n" + _commands_block()
@@ -803,10 +806,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _up_long_running(args, argv)
     _skip_teardown = True  # an attached run: its supervisor has closed everything it opened
     # the fork server starts before anything else is imported (the validator, the runtime, the
-    # views): its own start-up overlaps all of that, and every replica waits for it
-    from zflow.runtime.launchers.forkserver import Zygote
+    # views): forked once pyzmq is imported, it imports the replicas' modules while we validate
+    # and plan, and every replica waits for it
+    args.zygote = None
+    if not args.dry_run:
+        from zflow.runtime.launchers.forkserver import Zygote
 
-    args.zygote = None if args.dry_run else Zygote(guard=True)
+        args.zygote = Zygote(guard=True, fork=True)
     try:
         from zflow.runtime.up import up_command
 

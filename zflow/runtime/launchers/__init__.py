@@ -38,6 +38,13 @@ class Launcher(Protocol):
         """`stdin: go`: tell a program waiting for Enter that every node is ready."""
 
 
+def zflow_home() -> str:
+    """The directory zflow is imported from (the parent of the package)."""
+    import zflow
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(zflow.__file__)))
+
+
 def zflow_python(module: str, *args: str) -> list[str]:
     """argv running `module`'s main() on this interpreter, never importing from the invoking
     directory.
@@ -48,9 +55,7 @@ def zflow_python(module: str, *args: str) -> list[str]:
     first statement replaces it with zflow's own location. Replicas add the topology's directory
     (and the user's PYTHONPATH) themselves.
     """
-    import zflow
-
-    home = os.path.dirname(os.path.dirname(os.path.abspath(zflow.__file__)))
+    home = zflow_home()
     boot = ("import sys; p = sys.path; p[:1] = [sys.argv.pop(1)] if p[:1] == [''] else "
             f"[sys.argv.pop(1), *p[:1]]; from {module} import main; sys.exit(main())")
     return [sys.executable, "-c", boot, home, *args]

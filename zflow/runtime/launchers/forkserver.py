@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
-import subprocess
-from typing import IO
+import sys
+from typing import IO, Any
 
-from zflow.runtime.launchers import zflow_python
+from zflow.runtime.launchers import zflow_home, zflow_python
 from zflow.runtime.launchers.guard import TOKEN, Forked, running
 from zflow.runtime.launchers.guard import fork as fork_guard
 
@@ -20,21 +21,32 @@ MAX = 1 << 20
 
 
 class Zygote:
-    """Client side of zflow.runtime.launchers.zygote; start it early so its imports overlap ours."""
+    """Client side of zflow.runtime.launchers.zygote; start it early so its imports overlap ours.
 
-    def __init__(self, guard: bool = False) -> None:
+    `fork=True` (`zflow up`, first thing): the fork server is a fork of this process, made once
+    pyzmq and msgpack are imported here (the supervisor needs them anyway), so no second
+    interpreter starts and imports them: ~50 ms of CPU less at the start of every run, on 2 cores
+    shared with the replicas. Only from a process with no threads and no ZeroMQ context yet.
+    Otherwise (in-process callers) the fork server is a new interpreter."""
+
+    def __init__(self, guard: bool = False, fork: bool = False) -> None:
         #: `guard`: the orphan guard is forked first (guard.fork), before the socket below
         #: exists, so it holds nothing of the run but its pipe; the launcher takes it
         self.guard: Forked | None = fork_guard() if guard else None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        #: the run's token: in the fork server's environment, so in every replica it forks
-        #: (a forked process's /proc/PID/environ is its parent's), found by the guard
+        #: the run's token: in the environment of every replica and of what it starts, found
+        #: there by the guard (an exec'd fork server carries it too)
         self.token = os.urandom(8).hex()
-        self.proc = subprocess.Popen(
-            zflow_python("zflow.runtime.launchers.zygote", str(theirs.fileno())),
-            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "ZFLOW_PARENT_PID": str(os.getpid()), TOKEN: self.token},
-        )
+        if fork:
+            self.proc: Any = _fork_server(theirs, self.token)
+        else:
+            import subprocess
+
+            self.proc = subprocess.Popen(
+                zflow_python("zflow.runtime.launchers.zygote", str(theirs.fileno())),
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True,
+                env={**os.environ, "ZFLOW_PARENT_PID": str(os.getpid()), TOKEN: self.token},
+            )
         theirs.close()
         self.sock = ours
         self.exits: dict[int, int] = {}
@@ -111,12 +123,92 @@ class Zygote:
             self.guard.stdin.close()
             self.guard.wait()
             self.guard = None
-        self.sock.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        self.sock.close()  # the fork server leaves when it reads the end of its socket
+        if not _exited(self.proc, 5.0):
             self.proc.kill()
             self.proc.wait()
+
+
+def _exited(proc: Any, timeout: float) -> bool:
+    if isinstance(proc, ForkedServer):
+        return proc.wait(timeout) is not None
+    import subprocess  # imported already: it started `proc`
+
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _fork_server(theirs: socket.socket, token: str) -> ForkedServer:
+    """Fork this process into the fork server, its end of the socket `theirs`; as an exec'd one
+    it leads its own session, holds no other descriptor of ours, reads nothing on stdin and finds
+    modules as `zflow_python` makes replicas find them (not in our current directory)."""
+    import msgpack  # noqa: F401 - inherited warm by the fork server and every replica
+    import zmq  # noqa: F401 - same
+
+    for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
+        stream.flush()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setsid()
+            fd = theirs.fileno()
+            os.closerange(3, fd)
+            os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.close(null)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+            os.environ.update({"ZFLOW_PARENT_PID": str(parent), TOKEN: token})
+            sys.argv[:] = ["-c"]
+            # our first entry is the directory of the `zflow` script or `-m`'s current one
+            sys.path[:0 if sys.flags.safe_path else 1] = [zflow_home()]
+            from zflow.runtime.launchers import zygote
+
+            zygote.setproctitle("zflow: fork server")  # not the command line of `zflow up`
+            code = zygote.main(fd)
+        finally:
+            os._exit(code)
+    return ForkedServer(pid)
+
+
+class ForkedServer:
+    """The Popen-like handle of a forked fork server: its pid, waited for with a timeout."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Its exit code, or None if it has not exited after `timeout` seconds."""
+        if self.returncode is not None:
+            return self.returncode
+        if timeout is not None:
+            import select
+
+            try:
+                fd = os.pidfd_open(self.pid)
+            except OSError:  # a kernel before 5.3: it leaves at the end of its socket anyway
+                fd = None
+            if fd is not None:
+                try:
+                    if not select.select([fd], [], [], timeout)[0]:
+                        return None
+                finally:
+                    os.close(fd)
+        _, status = os.waitpid(self.pid, 0)
+        self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 class ForkedProc:

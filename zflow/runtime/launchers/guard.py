@@ -82,7 +82,7 @@ def main(lines: Any = None) -> int:
 
 
 def running(pid: int) -> bool:
-    """Running: not gone, and not a zombie. The fork server carries the token and is the
+    """Running: not gone, and not a zombie. An exec'd fork server carries the token and is the
     supervisor's child: SIGTERMed here it stays a zombie until the supervisor, which waits for
     this guard, reaps it, and counting it as alive held every run's exit for the whole 0.5 s.
     (The fork server's client asks the same of a forked replica.)"""

@@ -79,6 +79,10 @@ class LocalLauncher:
         if run_dir:  # removed by the guard even if this process is SIGKILLed
             self._guard(f"={run_dir}")
         self._guard(f"@{self.zygote.token}")  # every replica carries it (guard.py)
+        # the fork server leads its own group; a forked one is not marked by the token (a
+        # process's /proc environ is the one it was exec'd with): it dies with us (PDEATHSIG),
+        # and the guard stops its group too
+        self._guard(f"+{self.zygote.proc.pid}")
         # a process a replica started that leaves its process group (setsid, a daemon) is
         # orphaned to us, not to init, so the descendant scan below still finds it
         _child_subreaper()

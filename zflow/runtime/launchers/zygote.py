@@ -2,10 +2,12 @@
 
 Starting a fresh interpreter and importing pyzmq costs ~50 ms of CPU per replica; squares has 12
 of them on 2 cores. The zygote pays that once, then each replica is an `os.fork()` (~1-2 ms).
+`zflow up` does not even start it: it forks itself once pyzmq is imported (forkserver.Zygote,
+fork=True) and calls `main(fd)`; in-process callers exec it, with the fd as argv[1].
 It is single-threaded and never creates a ZeroMQ context, so forking it is safe; each child builds
 its own context, as ZeroMQ requires.
 
-Protocol on the SOCK_SEQPACKET Unix socket whose fd is argv[1] (one message each way):
+Protocol on the SOCK_SEQPACKET Unix socket (one message each way):
   supervisor → zygote: JSON {"env": {...}, "cwd": "..."} with two fds (stdout, stderr write ends)
   zygote → supervisor: JSON {"pid": N} or {"error": "..."}; later {"exit": N, "code": C}
 The zygote reaps its children and reports each exit; it dies with the supervisor (PDEATHSIG).
@@ -77,9 +79,10 @@ def _child(request: dict[str, Any], out_fd: int, err_fd: int, sock: socket.socke
             os._exit(code)
 
 
-def main() -> int:
+def main(fd: int | None = None) -> int:
+    """Serve on the socket `fd` (argv[1] when exec'd) until the supervisor closes it."""
     replica.die_with_parent()
-    sock = socket.socket(fileno=int(sys.argv[1]))
+    sock = socket.socket(fileno=int(sys.argv[1]) if fd is None else fd)
     me = os.getpid()
     r, w = os.pipe()
     os.set_blocking(w, False)
