@@ -695,3 +695,21 @@ def test_the_node_api_is_loaded_on_first_use_then_a_plain_attribute() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["False", "True"]
+
+
+def test_a_replica_spec_crosses_to_the_replica_unchanged(tmp_path: Path) -> None:
+    """to_json (no deep copy) writes what asdict would, and from_json gives the same spec back."""
+    import dataclasses
+
+    from zflow.plan import build_plan
+    from zflow.runtime.spec import ReplicaSpec, build_replica_spec
+    from zflow.spec import load
+
+    topo = Path(__file__).parent.parent / "topologies" / "squares.yaml"
+    result = load(str(topo), overrides=["nodes.worker.params={a: [1, {b: null}], c: 2.5}"])
+    plan = build_plan(result.topology, str(topo), run_dir=str(tmp_path))
+    for node in ("ventilator", "worker", "results"):
+        spec = build_replica_spec(plan, node, 0, 2, curve={"public": "p", "secret": "s"})
+        assert spec.to_json() == json.dumps(dataclasses.asdict(spec))
+        assert ReplicaSpec.from_json(spec.to_json()) == spec
+    assert spec.sockets and json.loads(spec.to_json())["sockets"][0]["name"] == "answers"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # a replica imports this module: it must not pay for the spec/plan imports
@@ -131,7 +131,9 @@ class ReplicaSpec:
         raise KeyError(name)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        """The spec as JSON. Not `asdict`: it deep-copies every value first, and was most of
+        the supervisor's work per replica started (~2 ms of CPU of ~3)."""
+        return json.dumps({**vars(self), "sockets": [vars(s) for s in self.sockets]})
 
     @classmethod
     def from_json(cls, text: str) -> ReplicaSpec:

@@ -125,12 +125,13 @@ class LocalLauncher:
                 except OSError as e:
                     out[i] = _cannot_run(spec, argv, e)
 
+        base = dict(os.environ)  # os.environ decodes every value on each read
         try:
             for spec in specs:
                 if len(asked) >= IN_FLIGHT:
                     collect(1)
                 if spec.kind == "python" and not self.zygote.dead and os.path.isdir(spec.cwd):
-                    env, argv, endpoints = self._prepare(spec)
+                    env, argv, endpoints = self._prepare(spec, base)
                     try:
                         pipes = self.zygote.request(env, spec.cwd, spec.title)
                     except OSError:
@@ -149,9 +150,11 @@ class LocalLauncher:
             collect(len(asked))
         return out  # type: ignore[return-value]
 
-    def _prepare(self, spec: ReplicaSpec) -> tuple[dict[str, str], list[str], dict[str, str]]:
-        """The replica's environment, argv and the endpoints fixed for it here."""
-        env = dict(os.environ)
+    def _prepare(self, spec: ReplicaSpec, base: dict[str, str] | None = None,
+                 ) -> tuple[dict[str, str], list[str], dict[str, str]]:
+        """The replica's environment (ours, or `base`: a copy of it made once for many
+        replicas), argv and the endpoints fixed for it here."""
+        env = dict(os.environ if base is None else base)
         env.update(spec.env)
         env["PYTHONUNBUFFERED"] = "1"
         env["ZFLOW_PARENT_PID"] = str(os.getpid())
