@@ -51,7 +51,7 @@ def test_a_second_parse_of_the_same_text_comes_from_the_cache(cache: Path, monke
 
 
 def test_an_entry_is_used_only_for_its_own_text(cache: Path, monkeypatch) -> None:
-    monkeypatch.setattr(yamlpos, "_entry", lambda folder, text: os.path.join(folder, "one"))
+    monkeypatch.setattr(yamlpos, "_entry", lambda folder, text, stamp: os.path.join(folder, "1"))
     yamlpos.parse("a: 1\n", "f.yaml")
     doc, _ = yamlpos.parse("a: 2\n", "f.yaml")  # same entry name, another text
     assert doc.data == {"a": 2}
@@ -60,7 +60,14 @@ def test_an_entry_is_used_only_for_its_own_text(cache: Path, monkeypatch) -> Non
 def test_an_entry_of_another_parser_or_pyyaml_is_not_used(cache: Path, monkeypatch) -> None:
     yamlpos.parse(TEXT, "a.yaml")
     real = yamlpos._stamp()
-    monkeypatch.setattr(yamlpos, "_stamp", lambda: (real[0] + 1, *real[1:]))
+    other = (real[0] + 1, *real[1:])
+    # its own entry under another name: both installations keep theirs
+    (entry,) = cache.iterdir()
+    assert entry.name == os.path.basename(yamlpos._entry(str(cache), TEXT, real))
+    assert yamlpos._entry(str(cache), TEXT, other) != str(entry)
+    # and an entry found under our name that another parser wrote is not used
+    monkeypatch.setattr(yamlpos, "_entry", lambda folder, text, stamp: str(entry))
+    monkeypatch.setattr(yamlpos, "_stamp", lambda: other)
     calls = []
     parse = yamlcompose.parse
     monkeypatch.setattr(yamlcompose, "parse", lambda *a: calls.append(a) or parse(*a))
@@ -103,12 +110,13 @@ def test_an_unwritable_cache_only_costs_the_parse(tmp_path: Path, monkeypatch) -
 def test_the_cache_keeps_a_bounded_number_of_entries(cache: Path, monkeypatch) -> None:
     monkeypatch.setattr(yamlpos, "CACHE_MAX", 4)
     monkeypatch.setattr(yamlpos, "CACHE_KEEP", 2)
+    stamp = yamlpos._stamp()
     for i in range(5):
         yamlpos.parse(f"a: {i}\n", "f.yaml")
-        entry = cache / os.path.basename(yamlpos._entry(str(cache), f"a: {i}\n"))
+        entry = cache / os.path.basename(yamlpos._entry(str(cache), f"a: {i}\n", stamp))
         os.utime(entry, ns=(i * 10**9, i * 10**9))  # written in this order
     left = sorted(p.name for p in cache.iterdir())
-    assert left == sorted(os.path.basename(yamlpos._entry(str(cache), f"a: {i}\n"))
+    assert left == sorted(os.path.basename(yamlpos._entry(str(cache), f"a: {i}\n", stamp))
                           for i in (3, 4))
 
 

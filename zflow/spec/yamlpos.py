@@ -143,27 +143,31 @@ def _stamp() -> tuple | None:
         return None
 
 
-def _entry(folder: str, text: str) -> str:
+def _entry(folder: str, text: str, stamp: tuple) -> str:
+    """The entry of `text` as parsed by `stamp`'s parser: two installations of zflow (two
+    virtual environments) share the cache without overwriting each other's entries."""
     import zlib
 
-    return os.path.join(folder, f"yaml-{zlib.crc32(text.encode('utf-8', 'surrogatepass')):08x}"
-                                f"-{len(text)}.marshal")
+    crc = zlib.crc32(text.encode("utf-8", "surrogatepass"))
+    return os.path.join(folder, f"yaml-{crc:08x}-{len(text)}-"
+                                f"{zlib.crc32(repr(stamp).encode()):08x}.marshal")
 
 
 def _cached(text: str) -> PosDoc | None:
     folder = cache_dir()
-    if not folder:
+    stamp = _stamp() if folder else None
+    if stamp is None:
         return None
     import marshal
 
     try:
         if os.stat(folder).st_uid != os.getuid():  # a cache that is not ours is not trusted
             return None
-        with open(_entry(folder, text), "rb") as f:
-            stamp, kept, data, values, keys = marshal.loads(f.read())
+        with open(_entry(folder, text, stamp), "rb") as f:
+            kept_stamp, kept, data, values, keys = marshal.loads(f.read())
     except (OSError, ValueError, EOFError, TypeError):  # none yet, or unreadable: parse
         return None
-    if kept != text or stamp != _stamp():
+    if kept != text or kept_stamp != stamp:
         return None
     return PosDoc(data, values, keys)
 
@@ -171,12 +175,12 @@ def _cached(text: str) -> PosDoc | None:
 def _store(text: str, doc: PosDoc) -> None:
     """Best effort: a cache that cannot be written only costs the next run its parse."""
     folder = cache_dir()
-    stamp = _stamp()
-    if not folder or stamp is None:
+    stamp = _stamp() if folder else None
+    if stamp is None:
         return
     import marshal
 
-    path = _entry(folder, text)
+    path = _entry(folder, text, stamp)
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
