@@ -4,7 +4,6 @@ watcher's verdict on what changed (tests/coordinator_script.py drives the coordi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import signal
 from pathlib import Path
 
@@ -119,4 +118,4 @@ def test_the_watcher_reloads_changed_code_and_says_what_it_does_not_apply(
     topo.write_text("version: 1\nname: [\n")
     got = w.poll()
     assert got.reloads == [] and "is not valid; the run goes on as it was" in got.notes[0]
-    assert dataclasses.asdict(current)["nodes"]["mid"]["replicas"] == 2
+    assert current.to_dict()["nodes"]["mid"]["replicas"] == 2

@@ -699,9 +699,8 @@ def test_the_node_api_is_loaded_on_first_use_then_a_plain_attribute() -> None:
 
 def test_a_replica_spec_crosses_to_the_replica_unchanged(tmp_path: Path) -> None:
     """to_json (no deep copy) writes what asdict would, and from_json gives the same spec back."""
-    import dataclasses
-
     from zflow.plan import build_plan
+    from zflow.records import asdict
     from zflow.runtime.spec import ReplicaSpec, build_replica_spec
     from zflow.spec import load
 
@@ -710,6 +709,6 @@ def test_a_replica_spec_crosses_to_the_replica_unchanged(tmp_path: Path) -> None
     plan = build_plan(result.topology, str(topo), run_dir=str(tmp_path))
     for node in ("ventilator", "worker", "results"):
         spec = build_replica_spec(plan, node, 0, 2, curve={"public": "p", "secret": "s"})
-        assert spec.to_json() == json.dumps(dataclasses.asdict(spec))
+        assert spec.to_json() == json.dumps(asdict(spec))
         assert ReplicaSpec.from_json(spec.to_json()) == spec
     assert spec.sockets and json.loads(spec.to_json())["sockets"][0]["name"] == "answers"

@@ -14,7 +14,7 @@ __all__ = ["NodeContext", "Totals", "context", "__version__"]
 
 def __getattr__(name: str) -> Any:
     """The node API is imported on first use: the CLI, the fork server and the orphan guard
-    import `zflow` for its subpackages and need none of it (dataclasses alone is ~5 ms)."""
+    import `zflow` for its subpackages and need none of it."""
     if name in ("NodeContext", "Totals", "context"):
         from zflow.runtime import context as _context
 

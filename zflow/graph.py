@@ -16,9 +16,9 @@ from and how.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from zflow.plan import RECEIVING, SENDING, Plan
+from zflow.records import field, record
 from zflow.spec import parse_endpoint, split_ref
 
 FORMATS = ("text", "mermaid", "dot")
@@ -41,7 +41,7 @@ _DOT_SHAPES = {"source": "invhouse", "transform": "box", "sink": "cylinder",
 CONTROL_COLOR = "#888888"
 
 
-@dataclass
+@record
 class GraphSocket:
     name: str
     type: str
@@ -51,7 +51,7 @@ class GraphSocket:
     note: str = ""
 
 
-@dataclass
+@record
 class GraphNode:
     name: str
     shape: str  # source, transform, sink, service, custom, or "external"
@@ -74,7 +74,7 @@ class GraphNode:
         return self.shape + (" · command" if self.kind == "command" else "")
 
 
-@dataclass
+@record
 class GraphEdge:
     """Records (or requests) flow from src.src_socket to dst.dst_socket."""
 
@@ -108,7 +108,7 @@ class GraphEdge:
         return " · ".join(parts)
 
 
-@dataclass
+@record
 class Graph:
     name: str
     nodes: list[GraphNode]

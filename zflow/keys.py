@@ -12,7 +12,8 @@ cannot speak for another node.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
+from zflow.records import record
 
 COORDINATOR = "coordinator"
 #: the data sockets' keypair (`security: {curve: true}`), shared by every replica of the run
@@ -23,7 +24,7 @@ class KeyFileError(Exception):
     """Keys missing or unreadable; the message says which file and what to do."""
 
 
-@dataclass
+@record
 class Keys:
     public: bytes
     secret: bytes

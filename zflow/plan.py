@@ -10,9 +10,9 @@ its stream ended. `zflow up --dry-run` prints it.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from zflow.records import asdict, field, record
 from zflow.spec import Endpoint, infer_shape, parse_endpoint, split_ref
 from zflow.spec.rules import AUTO_BINDS, EndpointError, reaches
 
@@ -52,7 +52,7 @@ LOSSY = frozenset({"PUB", "XPUB", "SUB", "XSUB"})
 END_COUNT, END_MARKERS, END_PEERS, END_NEVER = "count", "markers", "peers", "never"
 
 
-@dataclass
+@record
 class SocketPlan:
     """One socket of one node; `bind` is per replica (see ReplicaPlan.binds)."""
 
@@ -91,7 +91,7 @@ class SocketPlan:
         return self.type in RECEIVING or self.type in REQUEST_RECEIVING
 
 
-@dataclass
+@record
 class NodePlan:
     name: str
     kind: str  # "python" | "command"
@@ -120,7 +120,7 @@ class NodePlan:
     resources: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@record
 class Link:
     """A connection inside the topology: a `connect: node.socket` reference, or a concrete
     endpoint that a socket of the topology binds."""
@@ -129,7 +129,7 @@ class Link:
     binder: tuple[str, str]
 
 
-@dataclass
+@record
 class Edge:
     """Data flows src → dst (sender socket to receiver socket), whichever side binds."""
 
@@ -137,7 +137,7 @@ class Edge:
     dst: str
 
 
-@dataclass
+@record
 class Plan:
     name: str
     file: str

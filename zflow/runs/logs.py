@@ -14,17 +14,18 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
+
+from zflow.records import record
 
 _FILE = re.compile(r"^(?P<node>.+)\.(?P<replica>\d+)\.log(?:\.(?P<gen>\d+))?$")
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
                        r"(?:(\d+(?:\.\d+)?)s)?$")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Line:
     stamp: str  # sorts as time
     node: str

@@ -20,9 +20,10 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from zflow.records import record
 
 #: overrides the registry location (the tests give each test its own)
 STATE_ENV = "ZFLOW_STATE_DIR"
@@ -81,7 +82,7 @@ def read_json(path: Path) -> Any:
         return None
 
 
-@dataclass
+@record
 class Run:
     """One registry entry. Reads its files afresh on every call: another process writes them."""
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
+from zflow.records import field, record
 
-@dataclass(frozen=True)
+
+@record(frozen=True)
 class Totals:
     """Handed to a node's `end()` hook once its input stream has ended and drained."""
 
@@ -30,7 +31,7 @@ class Totals:
     interrupted: bool = False
 
 
-@dataclass
+@record
 class NodeContext:
     """Identity and configuration of one replica; `sockets` is filled for custom/service nodes."""
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 import re
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from zflow import cluster, exitcodes
 from zflow.plan import Plan
+from zflow.records import record
 from zflow.runtime import protocol as P
 from zflow.runtime.barrier import Barrier
 from zflow.runtime.exits import Exits
@@ -56,7 +56,7 @@ def _debug(msg: str, *args: object) -> None:
 LINK_LOST = 255
 
 
-@dataclass
+@record
 class Options:
     verbose: bool = False
     telemetry: bool = True

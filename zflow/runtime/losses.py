@@ -12,15 +12,15 @@ say it is complete (`uncounted`: incomplete, exit 4, naming the replica).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from zflow.plan import END_COUNT, Plan
+from zflow.records import field, record
 from zflow.runtime.slots import Slot
 from zflow.runtime.streams import CountGroup
 
 
-@dataclass
+@record
 class Verdict:
     lost: int
     skipped: int

@@ -7,10 +7,10 @@ loop; otherwise the delay doubles from `backoff.initial` up to `backoff.max`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from zflow.records import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RestartPolicy:
     mode: str  # "no" | "on-failure" | "always"
     max_restarts: int
@@ -28,7 +28,7 @@ class RestartPolicy:
         )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Verdict:
     """`delay` before the next incarnation, or `crash_loop` (then `failures` says how many)."""
 

@@ -8,16 +8,16 @@ the current incarnation, and counters kept across incarnations so totals never g
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass, field
 from typing import Any
 
+from zflow.records import field, record
 from zflow.runtime.states import ALIVE, ReplicaState, transition
 
 STDERR_TAIL = 20
 _ZERO = (0, 0, 0, 0)
 
 
-@dataclass
+@record
 class Counters:
     """Per socket `[records in, records out, bytes in, bytes out]`, and errors.
 
@@ -52,7 +52,7 @@ class Counters:
         self.errors = 0
 
 
-@dataclass
+@record
 class Slot:
     node: str
     index: int

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from zflow.records import field, record
 
 if TYPE_CHECKING:  # a replica imports this module: it must not pay for the spec/plan imports
     from zflow.plan import NodePlan, Plan, SocketPlan
 
 
-@dataclass
+@record
 class SocketSpec:
     """One socket as a replica builds it."""
 
@@ -60,7 +61,7 @@ class SocketSpec:
 WINDOW = 1_000_000
 
 
-@dataclass
+@record
 class ReplicaSpec:
     """Everything one incarnation of one replica needs to start, run and report."""
 

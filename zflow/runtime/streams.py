@@ -21,9 +21,9 @@ sink) what may still be in flight is only duplicates: every count group ends at 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from zflow.plan import END_COUNT, END_MARKERS, END_PEERS, NodePlan, Plan
+from zflow.records import record
 from zflow.runtime import protocol as P
 from zflow.runtime.slots import Slot
 from zflow.runtime.states import ReplicaState
@@ -36,7 +36,7 @@ def split_sid(sid: str) -> tuple[str, str]:
     return node, sock
 
 
-@dataclass
+@record
 class CountGroup:
     """PUSH/PULL sockets ("node.socket") whose records are compared at the end."""
 

@@ -12,12 +12,12 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
 from zflow.plan import Plan
+from zflow.records import record
 from zflow.runtime.control import ControlServer
 from zflow.runtime.coordinator import Coordinator, Options
 from zflow.runtime.launchers.forkserver import Zygote
@@ -28,7 +28,7 @@ __all__ = ["Options", "Remote", "Supervisor"]
 LINK_CHECK = 0.5
 
 
-@dataclass
+@record
 class Remote:
     """A run whose replicas start elsewhere and join: where the control plane listens, its
     CURVE keys (keys.Keys, None on loopback only) and ZMTP heartbeats (interval, timeout ms)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import os
 import sys
@@ -12,6 +11,7 @@ from typing import Any
 
 from zflow import exitcodes
 from zflow.plan import Plan, build_plan, format_plan
+from zflow.records import replace
 
 
 def _color(stream: Any) -> bool:
@@ -57,7 +57,7 @@ MASK = "***"
 def relabel(result: Any, path: str, label: str) -> Any:
     """A LoadResult of `path` (a temporary copy of stdin) whose diagnostics name `label`."""
     result.path = label
-    result.diagnostics = [dataclasses.replace(d, file=label) if d.file == path else d
+    result.diagnostics = [replace(d, file=label) if d.file == path else d
                           for d in result.diagnostics]
     result.sources = {label if k == path else k: v for k, v in result.sources.items()}
     return result

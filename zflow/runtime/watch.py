@@ -12,12 +12,12 @@ change the wiring is reported, not applied.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
 
 from zflow.plan import NodePlan, Plan
+from zflow.records import field, fields, record, replace
 
 #: what a reload applies; any other difference in a node's plan needs a new run
 APPLIED = frozenset({"target", "argv", "params", "env", "cwd"})
@@ -47,14 +47,14 @@ def _stamp(path: str) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-@dataclasses.dataclass
+@record
 class Changes:
     """What one poll found: nodes to reload (node, why), replica counts to grow to (node, n),
     and what is not applied."""
 
-    reloads: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-    scales: list[tuple[str, int]] = dataclasses.field(default_factory=list)
-    notes: list[str] = dataclasses.field(default_factory=list)
+    reloads: list[tuple[str, str]] = field(default_factory=list)
+    scales: list[tuple[str, int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 class Watcher:
@@ -118,8 +118,7 @@ class Watcher:
             notes.append(f"node {name} {verb} in the topology: not applied (restart the run)")
         for name in sorted(old_names & new_names):
             old, cur = self.plan.nodes[name], new.nodes[name]
-            diff = [f.name for f in dataclasses.fields(NodePlan)
-                    if getattr(old, f.name) != getattr(cur, f.name)]
+            diff = [f for f in fields(NodePlan) if getattr(old, f) != getattr(cur, f)]
             if "sockets" in diff and _peers_only(old, cur):
                 diff.remove("sockets")  # another node's replica count changed (said there)
             kept = [f for f in diff if f not in APPLIED]
@@ -145,6 +144,6 @@ def _describe(field: str, old: Any, cur: Any) -> str:
 def _peers_only(old: NodePlan, cur: NodePlan) -> bool:
     """The sockets differ only in how many replicas feed them."""
     def norm(n: NodePlan) -> dict[str, Any]:
-        return {k: dataclasses.replace(v, senders=0) for k, v in n.sockets.items()}
+        return {k: replace(v, senders=0) for k, v in n.sockets.items()}
 
     return norm(old) == norm(cur)

@@ -11,8 +11,9 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
 from typing import Literal, TextIO
+
+from zflow.records import asdict, record
 
 Severity = Literal["error", "warning"]
 
@@ -20,7 +21,7 @@ Severity = Literal["error", "warning"]
 COMMAND_LINE = "<command line>"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Diagnostic:
     """A problem at a place. `line`/`col` are 1-based; 0 means "no position" (e.g. missing file)."""
 

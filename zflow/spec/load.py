@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from zflow.records import field, record
 from zflow.spec import rules
 from zflow.spec.diagnostics import COMMAND_LINE, Diagnostic, make
 from zflow.spec.envfile import apply_env_files
@@ -25,7 +25,7 @@ from zflow.spec.yamlpos import parse, path_str
 MAX_BYTES = 2 * 1024 * 1024
 
 
-@dataclass
+@record
 class LoadResult:
     """What `load()` found. `topology` is None whenever there is an error."""
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
+from zflow.records import field, record
 from zflow.spec.diagnostics import Diagnostic
 from zflow.spec.locate import Locator
 from zflow.spec.schema import did_you_mean
@@ -98,7 +98,7 @@ def infer_shape(node: Any) -> str:
 # endpoints
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Endpoint:
     """A parsed concrete endpoint. `port` None means "any port" (`*` or 0)."""
 
@@ -224,7 +224,7 @@ def parse_endpoint(s: str, *, binding: bool) -> Endpoint:
 # the model the checks run on
 
 
-@dataclass
+@record
 class Sock:
     node: str
     name: str

@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from zflow.records import field, record
 
 if TYPE_CHECKING:
     from zflow.spec.diagnostics import Diagnostic
@@ -46,7 +47,7 @@ RESOLVERS = [
 ]
 
 
-@dataclass
+@record
 class PosDoc:
     """Plain data plus where each value (`values`) and each mapping key (`keys`) starts."""
 

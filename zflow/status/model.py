@@ -21,9 +21,9 @@ import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
+from zflow.records import field, record
 from zflow.runtime.states import STATES, UP  # the one vocabulary of replica states
 
 OVERALL_STATES = (
@@ -40,7 +40,7 @@ FANOUT_TYPES = frozenset({"PUB", "XPUB", "RADIO"})
 LOG_LINES = 200
 
 
-@dataclass
+@record
 class NodeInfo:
     """Static description of a node, from the plan."""
 
@@ -53,7 +53,7 @@ class NodeInfo:
     outside_in: tuple[str, ...] = ()
 
 
-@dataclass
+@record
 class EdgeInfo:
     """One connection, in data-flow direction: ``src`` ("node.socket") sends, ``dst`` receives.
 
@@ -110,7 +110,7 @@ def edges_from_plan(plan: Any) -> list[EdgeInfo]:
     return out
 
 
-@dataclass
+@record
 class LogLine:
     t: float
     node: str
@@ -156,7 +156,7 @@ class Ewma:
         return self.rate
 
 
-@dataclass
+@record
 class Replica:
     node: str
     index: int
@@ -204,7 +204,7 @@ class Replica:
         )
 
 
-@dataclass
+@record
 class NodeTotals:
     """Per-node aggregate, derived on demand from the replicas."""
 
@@ -226,7 +226,7 @@ class NodeTotals:
     mean_rate: float
 
 
-@dataclass
+@record
 class EdgeTotals:
     """Per-edge figures; ``None`` where the edge cannot be told apart from its socket's others."""
 
@@ -239,7 +239,7 @@ class EdgeTotals:
     control: bool
 
 
-@dataclass
+@record
 class Progress:
     done: int
     total: int | None

@@ -19,10 +19,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from zflow.plan import Plan
+from zflow.records import field, record
 from zflow.runtime import protocol as P
 from zflow.runtime.launchers import Spawned, SpawnError, zflow_python
 from zflow.runtime.launchers.forkserver import Zygote
@@ -42,7 +42,7 @@ def make_run_dir(plan: Plan) -> str:
     return plan.run_dir
 
 
-@dataclass
+@record
 class _Proc:
     replica: str
     handle: Any  # subprocess.Popen or spawn.ForkedProc: pid, stdout, stderr, poll(), wait()

@@ -17,13 +17,13 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from zflow import exitcodes
+from zflow.records import record
 from zflow.runtime import protocol as P
 from zflow.runtime.control import HEARTBEAT_IVL, HEARTBEAT_TIMEOUT, heartbeats
 from zflow.runtime.spec import ReplicaSpec
@@ -45,7 +45,7 @@ class JoinError(Exception):
         self.code = code
 
 
-@dataclass
+@record
 class Joined:
     spec: ReplicaSpec
     ctx: zmq.Context
