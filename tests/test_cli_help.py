@@ -337,3 +337,17 @@ def test_up_no_log_prefix_prints_node_output_as_written() -> None:
     assert any(re.match(r"results\.0\s+│ Worker \d answered: \d", x)
                for x in prefixed.stdout.splitlines()), prefixed.stdout
     assert "--no-log-prefix" in zflow("up", "--help").stdout
+
+
+@pytest.mark.parametrize("columns", [None, "100", "37", "0", "-5", "wide"])
+def test_help_width_is_the_one_shutil_gives(columns: str | None, monkeypatch) -> None:
+    """The parsers' formatter takes the terminal width without importing shutil."""
+    import shutil
+
+    from zflow.cli import _columns
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert _columns() == shutil.get_terminal_size().columns

@@ -13,7 +13,6 @@ Python replicas also ask the kernel for SIGKILL on parent death.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import time
@@ -77,6 +76,8 @@ def main(lines: Any = None) -> int:
     if token:  # anything started meanwhile
         _kill(marked(token), signal.SIGKILL)
     if run_dir and os.path.basename(run_dir).startswith("zflow-"):
+        import shutil  # only now: `zflow up` imports this module on its way to the first replica
+
         shutil.rmtree(run_dir, ignore_errors=True)
     return 0
 
