@@ -171,6 +171,10 @@ def _fork_server(theirs: socket.socket, token: str) -> ForkedServer:
 
             zygote.setproctitle("zflow: fork server")  # not the command line of `zflow up`
             code = zygote.main(fd)
+        except BaseException:  # noqa: BLE001 - said on stderr; the launcher reports it gone
+            import traceback
+
+            traceback.print_exc()
         finally:
             os._exit(code)
     return ForkedServer(pid)
