@@ -8,6 +8,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from zflow.plan import build_plan
 from zflow.runtime.launchers import Spawned
 from zflow.runtime.launchers.local import IN_FLIGHT, LocalLauncher
@@ -82,3 +84,33 @@ def test_starting_many_replicas_never_leaves_more_requests_unanswered_than_fit(
     assert 1 < zygote.most == IN_FLIGHT and zygote.waiting == []  # overlapped, and bounded
     told = launcher.guard.stdin.getvalue().split()
     assert told == [f"+{pid}" for pid in range(1001, 1103)]  # every group is guarded
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polled"])
+def test_a_forked_fork_servers_wait_keeps_its_timeout(pidfd: bool, monkeypatch) -> None:
+    """close() waits 5 s for the fork server, then kills it: without pidfd_open (Linux < 5.3,
+    seccomp) the wait is polled, never unbounded."""
+    from zflow.runtime.launchers.forkserver import ForkedServer
+
+    if not pidfd:
+        def refused(pid: int) -> int:
+            raise OSError(38, "Function not implemented")
+
+        monkeypatch.setattr(os, "pidfd_open", refused)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the stand-in fork server: leaves when its pipe closes
+        os.close(w)
+        os.read(r, 1)
+        os._exit(3)
+    os.close(r)
+    server = ForkedServer(pid)
+    try:
+        assert server.wait(timeout=0.05) is None  # still serving
+        os.close(w)
+        assert server.wait(timeout=10) == 3
+        assert server.wait(timeout=0) == 3  # reaped once, remembered
+    finally:
+        if server.returncode is None:
+            server.kill()
+            server.wait()

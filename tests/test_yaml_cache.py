@@ -172,3 +172,33 @@ def test_any_value_the_plain_path_takes_reads_as_yaml_reads_it(text: str) -> Non
     simple, value = yamlpos.plain_scalar(text)
     if simple:
         assert _same(value, _parsed(text)), text
+
+
+def test_entries_are_private_and_a_folder_others_may_write_is_not_used(cache: Path,
+                                                                        monkeypatch) -> None:
+    yamlpos.parse(TEXT, "a.yaml")
+    (entry,) = cache.iterdir()
+    assert entry.stat().st_mode & 0o777 == 0o600 and cache.stat().st_mode & 0o777 == 0o700
+    cache.chmod(0o777)
+    _no_pyyaml(monkeypatch)
+    with pytest.raises(AssertionError, match="cache was not used"):
+        yamlpos.parse(TEXT, "a.yaml")  # not read from a folder anyone may write
+
+
+def test_the_cache_folder_is_made_only_below_a_directory_of_ours(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    monkeypatch.setenv("ZFLOW_CACHE_DIR", str(tmp_path / "home" / ".cache" / "zflow"))
+    (tmp_path / "home").mkdir()
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(tmp_path).st_uid + 1)  # someone else
+    yamlpos.parse(TEXT, "a.yaml")
+    assert not (tmp_path / "home" / ".cache").exists()
+
+
+def test_the_standard_input_is_never_cached(cache: Path) -> None:
+    secret = TEXT.replace("count: 3", "count: 3, token: hunter2")
+    r = subprocess.run([sys.executable, "-m", "zflow", "validate", "-"], input=secret, text=True,
+                       capture_output=True, env={**os.environ, "ZFLOW_CACHE_DIR": str(cache)},
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not cache.exists() or not any(
+        b"hunter2" in p.read_bytes() for p in cache.iterdir())

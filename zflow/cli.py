@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import sys
 import textwrap
@@ -452,13 +453,13 @@ def stdin_file(in_cwd: bool = False) -> Iterator[str]:
     file in the current directory (for --import-check, whose run: targets are looked up next to
     the file), falling back to the temporary directory.
     """
-    from zflow.spec.load import MAX_BYTES
+    from zflow.spec.load import MAX_BYTES, STDIN_COPY_PREFIX
 
     data = sys.stdin.buffer.read(MAX_BYTES + 1) if sys.stdin is not None else b""
     where = os.getcwd() if in_cwd and os.access(os.getcwd(), os.W_OK) else None
     import tempfile  # only for `-` (the topology on stdin)
 
-    fd, path = tempfile.mkstemp(prefix=".zflow-stdin-", suffix=".yaml", dir=where)
+    fd, path = tempfile.mkstemp(prefix=STDIN_COPY_PREFIX, suffix=".yaml", dir=where)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -1134,14 +1135,34 @@ def entry() -> None:
         code = exitcodes.INTERRUPTED
     except BrokenPipeError:
         code = exitcodes.OK
+    except OSError as e:
+        if e.errno not in _OUTPUT_LOST:
+            raise
+        code = _output_lost(e)
     if not _skip_teardown:
         sys.exit(code)
+    code = code if isinstance(code, int) else exitcodes.OK
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said
+        except (BrokenPipeError, ValueError):  # the reader left, or a closed stream
             pass
-    os._exit(code if isinstance(code, int) else exitcodes.OK)
+        except OSError as e:
+            if stream is sys.stdout and code == exitcodes.OK:
+                code = _output_lost(e)
+    os._exit(code)
+
+
+#: a full disk or quota, /dev/full, a file too big, an I/O error: what was to be said is lost
+_OUTPUT_LOST = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
+def _output_lost(e: OSError) -> int:
+    """The output could not be written: say so on stderr if it can be, never exit 0."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"zflow: cannot write the output: {e.strerror or e}\n")
+        sys.stderr.flush()
+    return exitcodes.USAGE
 
 
 if __name__ == "__main__":

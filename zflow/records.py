@@ -2,8 +2,10 @@
 
 `@dataclass` writes `__init__`, `__repr__` and `__eq__` as source text and compiles them for
 every class, and its module imports `inspect` (and with it `ast`, `dis`, `tokenize`): for the
-30 classes `zflow up` imports before its first replica starts, 16 ms of decoration and ~7 ms of
-imports, a tenth of a 10k-record run (issue 16). `@record` gives the same classes from methods
+30 classes `zflow up` and its fork server imported before the first replica started, 16 ms of
+decoration and ~7 ms of imports, a tenth of a 10k-record run (issue 16). The node API's types
+(`zflow.NodeContext`, `zflow.Totals`) and `zflow.testing`'s results stay dataclasses: user code
+may hand them to `dataclasses` functions. `@record` gives the same classes from methods
 written once: fields are the class's annotations in order, a default is the class attribute,
 `field(default_factory=...)` makes a fresh one per instance, `frozen=True` refuses assignment and
 hashes. `asdict`, `replace` and `fields` are the three dataclasses functions zflow uses.

@@ -1,13 +1,18 @@
-"""What a running node may know about itself, without any socket code."""
+"""What a running node may know about itself, without any socket code.
+
+`Totals` and `NodeContext` are the node API (`zflow.Totals`, `zflow.NodeContext`): they stay
+dataclasses (node code may hand them to `dataclasses.asdict`); zflow's internal types are
+`zflow.records` (records.py says why). `zflow up` itself never imports this module; its fork
+server does, after the fork.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from zflow.records import field, record
 
-
-@record(frozen=True)
+@dataclass(frozen=True)
 class Totals:
     """Handed to a node's `end()` hook once its input stream has ended and drained."""
 
@@ -31,7 +36,7 @@ class Totals:
     interrupted: bool = False
 
 
-@record
+@dataclass
 class NodeContext:
     """Identity and configuration of one replica; `sockets` is filled for custom/service nodes."""
 

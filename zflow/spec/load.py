@@ -23,6 +23,9 @@ from zflow.spec.yamlpos import parse, path_str
 
 #: Largest topology file accepted (a real one is a few kilobytes).
 MAX_BYTES = 2 * 1024 * 1024
+#: the name of the file `zflow ... -` copies the standard input to: its parse is never cached (a
+#: topology piped in, `envsubst < template.yaml | zflow validate -`, may hold secrets)
+STDIN_COPY_PREFIX = ".zflow-stdin-"
 
 
 @record
@@ -154,7 +157,7 @@ def load(path: str, overrides: Sequence[str] = (), scale: Sequence[str] = (),
         return res
     assert text is not None
     res.sources[path] = text
-    doc, diags = parse(text, path)
+    doc, diags = parse(text, path, cache=not os.path.basename(path).startswith(STDIN_COPY_PREFIX))
     res.diagnostics.extend(diags)
     if doc is None:
         return res

@@ -9,7 +9,9 @@ values ourselves, recording `path -> (line, col)` for each value and each mappin
 A parse depends on nothing but the text, so a clean one is kept in the user's cache, as Python
 keeps `.pyc` files: a warm `zflow validate` or `zflow up` then never imports PyYAML (~16 ms of
 CPU, a quarter of the command). An entry is used only if its text is the text being parsed and
-it was written by this parser and this PyYAML; `ZFLOW_CACHE_DIR=` (empty) turns the cache off.
+it was written by this parser and this PyYAML, from a folder that is ours and that no one else
+may write (entries are 0600); a copy of the standard input is never cached (load.py).
+`ZFLOW_CACHE_DIR=` (empty) turns the cache off.
 """
 
 from __future__ import annotations
@@ -154,6 +156,12 @@ def _entry(folder: str, text: str, stamp: tuple) -> str:
                                 f"{zlib.crc32(repr(stamp).encode()):08x}.marshal")
 
 
+def _trusted(folder: str) -> bool:
+    """Ours and writable by us alone: an entry another user could write is not read."""
+    st = os.stat(folder)
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
 def _cached(text: str) -> PosDoc | None:
     folder = cache_dir()
     stamp = _stamp() if folder else None
@@ -162,7 +170,7 @@ def _cached(text: str) -> PosDoc | None:
     import marshal
 
     try:
-        if os.stat(folder).st_uid != os.getuid():  # a cache that is not ours is not trusted
+        if not _trusted(folder):
             return None
         with open(_entry(folder, text, stamp), "rb") as f:
             kept_stamp, kept, data, values, keys = marshal.loads(f.read())
@@ -184,10 +192,13 @@ def _store(text: str, doc: PosDoc) -> None:
     path = _entry(folder, text, stamp)
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        if os.stat(folder).st_uid != os.getuid():
+        if not os.path.isdir(folder):
+            if not _may_make(folder):
+                return
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+        if not _trusted(folder):
             return
-        with open(tmp, "wb") as f:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             f.write(marshal.dumps((stamp, text, doc.data, doc.values, doc.keys)))
         os.replace(tmp, path)
         _evict(folder)
@@ -196,6 +207,15 @@ def _store(text: str, doc: PosDoc) -> None:
             os.unlink(tmp)
         except OSError:
             pass
+
+
+def _may_make(folder: str) -> bool:
+    """The cache folder is made only below a directory of ours: root under `sudo` with another
+    user's HOME would otherwise leave that user a ~/.cache they cannot write."""
+    parent = os.path.dirname(os.path.abspath(folder))
+    while not os.path.isdir(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    return os.stat(parent).st_uid == os.getuid()
 
 
 def _evict(folder: str) -> None:

@@ -166,7 +166,7 @@ def _fork_server(theirs: socket.socket, token: str) -> ForkedServer:
             os.environ.update({"ZFLOW_PARENT_PID": str(parent), TOKEN: token})
             sys.argv[:] = ["-c"]
             # our first entry is the directory of the `zflow` script or `-m`'s current one
-            sys.path[:0 if sys.flags.safe_path else 1] = [zflow_home()]
+            sys.path[:0 if getattr(sys.flags, "safe_path", False) else 1] = [zflow_home()]  # 3.11+
             from zflow.runtime.launchers import zygote
 
             zygote.setproctitle("zflow: fork server")  # not the command line of `zflow up`
@@ -189,24 +189,36 @@ class ForkedServer:
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Its exit code, or None if it has not exited after `timeout` seconds."""
-        if self.returncode is not None:
-            return self.returncode
-        if timeout is not None:
-            import select
-
-            try:
-                fd = os.pidfd_open(self.pid)
-            except OSError:  # a kernel before 5.3: it leaves at the end of its socket anyway
-                fd = None
-            if fd is not None:
-                try:
-                    if not select.select([fd], [], [], timeout)[0]:
-                        return None
-                finally:
-                    os.close(fd)
-        _, status = os.waitpid(self.pid, 0)
-        self.returncode = os.waitstatus_to_exitcode(status)
+        if self.returncode is None:
+            status = os.waitpid(self.pid, 0)[1] if timeout is None else self._status(timeout)
+            if status is None:
+                return None
+            self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
+
+    def _status(self, timeout: float) -> int | None:
+        """Its wait status if it exits within `timeout` seconds."""
+        import select
+
+        try:
+            fd = os.pidfd_open(self.pid)
+        except (OSError, AttributeError):  # before Linux 5.3, or a seccomp filter: poll
+            import time
+
+            deadline = time.monotonic() + timeout
+            while True:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    return status
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(0.01)
+        try:
+            if not select.select([fd], [], [], timeout)[0]:
+                return None
+        finally:
+            os.close(fd)
+        return os.waitpid(self.pid, 0)[1]
 
     def kill(self) -> None:
         try:

@@ -375,6 +375,7 @@ class LocalLauncher:
         # the fork server first: it leaves as soon as its socket closes, and a guard told of
         # the end while it lives (it carries the run's token) would stop it and wait for it
         self.zygote.close()
+        self._guard(f"-{self.zygote.proc.pid}")  # reaped: its number may be reused
         try:
             self.guard.stdin.close()  # type: ignore[union-attr]
         except OSError:
