@@ -185,3 +185,13 @@ def test_ipc_paths_are_checked_against_the_run_directory_without_tempfile(tmp_pa
     assert "tempfile" not in imported["short"]
     assert runs["deep"].returncode == 1
     assert "error[ZF057]" in runs["deep"].stdout and str(deep) in runs["deep"].stdout
+
+
+def test_output_that_cannot_be_written_is_an_error_not_a_traceback() -> None:
+    """validate's report to a full disk (/dev/full) is lost: exit 2 and a line that says so."""
+    for args in ([SQUARES], ["--format", "json", SQUARES]):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([sys.executable, "-m", "zflow", "validate", *args], stdout=full,
+                               stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr == "zflow: cannot write the output: No space left on device\n"
