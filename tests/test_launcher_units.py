@@ -114,3 +114,29 @@ def test_a_forked_fork_servers_wait_keeps_its_timeout(pidfd: bool, monkeypatch) 
         if server.returncode is None:
             server.kill()
             server.wait()
+
+
+def test_the_guard_removes_a_run_directory_flat_or_not(tmp_path: Path, monkeypatch) -> None:
+    """At its end the guard removes the run directory (ipc socket files, flat) itself, or with
+    shutil when it holds more; a directory already removed is no error."""
+    import socket as pysocket
+
+    from zflow.runtime.launchers import guard
+
+    flat = tmp_path / "zflow-flat0001"
+    flat.mkdir()
+    (flat / "control").write_text("")
+    unix = pysocket.socket(pysocket.AF_UNIX)
+    unix.bind(str(flat / "worker.0.work"))  # what an ipc endpoint leaves
+    unix.close()
+    nested = tmp_path / "zflow-nest0001"
+    (nested / "sub").mkdir(parents=True)
+    (nested / "sub" / "f").write_text("x")
+    monkeypatch.setattr(guard.signal, "signal", lambda *a: None)  # not this test's handlers
+    for d in (flat, nested, tmp_path / "zflow-gone0001"):
+        assert guard.main([f"={d}\n"]) == 0
+        assert not d.exists()
+    kept = tmp_path / "other"  # only zflow's run directories, whatever it is told
+    kept.mkdir()
+    guard.main([f"={kept}\n"])
+    assert kept.exists()
