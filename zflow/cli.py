@@ -280,7 +280,7 @@ def _add_overrides(p: argparse.ArgumentParser, example: str) -> None:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line, or (`only`) the top level and one command's parser.
 
-    A command builds only its own parser: all fifteen cost ~8 ms of every start (argparse
+    A command builds only its own parser: all fourteen cost ~8 ms of every start (argparse
     formats and translates each option as it is added), one costs under 1 ms."""
     p = _Parser(prog="zflow", usage="zflow [-h] [--version] COMMAND [ARGS...]",
                 description=DESCRIPTION + "\n\n" + _commands_block(), epilog=MAIN_EPILOG)
@@ -782,7 +782,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # one command's parser, unless --help of the top level, an unknown command (its error lists
     # them all) or completion scripts (made from every parser) need them all
     first = argv[0] if argv else None
-    if argv == ["--version"]:  # without the fifteen parsers that would say it
+    if argv == ["--version"]:  # without the fourteen parsers that would say it
         print(f"zflow {__version__}")
         return exitcodes.OK
     parser = build_parser(first if first in _BUILDERS and first != "completion" else None)
