@@ -9,7 +9,9 @@ replicas that an engine starts on other hosts (Kubernetes, Slurm) implements the
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:  # the fork server's client imports this package first thing in `zflow up`
@@ -36,6 +38,35 @@ class Launcher(Protocol):
 
     def release(self, replica: str) -> None:
         """`stdin: go`: tell a program waiting for Enter that every node is ready."""
+
+
+def fork_helper(keep: int, run: Callable[[], int], *, stdout: bool = True) -> int:
+    """Fork this process into a helper (the orphan guard, the fork server) and return its pid.
+
+    The child ignores Ctrl-C (the supervisor's to handle), leads its own session, holds none
+    of our descriptors but `keep` and stdio (as Popen's close_fds would), reads /dev/null (and,
+    with stdout=False, writes there: a reader of our stdout never waits for it), runs `run()`
+    and leaves with its code, never returning here. Only from a process with no threads and no
+    ZeroMQ context yet."""
+    for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
+        stream.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        os.setsid()
+        os.closerange(3, keep)
+        os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        if not stdout:
+            os.dup2(null, 1)
+        os.close(null)
+        code = run()
+    finally:
+        os._exit(code)
 
 
 def zflow_home() -> str:

@@ -13,7 +13,7 @@ import socket
 import sys
 from typing import IO, Any
 
-from zflow.runtime.launchers import zflow_home, zflow_python
+from zflow.runtime.launchers import fork_helper, zflow_home, zflow_python
 from zflow.runtime.launchers.guard import TOKEN, Forked, running
 from zflow.runtime.launchers.guard import fork as fork_guard
 
@@ -142,27 +142,17 @@ def _exited(proc: Any, timeout: float) -> bool:
 
 
 def _fork_server(theirs: socket.socket, token: str) -> ForkedServer:
-    """Fork this process into the fork server, its end of the socket `theirs`; as an exec'd one
-    it leads its own session, holds no other descriptor of ours, reads nothing on stdin and finds
-    modules as `zflow_python` makes replicas find them (not in our current directory)."""
+    """Fork this process into the fork server, its end of the socket `theirs`
+    (`launchers.fork_helper`); as an exec'd one it finds modules as `zflow_python` makes
+    replicas find them (not in our current directory)."""
     import msgpack  # noqa: F401 - inherited warm by the fork server and every replica
     import zmq  # noqa: F401 - same
 
-    for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
-        stream.flush()
     parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
+    fd = theirs.fileno()
+
+    def serve() -> int:
         try:
-            os.setsid()
-            fd = theirs.fileno()
-            os.closerange(3, fd)
-            os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.close(null)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
             os.environ.update({"ZFLOW_PARENT_PID": str(parent), TOKEN: token})
             sys.argv[:] = ["-c"]
             # our first entry is the directory of the `zflow` script or `-m`'s current one
@@ -170,14 +160,14 @@ def _fork_server(theirs: socket.socket, token: str) -> ForkedServer:
             from zflow.runtime.launchers import zygote
 
             zygote.setproctitle("zflow: fork server")  # not the command line of `zflow up`
-            code = zygote.main(fd)
+            return zygote.main(fd)
         except BaseException:  # noqa: BLE001 - said on stderr; the launcher reports it gone
             import traceback
 
             traceback.print_exc()
-        finally:
-            os._exit(code)
-    return ForkedServer(pid)
+            return 1
+
+    return ForkedServer(fork_helper(fd, serve))
 
 
 class ForkedServer:

@@ -18,6 +18,8 @@ import sys
 import time
 from typing import IO, Any
 
+from zflow.runtime.launchers import fork_helper
+
 
 def _alive(pgid: int) -> bool:
     try:
@@ -145,38 +147,23 @@ class Forked:
 
 
 def fork() -> Forked:
-    """Start the guard as a fork of this process: no interpreter to start and nothing to import
-    (an exec'd guard cost ~50 ms of CPU at the start of every run, on 2 cores shared with the
-    replicas). Only from a process with no threads and no ZeroMQ context yet (`zflow up`,
-    first thing): the child runs this module and nothing else, and never returns."""
+    """Start the guard as a fork of this process (`launchers.fork_helper`): no interpreter to
+    start and nothing to import (an exec'd guard cost ~50 ms of CPU at the start of every run,
+    on 2 cores shared with the replicas). `zflow up` does it first thing: the child runs this
+    module and nothing else, and never returns."""
     r, w = os.pipe()
-    for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
-        stream.flush()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            os.setsid()  # a Ctrl-C to the terminal's group does not reach it
-            os.close(w)
-            # nothing else of the caller's (an in-process caller's sockets, a jobserver pipe)
-            # stays open for the run's length and its cleanup; as Popen's close_fds did
-            os.closerange(3, r)
-            os.closerange(r + 1, os.sysconf("SC_OPEN_MAX"))
-            null = os.open(os.devnull, os.O_RDWR)
-            os.dup2(null, 0)  # it reads only its pipe; on stdout it says nothing, so a
-            os.dup2(null, 1)  # reader of zflow's stdout never waits for it
-            os.close(null)
-            try:
-                from setproctitle import setproctitle
 
-                setproctitle("zflow: orphan guard")
-            except ImportError:
-                pass
-            with open(r, encoding="utf-8") as lines:
-                code = main(lines)
-        finally:
-            os._exit(code)
+    def guard() -> int:
+        try:
+            from setproctitle import setproctitle
+
+            setproctitle("zflow: orphan guard")
+        except ImportError:
+            pass
+        with open(r, encoding="utf-8") as lines:
+            return main(lines)
+
+    pid = fork_helper(r, guard, stdout=False)  # it says nothing: its stdout is /dev/null
     os.close(r)
     return Forked(pid, open(w, "w", buffering=1, encoding="utf-8"))  # noqa: SIM115
 
