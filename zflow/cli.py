@@ -8,7 +8,7 @@ import errno
 import os
 import sys
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from zflow import __version__, exitcodes
@@ -289,7 +289,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                            parser_class=_Parser)
     for name, text in COMMANDS:
         if only is None or name == only:
-            _BUILDERS[name](sub.add_parser(name, help=text, **_PARSER_TEXTS[name]))
+            build, description, epilog = _PARSERS[name]
+            build(sub.add_parser(name, help=text, description=description, epilog=epilog))
     return p
 
 
@@ -785,7 +786,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv == ["--version"]:  # without the fourteen parsers that would say it
         print(f"zflow {__version__}")
         return exitcodes.OK
-    parser = build_parser(first if first in _BUILDERS and first != "completion" else None)
+    parser = build_parser(first if first in _PARSERS and first != "completion" else None)
     if not argv:  # bare `zflow`: what it is and what it can do
         sys.stderr.write(parser.format_usage() + "\n" + DESCRIPTION + "\n\n" + _commands_block()
                          + "\n\nRun 'zflow COMMAND --help' for a command's options and "
@@ -997,63 +998,76 @@ def _add_down(d: argparse.ArgumentParser) -> None:
                    help="as for zflow stop; default 30")
 
 
-#: each command's parser: its builder, and the description and epilog of its --help
-_BUILDERS: dict[str, Any] = {name: globals()["_add_" + name] for name, _ in COMMANDS}
-_PARSER_TEXTS: dict[str, dict[str, str]] = {
-    "validate": {
-        "epilog": VALIDATE_EPILOG,
-        "description": "Check topology files against the JSON Schema and ZeroMQ's rules; report "
-                       "every problem\nin every file with its line and column. Never runs your "
-                       "code (unless --import-check)."},
-    "up": {
-        "epilog": UP_EPILOG,
-        "description": "Validate and plan a topology, start every replica behind a readiness "
-                       "barrier, wire them,\nsupervise and restart them, and show the flow "
-                       "until the stream ends or Ctrl-C."},
-    "graph": {
-        "epilog": GRAPH_EPILOG,
-        "description": "Draw a topology as it would run: nodes, sockets and edges, from the "
-                       "same plan 'zflow up' runs."},
-    "coordinator": {
-        "epilog": COORDINATOR_EPILOG,
-        "description": "Coordinate a topology whose replicas run on other hosts: the barrier, "
-                       "end of stream, restarts\nand the live view of 'zflow up', with no local "
-                       "processes."},
-    "replica": {
-        "epilog": REPLICA_EPILOG,
-        "description": "Run one replica of a topology on this host: it joins the coordinator, "
-                       "binds fixed ports\nand runs until the coordinator stops it."},
-    "keys": {
-        "epilog": KEYS_EPILOG,
-        "description": "Make the CURVE keypairs of a topology's coordinator and of each of its "
-                       "nodes."},
-    "export": {
-        "epilog": EXPORT_EPILOG,
-        "description": "Write what runs a topology on an engine (Kubernetes manifests, a Slurm "
-                       "batch script), from the\nsame plan 'zflow up' runs."},
-    "schema": {
-        "epilog": SCHEMA_EPILOG,
-        "description": "Print the JSON Schema (draft 2020-12) of topology files, for editors "
-                       "and other tools."},
-    "completion": {
-        "epilog": COMPLETION_EPILOG,
-        "description": "Print a completion script for your shell."},
-    "ps": {
-        "epilog": PS_EPILOG,
-        "description": "List the runs in this user's registry (started with 'zflow up -d'), or "
-                       "show one of them."},
-    "top": {
-        "epilog": TOP_EPILOG,
-        "description": "Show a detached run's live screen until it ends."},
-    "logs": {
-        "epilog": LOGS_EPILOG,
-        "description": "Print what a run's replicas wrote, merged in time order."},
-    "stop": {
-        "epilog": STOP_EPILOG,
-        "description": "Stop runs gracefully (as Ctrl-C would) and print their exit status."},
-    "down": {
-        "epilog": DOWN_EPILOG,
-        "description": "Stop runs if they run, then remove them from the registry."},
+#: each command's parser: (its builder, the description and the epilog of its --help)
+_PARSERS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str, str]] = {
+    "validate": (
+        _add_validate,
+        "Check topology files against the JSON Schema and ZeroMQ's rules; report "
+        "every problem\nin every file with its line and column. Never runs your "
+        "code (unless --import-check).",
+        VALIDATE_EPILOG),
+    "up": (
+        _add_up,
+        "Validate and plan a topology, start every replica behind a readiness "
+        "barrier, wire them,\nsupervise and restart them, and show the flow "
+        "until the stream ends or Ctrl-C.",
+        UP_EPILOG),
+    "graph": (
+        _add_graph,
+        "Draw a topology as it would run: nodes, sockets and edges, from the "
+        "same plan 'zflow up' runs.",
+        GRAPH_EPILOG),
+    "coordinator": (
+        _add_coordinator,
+        "Coordinate a topology whose replicas run on other hosts: the barrier, "
+        "end of stream, restarts\nand the live view of 'zflow up', with no local "
+        "processes.",
+        COORDINATOR_EPILOG),
+    "replica": (
+        _add_replica,
+        "Run one replica of a topology on this host: it joins the coordinator, "
+        "binds fixed ports\nand runs until the coordinator stops it.",
+        REPLICA_EPILOG),
+    "keys": (
+        _add_keys,
+        "Make the CURVE keypairs of a topology's coordinator and of each of its "
+        "nodes.",
+        KEYS_EPILOG),
+    "export": (
+        _add_export,
+        "Write what runs a topology on an engine (Kubernetes manifests, a Slurm "
+        "batch script), from the\nsame plan 'zflow up' runs.",
+        EXPORT_EPILOG),
+    "schema": (
+        _add_schema,
+        "Print the JSON Schema (draft 2020-12) of topology files, for editors "
+        "and other tools.",
+        SCHEMA_EPILOG),
+    "completion": (
+        _add_completion,
+        "Print a completion script for your shell.",
+        COMPLETION_EPILOG),
+    "ps": (
+        _add_ps,
+        "List the runs in this user's registry (started with 'zflow up -d'), or "
+        "show one of them.",
+        PS_EPILOG),
+    "top": (
+        _add_top,
+        "Show a detached run's live screen until it ends.",
+        TOP_EPILOG),
+    "logs": (
+        _add_logs,
+        "Print what a run's replicas wrote, merged in time order.",
+        LOGS_EPILOG),
+    "stop": (
+        _add_stop,
+        "Stop runs gracefully (as Ctrl-C would) and print their exit status.",
+        STOP_EPILOG),
+    "down": (
+        _add_down,
+        "Stop runs if they run, then remove them from the registry.",
+        DOWN_EPILOG),
 }
 
 
