@@ -162,11 +162,7 @@ def _trusted(folder: str) -> bool:
     return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
-def _cached(text: str) -> PosDoc | None:
-    folder = cache_dir()
-    stamp = _stamp() if folder else None
-    if stamp is None:
-        return None
+def _cached(text: str, folder: str, stamp: tuple) -> PosDoc | None:
     import marshal
 
     try:
@@ -181,12 +177,8 @@ def _cached(text: str) -> PosDoc | None:
     return PosDoc(data, values, keys)
 
 
-def _store(text: str, doc: PosDoc) -> None:
+def _store(text: str, doc: PosDoc, folder: str, stamp: tuple) -> None:
     """Best effort: a cache that cannot be written only costs the next run its parse."""
-    folder = cache_dir()
-    stamp = _stamp() if folder else None
-    if stamp is None:
-        return
     import marshal
 
     path = _entry(folder, text, stamp)
@@ -239,15 +231,17 @@ def parse(text: str, file: str, cache: bool = True) -> tuple[PosDoc | None, list
 
     Only a parse with no diagnostics is cached (their messages name `file`; a clean parse does
     not depend on it)."""
-    if cache:
-        doc = _cached(text)
+    folder = cache_dir() if cache else None
+    stamp = _stamp() if folder else None  # looked up once, for the read and a miss's write
+    if folder and stamp is not None:
+        doc = _cached(text, folder, stamp)
         if doc is not None:
             return doc, []
     from zflow.spec import yamlcompose
 
     doc, diags = yamlcompose.parse(text, file)
-    if cache and doc is not None and not diags:
-        _store(text, doc)
+    if folder and stamp is not None and doc is not None and not diags:
+        _store(text, doc, folder, stamp)
     return doc, diags
 
 
