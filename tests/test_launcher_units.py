@@ -90,7 +90,7 @@ def test_starting_many_replicas_never_leaves_more_requests_unanswered_than_fit(
 def test_a_forked_fork_servers_wait_keeps_its_timeout(pidfd: bool, monkeypatch) -> None:
     """close() waits 5 s for the fork server, then kills it: without pidfd_open (Linux < 5.3,
     seccomp) the wait is polled, never unbounded."""
-    from zflow.runtime.launchers.forkserver import ForkedServer
+    from zflow.runtime.launchers import Forked
 
     if not pidfd:
         def refused(pid: int) -> int:
@@ -104,7 +104,7 @@ def test_a_forked_fork_servers_wait_keeps_its_timeout(pidfd: bool, monkeypatch) 
         os.read(r, 1)
         os._exit(3)
     os.close(r)
-    server = ForkedServer(pid)
+    server = Forked(pid)
     try:
         assert server.wait(timeout=0.05) is None  # still serving
         os.close(w)

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:  # the fork server's client imports this package first thing in `zflow up`
     from zflow.runtime.spec import ReplicaSpec
@@ -67,6 +67,58 @@ def fork_helper(keep: int, run: Callable[[], int], *, stdout: bool = True) -> in
         code = run()
     finally:
         os._exit(code)
+
+
+class Forked:
+    """The Popen-like handle of a helper `fork_helper` made (the guard, with the pipe it reads
+    as `stdin`; the fork server): its pid, waited for with a timeout, killed."""
+
+    def __init__(self, pid: int, stdin: IO[str] | None = None) -> None:
+        self.pid = pid
+        self.stdin = stdin
+        self.returncode: int | None = None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Its exit code, or None if it has not exited after `timeout` seconds."""
+        if self.returncode is None:
+            try:
+                status = os.waitpid(self.pid, 0)[1] if timeout is None else self._status(timeout)
+            except ChildProcessError:  # reaped already
+                status = 0
+            if status is None:
+                return None
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def _status(self, timeout: float) -> int | None:
+        """Its wait status if it exits within `timeout` seconds."""
+        import select
+
+        try:
+            fd = os.pidfd_open(self.pid)
+        except (OSError, AttributeError):  # before Linux 5.3, or a seccomp filter: poll
+            import time
+
+            deadline = time.monotonic() + timeout
+            while True:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    return status
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(0.01)
+        try:
+            if not select.select([fd], [], [], timeout)[0]:
+                return None
+        finally:
+            os.close(fd)
+        return os.waitpid(self.pid, 0)[1]
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def zflow_home() -> str:

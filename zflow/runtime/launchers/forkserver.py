@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import sys
 from typing import IO, Any
 
-from zflow.runtime.launchers import fork_helper, zflow_home, zflow_python
-from zflow.runtime.launchers.guard import TOKEN, Forked, running
+from zflow.runtime.launchers import Forked, fork_helper, zflow_home, zflow_python
+from zflow.runtime.launchers.guard import TOKEN, running
 from zflow.runtime.launchers.guard import fork as fork_guard
 
 MAX = 1 << 20
@@ -130,7 +129,7 @@ class Zygote:
 
 
 def _exited(proc: Any, timeout: float) -> bool:
-    if isinstance(proc, ForkedServer):
+    if isinstance(proc, Forked):
         return proc.wait(timeout) is not None
     import subprocess  # imported already: it started `proc`
 
@@ -141,7 +140,7 @@ def _exited(proc: Any, timeout: float) -> bool:
     return True
 
 
-def _fork_server(theirs: socket.socket, token: str) -> ForkedServer:
+def _fork_server(theirs: socket.socket, token: str) -> Forked:
     """Fork this process into the fork server, its end of the socket `theirs`
     (`launchers.fork_helper`); as an exec'd one it finds modules as `zflow_python` makes
     replicas find them (not in our current directory)."""
@@ -167,54 +166,7 @@ def _fork_server(theirs: socket.socket, token: str) -> ForkedServer:
             traceback.print_exc()
             return 1
 
-    return ForkedServer(fork_helper(fd, serve))
-
-
-class ForkedServer:
-    """The Popen-like handle of a forked fork server: its pid, waited for with a timeout."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        """Its exit code, or None if it has not exited after `timeout` seconds."""
-        if self.returncode is None:
-            status = os.waitpid(self.pid, 0)[1] if timeout is None else self._status(timeout)
-            if status is None:
-                return None
-            self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def _status(self, timeout: float) -> int | None:
-        """Its wait status if it exits within `timeout` seconds."""
-        import select
-
-        try:
-            fd = os.pidfd_open(self.pid)
-        except (OSError, AttributeError):  # before Linux 5.3, or a seccomp filter: poll
-            import time
-
-            deadline = time.monotonic() + timeout
-            while True:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-                if pid:
-                    return status
-                if time.monotonic() >= deadline:
-                    return None
-                time.sleep(0.01)
-        try:
-            if not select.select([fd], [], [], timeout)[0]:
-                return None
-        finally:
-            os.close(fd)
-        return os.waitpid(self.pid, 0)[1]
-
-    def kill(self) -> None:
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    return Forked(fork_helper(fd, serve))
 
 
 class ForkedProc:

@@ -16,9 +16,9 @@ import os
 import signal
 import sys
 import time
-from typing import IO, Any
+from typing import Any
 
-from zflow.runtime.launchers import fork_helper
+from zflow.runtime.launchers import Forked, fork_helper
 
 
 def _alive(pgid: int) -> bool:
@@ -131,21 +131,6 @@ def _signal(groups: list[int], sig: int) -> list[int]:
     return groups
 
 
-class Forked:
-    """The handle of a guard forked by `fork`: what the launcher uses of a Popen."""
-
-    def __init__(self, pid: int, stdin: IO[str]) -> None:
-        self.pid = pid
-        self.stdin = stdin
-
-    def wait(self) -> int:
-        try:
-            _, status = os.waitpid(self.pid, 0)
-        except ChildProcessError:  # reaped already
-            return 0
-        return os.waitstatus_to_exitcode(status)
-
-
 def fork() -> Forked:
     """Start the guard as a fork of this process (`launchers.fork_helper`): no interpreter to
     start and nothing to import (an exec'd guard cost ~50 ms of CPU at the start of every run,
@@ -165,7 +150,7 @@ def fork() -> Forked:
 
     pid = fork_helper(r, guard, stdout=False)  # it says nothing: its stdout is /dev/null
     os.close(r)
-    return Forked(pid, open(w, "w", buffering=1, encoding="utf-8"))  # noqa: SIM115
+    return Forked(pid, stdin=open(w, "w", buffering=1, encoding="utf-8"))  # noqa: SIM115
 
 
 if __name__ == "__main__":
