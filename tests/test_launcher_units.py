@@ -140,3 +140,83 @@ def test_the_guard_removes_a_run_directory_flat_or_not(tmp_path: Path, monkeypat
     kept.mkdir()
     guard.main([f"={kept}\n"])
     assert kept.exists()
+
+
+def _in_a_fresh_interpreter(code: str, **env: str) -> list[str]:
+    """Run `code` where tempfile was never imported (this test process has it)."""
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parent.parent)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": root, **env}, cwd="/")
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def test_a_run_directory_is_made_where_tempfile_would_make_it(tmp_path: Path) -> None:
+    """Without importing tempfile (and shutil, ~4 ms of every run): in $TMPDIR, else the next
+    usable candidate; mode 0700, a new name each time, and the directory the ipc-path check
+    (ZF057) measures."""
+    code = ("import os, sys\nfrom zflow import rundir\nfrom zflow.spec import rules\n"
+            "a, b = rundir.make(), rundir.make()\n"
+            "print(a, b, oct(os.stat(a).st_mode & 0o777), rules.run_dir_template(),\n"
+            "      'tempfile' in sys.modules, 'shutil' in sys.modules)\n"
+            "os.rmdir(a); os.rmdir(b)\n")
+    good = tmp_path / "tmp"
+    good.mkdir()
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    for env, where in (({"TMPDIR": str(good)}, good),
+                       ({"TMPDIR": str(tmp_path / "missing"), "TEMP": str(not_a_dir),
+                         "TMP": str(good)}, good)):
+        a, b, mode, template, tempfile_imported, shutil_imported = _in_a_fresh_interpreter(
+            code, **env)
+        assert a != b
+        for made in (a, b):
+            assert os.path.dirname(made) == str(where)
+            name = os.path.basename(made)
+            assert name.startswith("zflow-") and len(name) == len("zflow-") + 8, name
+            int(name[len("zflow-"):], 16)
+        assert mode == "0o700"
+        assert template == f"{where}/zflow-XXXXXXXX"
+        assert (tempfile_imported, shutil_imported) == ("False", "False")
+
+
+def test_a_run_directory_is_removed_flat_or_not(tmp_path: Path, monkeypatch) -> None:
+    """Socket files are unlinked without shutil; one the guard removed meanwhile is no error;
+    a directory holding more goes with shutil."""
+    from zflow import rundir
+
+    flat = tmp_path / "zflow-flat0001"
+    flat.mkdir()
+    for name in ("control", "worker.0.work", "worker.1.work"):
+        (flat / name).write_text("")
+    real_unlink = os.unlink
+
+    def raced(path: Any, *a: Any) -> None:  # the guard took this one first
+        real_unlink(path, *a)
+        if str(path).endswith("worker.0.work"):
+            raise FileNotFoundError(path)
+
+    monkeypatch.setattr(rundir.os, "unlink", raced)
+    rundir.remove(str(flat))
+    monkeypatch.undo()
+    assert not flat.exists()
+    nested = tmp_path / "zflow-nest0001"
+    (nested / "sub").mkdir(parents=True)
+    (nested / "sub" / "f").write_text("x")
+    rundir.remove(str(nested))
+    assert not nested.exists()
+    rundir.remove(str(tmp_path / "zflow-gone0001"))
+
+
+def test_the_guard_titles_itself_without_importing_logging() -> None:
+    """ps shows it as `zflow: orphan guard`; setproctitle's package would import logging
+    (~12 ms of CPU of every run in a process that needs nothing else)."""
+    out = _in_a_fresh_interpreter(
+        "import sys\nfrom zflow.runtime.launchers import guard\n"
+        "guard._set_title('zflow: orphan guard')\n"
+        "print(open('/proc/self/cmdline', 'rb').read().split(b'\\0')[0].decode().replace(' ', '_'),"
+        " 'logging' in sys.modules)\n")
+    assert out == ["zflow:_orphan_guard", "False"]

@@ -9,13 +9,13 @@ decides; what it decides is carried out here (control messages) or by the launch
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from typing import Any
 
 import zmq
 
+from zflow import rundir
 from zflow.plan import Plan
 from zflow.records import record
 from zflow.runtime.control import ControlServer
@@ -95,7 +95,7 @@ class Supervisor:
             self.control.close()
             os.close(wake_r)
             os.close(wake_w)
-            shutil.rmtree(self.plan.run_dir, ignore_errors=True)
+            rundir.remove(self.plan.run_dir)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.interrupts += 1
@@ -106,7 +106,10 @@ class Supervisor:
         self.view.start()
         coord.start(time.monotonic())
         self._flush()
-        next_refresh = next_sample = next_links = 0.0
+        next_refresh = next_links = 0.0
+        # the first look at /proc a second in: at the start nothing can have left its replica's
+        # group yet, and reading every process's stat there was CPU taken from the forks
+        next_sample = time.monotonic() + 1.0
         seen_interrupts = 0
         poller = zmq.Poller()
         poller.register(control.router, zmq.POLLIN)

@@ -12,6 +12,7 @@ import re
 import sys
 from typing import Any
 
+from zflow import rundir
 from zflow.records import field, record
 from zflow.spec.diagnostics import Diagnostic
 from zflow.spec.locate import Locator
@@ -146,25 +147,17 @@ def reaches(bound: Endpoint, target: Endpoint) -> bool:
 
 
 def _longest_tempdir() -> int:
-    """The longest directory `tempfile.gettempdir()` may pick, in bytes: it takes the first
-    writable one of these (relative ones made absolute), unless it has been imported and told."""
+    """The longest directory a run directory may be made in, in bytes (rundir.base picks the
+    first usable one of these), unless tempfile has been imported and told."""
     if "tempfile" in sys.modules:
         return len(os.fsencode(sys.modules["tempfile"].gettempdir()))
-    dirs = [os.environ.get(v) for v in ("TMPDIR", "TEMP", "TMP")] + ["/tmp", "/var/tmp",
-                                                                       "/usr/tmp"]
-    try:
-        dirs.append(os.getcwd())
-    except OSError:
-        pass
-    return max(len(os.fsencode(os.path.abspath(d))) for d in dirs if d)
+    return max(len(os.fsencode(d)) for d in rundir.candidates())
 
 
 def run_dir_template() -> str:
-    """The run directory `zflow up` makes for ipc endpoints (`tempfile.mkdtemp(prefix="zflow-")`
-    in runtime/launchers/local.py), with its 8 random characters as X."""
-    import tempfile  # ~4 ms of imports (random, hashlib): only for ipc endpoints in the file
-
-    return os.path.join(tempfile.gettempdir(), "zflow-XXXXXXXX")
+    """The run directory `zflow up` makes for ipc endpoints (zflow.rundir.make), with its random
+    characters as X."""
+    return os.path.join(rundir.base(), rundir.PREFIX + "X" * rundir.RANDOM)
 
 
 class EndpointError(ValueError):
@@ -591,8 +584,9 @@ def _auto_ipc_paths(socks: dict[tuple[str, str], Sock], loc: Locator) -> list[Di
              if s.bind in ("auto", "ipc") and _NODE_NAME.match(s.node)
              and _SOCKET_NAME.match(s.name)]  # bad names are reported already
     longest = max((len(name.encode()) for _, name in names), default=0)
-    if not names or _longest_tempdir() + len("/zflow-XXXXXXXX/") + longest <= IPC_MAX:
-        return out  # fits wherever tempfile puts the run directory: no need to import it
+    run_dir_name = len(f"/{rundir.PREFIX}{rundir.RANDOM * 'X'}/")
+    if not names or _longest_tempdir() + run_dir_name + longest <= IPC_MAX:
+        return out  # fits wherever the run directory is made: no need to look further
     run_dir = run_dir_template()
     for s, name in names:
         path = f"{run_dir}/{name}"

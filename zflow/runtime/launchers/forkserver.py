@@ -117,12 +117,17 @@ class Zygote:
         finally:
             self.sock.setblocking(True)
 
+    def shut(self) -> None:
+        """Tell the fork server to leave (it does when it reads the end of its socket), without
+        waiting for it: `close` does."""
+        self.sock.close()
+
     def close(self) -> None:
         if self.guard is not None:  # never taken by a launcher: nothing for it to guard
             self.guard.stdin.close()
             self.guard.wait()
             self.guard = None
-        self.sock.close()  # the fork server leaves when it reads the end of its socket
+        self.sock.close()
         if not _exited(self.proc, 5.0):
             self.proc.kill()
             self.proc.wait()

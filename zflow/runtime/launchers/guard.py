@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Any
 
+from zflow import rundir
 from zflow.runtime.launchers import Forked, fork_helper
 
 
@@ -73,31 +74,14 @@ def main(lines: Any = None) -> int:
         time.sleep(0.02)
         live = [g for g in live if _alive(g)]
         pids = [p for p in pids if running(p)]
-    _signal(live, signal.SIGKILL)
-    _kill(pids, signal.SIGKILL)
-    if token:  # anything started meanwhile
-        _kill(marked(token), signal.SIGKILL)
+    if live or pids:
+        _signal(live, signal.SIGKILL)
+        _kill(pids, signal.SIGKILL)
+        if token:  # anything they started meanwhile (none can have been, if nobody was left)
+            _kill(marked(token), signal.SIGKILL)
     if run_dir and os.path.basename(run_dir).startswith("zflow-"):
-        _remove(run_dir)
+        rundir.remove(run_dir)
     return 0
-
-
-def _remove(run_dir: str) -> None:
-    """Remove the run directory: flat (ipc socket files), so without shutil's import (~3 ms
-    that `zflow up`, waiting for this guard at its end, would pay) unless it is not."""
-    try:
-        with os.scandir(run_dir) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    raise IsADirectoryError(entry.path)
-                os.unlink(entry.path)
-        os.rmdir(run_dir)
-    except FileNotFoundError:  # removed already (the supervisor removes it at a normal end)
-        pass
-    except OSError:
-        import shutil
-
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def running(pid: int) -> bool:
@@ -131,6 +115,27 @@ def _signal(groups: list[int], sig: int) -> list[int]:
     return groups
 
 
+def _set_title(title: str) -> None:
+    """setproctitle's C extension alone: its package imports logging, ~12 ms of CPU that every
+    `zflow up` paid in this process (which imports nothing else) while pyzmq was imported."""
+    try:
+        from importlib.machinery import PathFinder
+        from importlib.util import module_from_spec
+
+        package = PathFinder.find_spec("setproctitle")
+        spec = PathFinder.find_spec("_setproctitle", package.submodule_search_locations or [])
+        module = module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        module.setproctitle(title)
+    except Exception:  # noqa: BLE001 - not installed, or laid out otherwise: titles are a nicety
+        try:
+            from setproctitle import setproctitle
+
+            setproctitle(title)
+        except ImportError:
+            pass
+
+
 def fork() -> Forked:
     """Start the guard as a fork of this process (`launchers.fork_helper`): no interpreter to
     start and nothing to import (an exec'd guard cost ~50 ms of CPU at the start of every run,
@@ -139,12 +144,7 @@ def fork() -> Forked:
     r, w = os.pipe()
 
     def guard() -> int:
-        try:
-            from setproctitle import setproctitle
-
-            setproctitle("zflow: orphan guard")
-        except ImportError:
-            pass
+        _set_title("zflow: orphan guard")
         with open(r, encoding="utf-8") as lines:
             return main(lines)
 

@@ -14,18 +14,17 @@ import os
 import select
 import signal
 import socket as pysocket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
+from zflow import rundir
 from zflow.plan import Plan
 from zflow.records import field, record
 from zflow.runtime import protocol as P
 from zflow.runtime.launchers import Spawned, SpawnError, zflow_python
-from zflow.runtime.launchers.forkserver import Zygote
+from zflow.runtime.launchers.forkserver import ForkedProc, Zygote
 from zflow.runtime.launchers.guard import TOKEN
 from zflow.runtime.spec import ReplicaSpec, command_env
 
@@ -37,7 +36,7 @@ PARTIAL_AFTER = 0.25
 def make_run_dir(plan: Plan) -> str:
     """The private (0700) directory for ipc endpoints and the control socket."""
     if "<run>" in plan.run_dir or not os.path.isdir(plan.run_dir):
-        plan.run_dir = tempfile.mkdtemp(prefix="zflow-")
+        plan.run_dir = rundir.make()
     os.chmod(plan.run_dir, 0o700)
     return plan.run_dir
 
@@ -72,6 +71,8 @@ class LocalLauncher:
         self.guard: Any = self.zygote.guard  # forked at the start of `zflow up`
         self.zygote.guard = None
         if self.guard is None:
+            import subprocess
+
             self.guard = subprocess.Popen(
                 zflow_python("zflow.runtime.launchers.guard"), stdin=subprocess.PIPE,
                 start_new_session=True, text=True, bufsize=1,
@@ -97,6 +98,8 @@ class LocalLauncher:
             if spec.kind == "python" and not self.zygote.dead:
                 handle: Any = self.zygote.spawn(env, spec.cwd, spec.title)
             else:
+                import subprocess  # command nodes only: ~4 ms of imports every `zflow up` paid
+
                 handle = subprocess.Popen(
                     argv, cwd=spec.cwd, env=env,
                     stdin=subprocess.PIPE if spec.stdin == "go" else subprocess.DEVNULL,
@@ -188,7 +191,8 @@ class LocalLauncher:
         return env, argv, endpoints
 
     def _register(self, spec: ReplicaSpec, handle: Any, endpoints: dict[str, str]) -> Spawned:
-        proc = _Proc(spec.id, handle, handle.pid)
+        # a new process has used no CPU yet: its first sample measures its use since now
+        proc = _Proc(spec.id, handle, handle.pid, cpu_prev=(0.0, time.monotonic()))
         self.procs[spec.id] = proc
         self._guard(f"+{proc.pid}")
         for stream, pipe in (("stdout", handle.stdout), ("stderr", handle.stderr)):
@@ -331,7 +335,7 @@ class LocalLauncher:
         one that left its replica's group — and tell the guard; reap adopted orphans."""
         me = os.getpid()
         known = {self.guard.pid, self.zygote.proc.pid} | {
-            p.pid for p in self.procs.values() if isinstance(p.handle, subprocess.Popen)}
+            p.pid for p in self.procs.values() if not isinstance(p.handle, ForkedProc)}
         for pgid in self._escaped_groups():
             if pgid not in self.groups:
                 self.groups.add(pgid)
@@ -372,14 +376,17 @@ class LocalLauncher:
                 if pgid not in ours}
 
     def close(self) -> None:
-        # the fork server first: it leaves as soon as its socket closes, and a guard told of
-        # the end while it lives (it carries the run's token) would stop it and wait for it
-        self.zygote.close()
-        self._guard(f"-{self.zygote.proc.pid}")  # reaped: its number may be reused
+        # the fork server and the guard leave side by side: the fork server as its socket
+        # closes, the guard once it has looked for anything left. Its group is struck off the
+        # guard's list first (its number stays ours until we reap it below). An exec'd fork server
+        # carries the run's token, and the guard may stop it: it is leaving anyway
+        self.zygote.shut()
+        self._guard(f"-{self.zygote.proc.pid}")
         try:
             self.guard.stdin.close()  # type: ignore[union-attr]
         except OSError:
             pass
+        self.zygote.close()
         self.guard.wait()
 
     def _guard(self, line: str) -> None:

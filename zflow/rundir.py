@@ -1,0 +1,80 @@
+"""A run's private directory (its ipc endpoints and control socket): where it is made, and its
+removal.
+
+`tempfile.mkdtemp` would do, but importing tempfile imports shutil, and shutil bz2, lzma and zlib:
+~4 ms at the start of every `zflow up`, on the path to its first replica (issue 16). So the
+directory is made here by tempfile's rules, and removed without shutil, since it holds only
+socket files. Once tempfile is imported anyway (an in-process caller, which may have set
+`tempfile.tempdir`), it decides, as before.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+PREFIX = "zflow-"
+#: random characters after the prefix (rules.run_dir_template shows them as X)
+RANDOM = 8
+
+
+def candidates() -> list[str]:
+    """The directories `tempfile.gettempdir()` tries, in its order: $TMPDIR, $TEMP, $TMP, then
+    /tmp, /var/tmp, /usr/tmp and the current directory."""
+    dirs = [d for d in (os.environ.get(v) for v in ("TMPDIR", "TEMP", "TMP")) if d]
+    dirs += ["/tmp", "/var/tmp", "/usr/tmp"]
+    try:
+        dirs.append(os.getcwd())
+    except OSError:
+        pass
+    return [os.path.abspath(d) for d in dirs]
+
+
+def base() -> str:
+    """Where `make` puts run directories: the first candidate we may create a directory in."""
+    tempfile = sys.modules.get("tempfile")
+    if tempfile is not None:
+        return tempfile.gettempdir()
+    for d in candidates():
+        if os.path.isdir(d) and os.access(d, os.W_OK | os.X_OK):
+            return d
+    raise FileNotFoundError(errno.ENOENT, "no usable temporary directory found in "
+                            + ", ".join(candidates()))
+
+
+def make() -> str:
+    """A new directory `<base>/zflow-XXXXXXXX`, mode 0700, created by us (never one that
+    existed: mkdir fails on a name taken, and another name is drawn)."""
+    tempfile = sys.modules.get("tempfile")
+    if tempfile is not None:
+        return tempfile.mkdtemp(prefix=PREFIX)
+    root = base()
+    for _ in range(100):
+        path = os.path.join(root, PREFIX + os.urandom(RANDOM // 2).hex())
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, f"no free name for a run directory in {root}")
+
+
+def remove(path: str) -> None:
+    """Remove a run directory: flat (socket files), so without shutil unless it is not."""
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    raise IsADirectoryError(entry.path)
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:  # the guard's, or the supervisor's, removal took it
+                    pass
+        os.rmdir(path)
+    except FileNotFoundError:  # removed already (by the supervisor, or by the guard)
+        pass
+    except OSError:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
