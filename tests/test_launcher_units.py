@@ -12,6 +12,7 @@ import pytest
 
 from zflow.plan import build_plan
 from zflow.runtime.launchers import Spawned
+from zflow.runtime.launchers.forkserver import BATCH, BATCH_BYTES
 from zflow.runtime.launchers.local import IN_FLIGHT, LocalLauncher
 from zflow.runtime.spec import build_replica_spec
 from zflow.spec import load
@@ -20,35 +21,50 @@ SQUARES = Path(__file__).resolve().parent.parent / "topologies" / "squares.yaml"
 
 
 class FakeZygote:
-    """The fork server's client as `spawn_many` uses it. It answers requests in order, and at
-    most `room` may wait unanswered: the real fork server blocks once its answers fill the
-    socket, and a launcher that kept asking would then block for ever."""
+    """The fork server's client as `spawn_many` uses it. It answers batches in order, and at
+    most `room` batches may wait unanswered: the real fork server blocks once its answers fill
+    the socket, and a launcher that kept asking would then block for ever."""
 
     def __init__(self, room: int) -> None:
         self.dead = False
         self.token = "t0"
         self.guard = None
         self.room = room
-        self.waiting: list[tuple[int, int]] = []
+        self.waiting: list[list[tuple[int, int]]] = []
         self.most = 0
         self.pid = 1000
+        self.batches: list[tuple[int, int]] = []  # (replicas, bytes of the message)
+        self.envs: list[dict[str, str]] = []  # each replica's whole environment
 
-    def request(self, env: dict[str, str], cwd: str, title: str) -> tuple[int, int]:
+    def request(self, batch: list[tuple[dict[str, str], str, str]],
+                base: dict[str, str] | None = None) -> list[tuple[int, int]]:
         assert len(self.waiting) < self.room, "the fork server's socket is full: a deadlock"
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        os.close(out_w)
-        os.close(err_w)
-        self.waiting.append((out_r, err_r))
-        self.most = max(self.most, len(self.waiting))
-        return out_r, err_r
+        import json
 
-    def collect(self, pipes: tuple[int, int]) -> Any:
+        message = json.dumps({"base": base or {}, "spawn": [
+            {"env": e, "cwd": c, "title": t} for e, c, t in batch]}).encode()
+        self.batches.append((len(batch), len(message)))
+        self.envs += [{**(base or {}), **env} for env, _, _ in batch]
+        pipes = []
+        for _ in batch:
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            os.close(out_w)
+            os.close(err_w)
+            pipes.append((out_r, err_r))
+        self.waiting.append(pipes)
+        self.most = max(self.most, len(self.waiting))
+        return pipes
+
+    def collect(self, pipes: list[tuple[int, int]]) -> list[Any]:
         assert self.waiting and self.waiting[0] == pipes, "answers come in the order asked"
         self.waiting.pop(0)
-        self.pid += 1
-        return SimpleNamespace(pid=self.pid, stdout=os.fdopen(pipes[0], "rb"),
-                               stderr=os.fdopen(pipes[1], "rb"))
+        out = []
+        for out_r, err_r in pipes:
+            self.pid += 1
+            out.append(SimpleNamespace(pid=self.pid, stdout=os.fdopen(out_r, "rb"),
+                                       stderr=os.fdopen(err_r, "rb")))
+        return out
 
 
 def _launcher(zygote: FakeZygote) -> LocalLauncher:
@@ -63,15 +79,15 @@ def _launcher(zygote: FakeZygote) -> LocalLauncher:
 
 
 def test_starting_many_replicas_never_leaves_more_requests_unanswered_than_fit(
-        tmp_path: Path) -> None:
-    res = load(str(SQUARES), env={}, scale=["worker=100"])
+        tmp_path: Path, monkeypatch) -> None:
+    res = load(str(SQUARES), env={}, scale=["worker=300"])
     assert res.ok
     plan = build_plan(res.topology, str(SQUARES), run_dir=str(tmp_path / "run"))
     specs = [build_replica_spec(plan, n.name, i, 1) for n in plan.nodes.values()
              for i in range(n.replicas)]
-    # what fits in the socket before it blocks is machine-dependent (500 at once hung at the
-    # 278th here); 32 answers always fit
-    zygote = FakeZygote(room=32)
+    # a big environment: the batches must stay within a message's bytes as well as its count
+    monkeypatch.setenv("ZFLOW_TEST_BIG", "x" * 20_000)
+    zygote = FakeZygote(room=IN_FLIGHT)
     launcher = _launcher(zygote)
     try:
         got = launcher.spawn_many(specs)
@@ -79,11 +95,17 @@ def test_starting_many_replicas_never_leaves_more_requests_unanswered_than_fit(
         for proc in launcher.procs.values():
             for f in proc.files.values():
                 f.close()
-    assert len(got) == 102 and all(isinstance(g, Spawned) for g in got)
-    assert [g.pid for g in got] == list(range(1001, 1103))  # each spec its own answer, in order
-    assert 1 < zygote.most == IN_FLIGHT and zygote.waiting == []  # overlapped, and bounded
+    assert len(got) == 302 and all(isinstance(g, Spawned) for g in got)
+    assert [g.pid for g in got] == list(range(1001, 1303))  # each spec its own answer, in order
+    assert len(zygote.batches) > IN_FLIGHT  # several batches, overlapped, and bounded:
+    assert 1 < zygote.most <= IN_FLIGHT and zygote.waiting == []
+    assert all(n <= BATCH and size <= BATCH_BYTES for n, size in zygote.batches), zygote.batches
+    assert sum(n for n, _ in zygote.batches) == 302
+    # the environment shared once per batch, and each replica's own, make its whole one
+    for spec, env in zip(specs, zygote.envs, strict=True):
+        assert env == launcher._prepare(spec, dict(os.environ))[0]
     told = launcher.guard.stdin.getvalue().split()
-    assert told == [f"+{pid}" for pid in range(1001, 1103)]  # every group is guarded
+    assert told == [f"+{pid}" for pid in range(1001, 1303)]  # every group is guarded
 
 
 @pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polled"])

@@ -536,8 +536,10 @@ def test_the_forked_fork_server_finds_modules_as_an_exec_d_one(tmp_path: Path) -
         "        server = os.getppid()\n"
         "        fds = sorted(int(f) for f in os.listdir(f'/proc/{server}/fd'))\n"
         "        kinds = [os.readlink(f'/proc/{server}/fd/{f}').split(':')[0] for f in fds]\n"
+        "        own = [os.readlink(f'/proc/self/fd/{f}') for f in os.listdir('/proc/self/fd')\n"
+        "               if os.path.exists(f'/proc/self/fd/{f}')]  # not listdir's own\n"
         "        return {'n': self.n, 'stray': importlib.util.find_spec('strayname') is not None,"
-        " 'server_fds': kinds}\n")
+        " 'server_fds': kinds, 'own_pipes': sorted(f for f in own if f.startswith('pipe'))}\n")
     (tmp_path / "topo" / "t.yaml").write_text(
         "version: 1\nname: probe\nnodes:\n"
         "  src:\n    run: probe:numbers\n    sockets:\n      out: {type: PUSH, bind: auto}\n"
@@ -554,6 +556,9 @@ def test_the_forked_fork_server_finds_modules_as_an_exec_d_one(tmp_path: Path) -
     assert res["n"] == 3 and res["stray"] is False
     # stdin (/dev/null), stdout, stderr, its socket, its wakeup pipe's two ends: not `held`
     assert sorted(res["server_fds"]) == ["/dev/null", "pipe", "pipe", "pipe", "pipe", "socket"]
+    # src and sink were forked in one batch: each holds its own stdout and stderr, not the
+    # other's (held, they would not end when it exits)
+    assert len(res["own_pipes"]) == 2 and len(set(res["own_pipes"])) == 2, res["own_pipes"]
     assert leftovers(name) == []
 
 

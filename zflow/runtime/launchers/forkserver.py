@@ -17,6 +17,11 @@ from zflow.runtime.launchers.guard import TOKEN, running
 from zflow.runtime.launchers.guard import fork as fork_guard
 
 MAX = 1 << 20
+#: replicas asked for in one message at most: two descriptors each (a message carries at most
+#: 253), and their JSON within BATCH_BYTES (a message longer than the socket's send buffer,
+#: ~208 KiB by default, is refused)
+BATCH = 64
+BATCH_BYTES = 128 * 1024
 
 
 class Zygote:
@@ -64,45 +69,61 @@ class Zygote:
         return msg
 
     def spawn(self, env: dict[str, str], cwd: str, title: str) -> ForkedProc:
-        return self.collect(self.request(env, cwd, title))
+        got = self.collect(self.request([(env, cwd, title)]))[0]
+        if isinstance(got, OSError):
+            raise got
+        return got
 
-    def request(self, env: dict[str, str], cwd: str, title: str) -> tuple[int, int]:
-        """Ask for a fork; its pid is read by `collect`, in the order of the requests (the
-        fork server answers them in turn), so a launcher can ask for many before reading."""
-        out_r, out_w = os.pipe()
+    def request(self, batch: list[tuple[dict[str, str], str, str]],
+                base: dict[str, str] | None = None) -> list[tuple[int, int]]:
+        """Ask for a fork per (env, cwd, title) in one message (at most BATCH of them; each env
+        is what differs from `base`, which is sent once). Their pids are read by `collect`, in
+        the order of the requests (the fork server answers them in turn), so a launcher can
+        ask again before reading."""
+        reads: list[int] = []
+        writes: list[int] = []
         try:
-            err_r, err_w = os.pipe()
+            for _ in range(2 * len(batch)):  # stdout and stderr of each
+                r, w = os.pipe()
+                reads.append(r)
+                writes.append(w)
+            request = json.dumps({"base": base or {}, "spawn": [
+                {"env": env, "cwd": cwd, "title": title} for env, cwd, title in batch]}).encode()
+            socket.send_fds(self.sock, [request], writes)
         except OSError:
-            os.close(out_r)
-            os.close(out_w)
-            raise
-        try:
-            request = json.dumps({"env": env, "cwd": cwd, "title": title}).encode()
-            socket.send_fds(self.sock, [request], [out_w, err_w])
-        except OSError:
-            os.close(out_r)
-            os.close(err_r)
+            for fd in reads:
+                os.close(fd)
             raise
         finally:
-            os.close(out_w)
-            os.close(err_w)
-        return out_r, err_r
+            for fd in writes:
+                os.close(fd)
+        return [(reads[i], reads[i + 1]) for i in range(0, len(reads), 2)]
 
-    def collect(self, pipes: tuple[int, int]) -> ForkedProc:
-        """The replica of the oldest `request` not yet collected (`pipes` is what it returned)."""
-        out_r, err_r = pipes
+    def collect(self, pipes: list[tuple[int, int]]) -> list[ForkedProc | OSError]:
+        """The replicas of the oldest `request` not yet collected (`pipes` is what it
+        returned): a handle each, or the error that says why there is none."""
         try:
             while True:
                 msg = self._handle(self.sock.recv(MAX))
                 if msg is not None:
                     break
-            if "error" in msg:
-                raise OSError(msg["error"])
-        except BaseException:  # no replica: its pipes go too
-            os.close(out_r)
-            os.close(err_r)
+            answers = msg.get("pids")
+            if not isinstance(answers, list) or len(answers) != len(pipes):
+                raise OSError(msg.get("error") or "the zflow fork server answered out of turn")
+        except BaseException:  # no replicas: their pipes go too
+            for fds in pipes:
+                for fd in fds:
+                    os.close(fd)
             raise
-        return ForkedProc(self, msg["pid"], os.fdopen(out_r, "rb"), os.fdopen(err_r, "rb"))
+        out: list[ForkedProc | OSError] = []
+        for (out_r, err_r), pid in zip(pipes, answers, strict=True):
+            if isinstance(pid, int):
+                out.append(ForkedProc(self, pid, os.fdopen(out_r, "rb"), os.fdopen(err_r, "rb")))
+            else:
+                os.close(out_r)
+                os.close(err_r)
+                out.append(OSError(pid.get("error") if isinstance(pid, dict) else str(pid)))
+        return out
 
     def pump(self, block: bool = False) -> None:
         """Take the exit reports that have arrived."""

@@ -10,6 +10,7 @@ beside this one behind the same two calls.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -24,7 +25,7 @@ from zflow.plan import Plan
 from zflow.records import field, record
 from zflow.runtime import protocol as P
 from zflow.runtime.launchers import Spawned, SpawnError, zflow_python
-from zflow.runtime.launchers.forkserver import ForkedProc, Zygote
+from zflow.runtime.launchers.forkserver import BATCH, BATCH_BYTES, ForkedProc, Zygote
 from zflow.runtime.launchers.guard import TOKEN
 from zflow.runtime.spec import ReplicaSpec, command_env
 
@@ -53,8 +54,20 @@ class _Proc:
     cpu_prev: tuple[float, float] | None = None
 
 
-#: fork requests a start sends before it reads their answers (see LocalLauncher.spawn_many)
-IN_FLIGHT = 16
+#: batches of fork requests a start sends before it reads their answers (LocalLauncher.spawn_many)
+IN_FLIGHT = 2
+
+
+@record
+class _Asked:
+    """A Python replica in a batch asked of the fork server: where its answer goes in
+    spawn_many's result, and what registering it needs."""
+
+    index: int
+    spec: ReplicaSpec
+    env: dict[str, str]  # what differs from the batch's shared environment
+    argv: list[str]
+    endpoints: dict[str, str]
 
 
 class LocalLauncher:
@@ -111,47 +124,77 @@ class LocalLauncher:
         return self._register(spec, handle, endpoints)
 
     def spawn_many(self, specs: list[ReplicaSpec]) -> list[Spawned | SpawnError]:
-        """Start replicas together: up to `IN_FLIGHT` Python replicas are asked of the fork
-        server before their pids are read back, so the forks overlap the preparation of the next
-        requests (one request, then its answer, then the next, left both sides waiting in
-        turn). Never more: the fork server blocks once its answers fill the socket, and stops
-        reading requests, which then block us (500 replicas at once hung at the 278th)."""
+        """Start replicas together: the Python ones are asked of the fork server in batches
+        (forkserver.BATCH in one message, forked in one go; the environment they share is sent
+        once), and a batch is asked before the previous one's pids are read back, so the forks
+        overlap the preparation of the next batch. Never more than IN_FLIGHT batches unread:
+        the fork server blocks once its answers fill the socket, and stops reading requests,
+        which then block us (500 replicas asked one by one hung at the 278th)."""
         out: list[Spawned | SpawnError | None] = []
-        asked: list[tuple[int, ReplicaSpec, tuple[int, int], list[str], dict[str, str]]] = []
-
-        def collect(n: int) -> None:
-            while asked and n > 0:
-                i, spec, pipes, argv, endpoints = asked.pop(0)
-                n -= 1
-                try:
-                    out[i] = self._register(spec, self.zygote.collect(pipes), endpoints)
-                except OSError as e:
-                    out[i] = _cannot_run(spec, argv, e)
-
+        asked: list[tuple[list[_Asked], list[tuple[int, int]]]] = []
+        batch: list[_Asked] = []
         base = dict(os.environ)  # os.environ decodes every value on each read
+        room = BATCH_BYTES - len(json.dumps(base))
+
+        def collect() -> None:  # the oldest batch asked
+            entries, pipes = asked.pop(0)
+            try:
+                got: list[Any] = self.zygote.collect(pipes)
+            except OSError as e:
+                got = [e] * len(entries)
+            for e, g in zip(entries, got, strict=True):
+                out[e.index] = (_cannot_run(e.spec, e.argv, g) if isinstance(g, OSError)
+                                else self._register(e.spec, g, e.endpoints))
+
+        def ask() -> None:
+            nonlocal batch
+            entries, batch = batch, []
+            if not entries:
+                return
+            if len(asked) >= IN_FLIGHT:
+                collect()
+            try:
+                pipes = self.zygote.request(
+                    [(e.env, e.spec.cwd, e.spec.title) for e in entries], base)
+            except OSError:  # the fork server is gone: the one-by-one path says so
+                while asked:
+                    collect()
+                for e in entries:
+                    out[e.index] = self._spawn_or_error(e.spec)
+                return
+            asked.append((entries, pipes))
+
         try:
+            size = 0
             for spec in specs:
-                if len(asked) >= IN_FLIGHT:
-                    collect(1)
                 if spec.kind == "python" and not self.zygote.dead and os.path.isdir(spec.cwd):
                     env, argv, endpoints = self._prepare(spec, base)
-                    try:
-                        pipes = self.zygote.request(env, spec.cwd, spec.title)
-                    except OSError:
-                        pipes = None  # the fork server is gone: the one-by-one path says so
-                    if pipes is not None:
-                        asked.append((len(out), spec, pipes, argv, endpoints))
-                        out.append(None)
-                        continue
+                    own = {k: v for k, v in env.items() if base.get(k) != v}
+                    more = len(json.dumps(own)) + len(spec.cwd) + len(spec.title) + 40
+                    if batch and (len(batch) >= BATCH or size + more > room):
+                        ask()
+                        size = 0
+                    batch.append(_Asked(len(out), spec, own, argv, endpoints))
+                    out.append(None)
+                    size += more
+                    continue
                 if spec.kind == "python":  # its answer must not be taken for an earlier one's
-                    collect(len(asked))
-                try:
-                    out.append(self.spawn(spec))
-                except SpawnError as e:
-                    out.append(e)
+                    ask()
+                    size = 0
+                    while asked:
+                        collect()
+                out.append(self._spawn_or_error(spec))
+            ask()
         finally:  # what was asked is forked: it is known, whatever went wrong meanwhile
-            collect(len(asked))
+            while asked:
+                collect()
         return out  # type: ignore[return-value]
+
+    def _spawn_or_error(self, spec: ReplicaSpec) -> Spawned | SpawnError:
+        try:
+            return self.spawn(spec)
+        except SpawnError as e:
+            return e
 
     def _prepare(self, spec: ReplicaSpec, base: dict[str, str] | None = None,
                  ) -> tuple[dict[str, str], list[str], dict[str, str]]:

@@ -7,10 +7,16 @@ fork=True) and calls `main(fd)`; in-process callers exec it, with the fd as argv
 It is single-threaded and never creates a ZeroMQ context, so forking it is safe; each child builds
 its own context, as ZeroMQ requires.
 
-Protocol on the SOCK_SEQPACKET Unix socket (one message each way):
-  supervisor → zygote: JSON {"env": {...}, "cwd": "..."} with two fds (stdout, stderr write ends)
-  zygote → supervisor: JSON {"pid": N} or {"error": "..."}; later {"exit": N, "code": C}
-The zygote reaps its children and reports each exit; it dies with the supervisor (PDEATHSIG).
+Protocol on the SOCK_SEQPACKET Unix socket (one message each way per batch):
+  supervisor → zygote: JSON {"base": {...}, "spawn": [{"env": {...}, "cwd": "...", "title": "..."},
+      ...]} with two fds per entry, in order (its stdout and stderr write ends); an entry's
+      environment is `base` updated with its `env` (what differs), so a batch carries the
+      shared environment once
+  zygote → supervisor: JSON {"pids": [N or {"error": "..."}, ...]}, one per entry, in order;
+      later {"exit": N, "code": C} as each exits
+A batch is forked in one go: one message each way instead of one per replica, and nothing
+parsed between two forks (each of which makes every page written next a copy). The zygote
+reaps its children and reports each exit; it dies with the supervisor (PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -32,17 +38,23 @@ except ImportError:  # titles are a nicety
     def setproctitle(title: str) -> None:
         pass
 
+from zflow.runtime.launchers.forkserver import BATCH, MAX
 from zflow.runtime.replica import main as replica
 
-MAX = 1 << 20
 
-
-def _child(request: dict[str, Any], out_fd: int, err_fd: int, sock: socket.socket,
-           parent: int) -> None:
-    """In the forked child: become the replica described by `request`, never return."""
+def _child(request: dict[str, Any], base: dict[str, str], fds: list[int], mine: int,
+           sock: socket.socket, parent: int) -> None:
+    """In the forked child: become the replica described by `request` (its environment `base`
+    updated with its own; its pipes fds[2*mine] and fds[2*mine + 1], the others being its batch
+    mates'), never return."""
     code = 1
     try:
+        out_fd, err_fd = fds[2 * mine], fds[2 * mine + 1]
+        env = {**base, **request["env"]}
         sock.close()
+        for fd in fds:  # a batch mate's pipe held open here would never show its end
+            if fd not in (out_fd, err_fd):
+                os.close(fd)
         os.setsid()
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
@@ -57,7 +69,6 @@ def _child(request: dict[str, Any], out_fd: int, err_fd: int, sock: socket.socke
                           closefd=False)
         # before the environment is rewritten: setproctitle needs the original layout
         setproctitle(request.get("title") or "zflow replica")
-        env = request["env"]
         env["ZFLOW_PARENT_PID"] = str(parent)
         os.environ.clear()
         os.environ.update(env)
@@ -112,21 +123,29 @@ def main(fd: int | None = None) -> int:
                 os._exit(0)
         if sock in ready:
             try:
-                data, fds, _, _ = socket.recv_fds(sock, MAX, 2)
+                data, fds, _, _ = socket.recv_fds(sock, MAX, 2 * BATCH)
             except OSError:
                 data, fds = b"", []
             if not data:  # the supervisor is gone: nothing to tear down, leave at once
                 os._exit(0)
-            request = json.loads(data)
-            pid = os.fork()
-            if pid == 0:
-                os.close(r)
-                os.close(w)
-                _child(request, fds[0], fds[1], sock, me)
+            batch = json.loads(data)
+            base = batch.get("base") or {}
+            answers: list[Any] = []
+            for i, request in enumerate(batch["spawn"]):
+                try:
+                    pid = os.fork()
+                except OSError as e:  # no more processes, or no memory: this one says why
+                    answers.append({"error": f"cannot fork: {e.strerror or e}"})
+                    continue
+                if pid == 0:
+                    os.close(r)
+                    os.close(w)
+                    _child(request, base, fds, i, sock, me)
+                children.add(pid)
+                answers.append(pid)
             for fd in fds:
                 os.close(fd)
-            children.add(pid)
-            sock.send(json.dumps({"pid": pid}).encode())
+            sock.send(json.dumps({"pids": answers}).encode())
 
 
 if __name__ == "__main__":
