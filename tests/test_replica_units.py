@@ -712,3 +712,24 @@ def test_a_replica_spec_crosses_to_the_replica_unchanged(tmp_path: Path) -> None
         assert spec.to_json() == json.dumps(asdict(spec))
         assert ReplicaSpec.from_json(spec.to_json()) == spec
     assert spec.sockets and json.loads(spec.to_json())["sockets"][0]["name"] == "answers"
+
+
+def test_a_replica_that_loses_its_coordinator_says_so_even_if_killed_at_once() -> None:
+    """The link watcher's line goes to the stderr the replica started with. Through fd 2 it went
+    into the Tee's pipe, and the SIGTERM that follows, arriving before the replica's handler,
+    killed it with the line unread (the cluster e2e test saw exit -15 and no line)."""
+    code = (
+        "import os, signal, struct, threading, zmq\n"
+        "from zflow.runtime.replica import join\n"
+        "ctx = zmq.Context()\n"
+        "a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)\n"
+        "a.bind('inproc://monitor'); b.connect('inproc://monitor')\n"
+        "join.watch_link(b, threading.Event())\n"
+        "r, w = os.pipe(); os.dup2(w, 2)  # what the Tee does next; nobody copies it here\n"
+        "a.send_multipart([struct.pack('=hi', zmq.EVENT_DISCONNECTED, 0), b'tcp://10.0.0.1:1'])\n"
+        "signal.pause()  # SIGTERM, default action: as before the replica's handler\n")
+    root = str(Path(__file__).resolve().parent.parent)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**__import__("os").environ, "PYTHONPATH": root})
+    assert r.returncode == -15
+    assert r.stderr == "zflow replica: lost the coordinator; stopping\n"

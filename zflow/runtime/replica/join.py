@@ -124,7 +124,12 @@ def _close(ctx: zmq.Context, *socks: zmq.Socket) -> None:
 
 def watch_link(monitor: zmq.Socket, done: threading.Event) -> threading.Thread:
     """A thread that stops this replica (SIGTERM to itself, then a hard exit after LOST_GRACE)
-    when its control link goes down while `done` is not set."""
+    when its control link goes down while `done` is not set.
+
+    It says why on the stderr the replica was started with (the pod's log), not through fd 2:
+    the Tee may have made that a pipe its thread copies from, and a SIGTERM that came before
+    the replica's handler killed it with the line still in the pipe."""
+    log = os.dup(2)
 
     def watch() -> None:
         try:
@@ -133,8 +138,10 @@ def watch_link(monitor: zmq.Socket, done: threading.Event) -> threading.Thread:
                     continue
                 ev = recv_monitor_message(monitor)
                 if ev["event"] == zmq.EVENT_DISCONNECTED and not done.is_set():
-                    sys.stderr.write("zflow replica: lost the coordinator; stopping\n")
-                    sys.stderr.flush()
+                    try:
+                        os.write(log, b"zflow replica: lost the coordinator; stopping\n")
+                    except OSError:  # the log is gone: stopping matters more
+                        pass
                     os.kill(os.getpid(), signal.SIGTERM)
                     if not done.wait(LOST_GRACE):
                         os._exit(exitcodes.FAILED)
@@ -143,6 +150,7 @@ def watch_link(monitor: zmq.Socket, done: threading.Event) -> threading.Thread:
             return
         finally:
             monitor.close(0)  # the context cannot terminate while it is open
+            os.close(log)
 
     t = threading.Thread(target=watch, name="zflow-link", daemon=True)
     t.start()
