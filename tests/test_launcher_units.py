@@ -242,3 +242,24 @@ def test_the_guard_titles_itself_without_importing_logging() -> None:
         "print(open('/proc/self/cmdline', 'rb').read().split(b'\\0')[0].decode().replace(' ', '_'),"
         " 'logging' in sys.modules)\n")
     assert out == ["zflow:_orphan_guard", "False"]
+
+
+def test_a_forked_replica_gets_exactly_its_environment() -> None:
+    """The fork server's child rewrites only what differs from the environment it inherited,
+    and ends with exactly the replica's: added, changed and removed variables alike."""
+    from zflow.runtime.launchers.zygote import become
+
+    inherited = {"HOME": "/root", "PATH": "/bin", "GONE": "x", "SAME": "1", "ZFLOW_RUN_TOKEN": "t"}
+    env = {"HOME": "/root", "PATH": "/venv/bin:/bin", "SAME": "1", "NEW": "", "ZFLOW_SPEC": "{}",
+           "ZFLOW_RUN_TOKEN": "t"}
+    written: list[str] = []
+
+    class Environ(dict):
+        def __setitem__(self, k: str, v: str) -> None:
+            written.append(k)
+            super().__setitem__(k, v)
+
+    environ = Environ(inherited)
+    become(environ, inherited, env)
+    assert dict(environ) == env
+    assert sorted(written) == ["NEW", "PATH", "ZFLOW_SPEC"]  # not the unchanged ones

