@@ -6,9 +6,10 @@ Both kinds look the same to the supervisor: a pid that leads its own process gro
 
 from __future__ import annotations
 
+import _socket
+import array
 import json
 import os
-import socket
 import sys
 from typing import IO, Any
 
@@ -24,6 +25,13 @@ BATCH = 64
 BATCH_BYTES = 128 * 1024
 
 
+def send_fds(sock: _socket.socket, data: bytes, fds: list[int]) -> None:
+    """`socket.send_fds`, on the C socket: `zflow up` never imports socket.py (its enums and
+    selectors are ~4 ms on the way to the first replica; the fork server imports it, warm for
+    the user's code)."""
+    sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))])
+
+
 class Zygote:
     """Client side of zflow.runtime.launchers.zygote; start it early so its imports overlap ours.
 
@@ -37,7 +45,7 @@ class Zygote:
         #: `guard`: the orphan guard is forked first (guard.fork), before the socket below
         #: exists, so it holds nothing of the run but its pipe; the launcher takes it
         self.guard: Forked | None = fork_guard() if guard else None
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         #: the run's token: in the environment of every replica and of what it starts, found
         #: there by the guard (an exec'd fork server carries it too)
         self.token = os.urandom(8).hex()
@@ -89,7 +97,7 @@ class Zygote:
                 writes.append(w)
             request = json.dumps({"base": base or {}, "spawn": [
                 {"env": env, "cwd": cwd, "title": title} for env, cwd, title in batch]}).encode()
-            socket.send_fds(self.sock, [request], writes)
+            send_fds(self.sock, request, writes)
         except OSError:
             for fd in reads:
                 os.close(fd)
@@ -166,7 +174,7 @@ def _exited(proc: Any, timeout: float) -> bool:
     return True
 
 
-def _fork_server(theirs: socket.socket, token: str) -> Forked:
+def _fork_server(theirs: _socket.socket, token: str) -> Forked:
     """Fork this process into the fork server, its end of the socket `theirs`
     (`launchers.fork_helper`); as an exec'd one it finds modules as `zflow_python` makes
     replicas find them (not in our current directory)."""

@@ -14,7 +14,6 @@ import json
 import os
 import select
 import signal
-import socket as pysocket
 import sys
 import time
 from collections.abc import Callable
@@ -510,6 +509,8 @@ def _children(pid: int) -> set[int]:
 def _in_use(endpoint: str) -> str | None:
     """Why a command node could not bind `endpoint` now (None when it can): a tcp port taken,
     or an ipc path something is listening on."""
+    import socket as pysocket  # command nodes only: not on `zflow up`'s path
+
     if endpoint.startswith("tcp://"):
         host, _, port = endpoint[6:].rpartition(":")
         host = "0.0.0.0" if host in ("*", "") else host.strip("[]")
@@ -538,6 +539,8 @@ def endpoints_accept(endpoints: dict[str, str]) -> bool:
     """Each endpoint accepts connections (an ipc path exists; a tcp port answers on loopback for
     a wildcard bind): a command node is listening. Also used by a remote command node's
     wrapper, on its own host."""
+    import socket as pysocket  # command nodes only: not on `zflow up`'s path
+
     for ep in endpoints.values():
         if ep.startswith("ipc://"):
             if not os.path.exists(ep[6:]):
@@ -579,6 +582,8 @@ def connections(endpoint: str) -> int:
 
 
 def _free_port() -> int:
+    import socket as pysocket  # command nodes only: not on `zflow up`'s path
+
     with pysocket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
