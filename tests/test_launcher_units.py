@@ -263,3 +263,34 @@ def test_a_forked_replica_gets_exactly_its_environment() -> None:
     become(environ, inherited, env)
     assert dict(environ) == env
     assert sorted(written) == ["NEW", "PATH", "ZFLOW_SPEC"]  # not the unchanged ones
+
+
+def test_the_guard_looks_again_for_what_a_stopping_replica_started(monkeypatch) -> None:
+    """The guard's last scan of every process's environment finds what a replica started while
+    it was being stopped (a SIGTERM handler may start a process in a session of its own). It is
+    spared only when nothing was left to stop: then nothing could start anything."""
+    from zflow.runtime.launchers import guard
+
+    scans: list[str] = []
+    killed: list[tuple[str, int, int]] = []
+
+    def marked(token: str) -> list[int]:
+        scans.append(token)
+        return [] if len(scans) == 1 else [4242]  # the second scan finds what was started
+
+    monkeypatch.setattr(guard, "marked", marked)
+    monkeypatch.setattr(guard, "_kill", lambda pids, sig: killed.extend(
+        ("pid", p, sig) for p in pids) or pids)
+    monkeypatch.setattr(guard, "_signal", lambda groups, sig: killed.extend(
+        ("group", g, sig) for g in groups) or groups)
+    monkeypatch.setattr(guard.signal, "signal", lambda *a: None)  # not this test's handlers
+    alive = {77: [True, False]}  # group 77 is alive when looked at first, gone at the next look
+    monkeypatch.setattr(guard, "_alive", lambda g: alive[g].pop(0) if alive.get(g) else False)
+    assert guard.main(["+77\n", "@tok\n"]) == 0
+    assert scans == ["tok", "tok"]
+    assert ("group", 77, guard.signal.SIGTERM) in killed
+    assert ("pid", 4242, guard.signal.SIGKILL) in killed
+    scans.clear()
+    killed.clear()
+    assert guard.main(["+78\n", "@tok\n"]) == 0  # a normal end: nothing alive, one scan
+    assert scans == ["tok"] and killed == []
