@@ -184,16 +184,20 @@ def test_a_run_directory_is_made_where_tempfile_would_make_it(tmp_path: Path) ->
             "a, b = rundir.make(), rundir.make()\n"
             "print(a, b, oct(os.stat(a).st_mode & 0o777), rules.run_dir_template(),\n"
             "      'tempfile' in sys.modules, 'shutil' in sys.modules)\n"
-            "os.rmdir(a); os.rmdir(b)\n")
+            "os.rmdir(a); os.rmdir(b)\n"
+            "import tempfile\nprint(tempfile.gettempdir())  # what tempfile itself picks\n")
     good = tmp_path / "tmp"
     good.mkdir()
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
     for env, where in (({"TMPDIR": str(good)}, good),
                        ({"TMPDIR": str(tmp_path / "missing"), "TEMP": str(not_a_dir),
-                         "TMP": str(good)}, good)):
-        a, b, mode, template, tempfile_imported, shutil_imported = _in_a_fresh_interpreter(
-            code, **env)
+                         "TMP": str(good)}, good),
+                       # /proc passes access(W_OK) for root, but nothing can be made there
+                       ({"TMPDIR": "/proc", "TEMP": str(good)}, good)):
+        a, b, mode, template, tempfile_imported, shutil_imported, tempfiles = \
+            _in_a_fresh_interpreter(code, **env)
+        assert tempfiles == str(where)
         assert a != b
         for made in (a, b):
             assert os.path.dirname(made) == str(where)
@@ -294,3 +298,103 @@ def test_the_guard_looks_again_for_what_a_stopping_replica_started(monkeypatch) 
     killed.clear()
     assert guard.main(["+78\n", "@tok\n"]) == 0  # a normal end: nothing alive, one scan
     assert scans == ["tok"] and killed == []
+
+
+def _fake_fork_server(answers: list[Any]) -> tuple[Any, Any]:
+    """A Zygote client on a real SEQPACKET pair whose other end reads one request (closing its
+    descriptors, as a fork server that forked nothing would) and sends `answers` (None: it
+    closes its end, as a fork server that died)."""
+    import _socket
+    import json
+    import socket
+    import threading
+
+    from zflow.runtime.launchers.forkserver import Zygote
+
+    z = Zygote.__new__(Zygote)
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    z.sock, z.exits, z.dead = ours, {}, False
+    peer = socket.socket(fileno=theirs.detach())
+
+    def serve() -> None:
+        _, fds, _, _ = socket.recv_fds(peer, 1 << 20, 256)
+        for fd in fds:
+            os.close(fd)
+        for m in answers:
+            if m is None:
+                break
+            peer.send(json.dumps(m).encode())
+        peer.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    return z, t
+
+
+@pytest.mark.parametrize("answers, want", [
+    ([{"exit": 9, "code": 0}, {"pids": [11, {"error": "cannot fork: EAGAIN"}, 13]}],
+     [11, "cannot fork: EAGAIN", 13]),
+    ([{"exit": 9, "code": 0}, None], "the zflow fork server exited"),
+    ([{"pids": [1, 2]}], "answered out of turn"),
+    ([{"error": "a fork server of another version"}], "a fork server of another version"),
+], ids=["a fork refused", "died", "wrong length", "no pids"])
+def test_a_batch_answered_or_not_leaves_no_descriptor_behind(answers: list[Any], want: Any) -> None:
+    """Exit reports before the answer are kept; a refused fork is that replica's error; a
+    fork server that dies or answers out of turn fails the whole batch. Either way every pipe
+    is handed on or closed, and none twice."""
+    from zflow.runtime.launchers.forkserver import ForkedProc
+
+    before = len(os.listdir("/proc/self/fd"))
+    z, t = _fake_fork_server(answers)
+    try:
+        pipes = z.request([({}, "/", "a"), ({}, "/", "b"), ({}, "/", "c")])
+        if isinstance(want, str):
+            with pytest.raises(OSError, match=want):
+                z.collect(pipes)
+        else:
+            got = z.collect(pipes)
+            assert [g.pid if isinstance(g, ForkedProc) else str(g) for g in got] == want
+            assert z.exits == {9: 0}
+            for g in got:
+                if isinstance(g, ForkedProc):
+                    g.stdout.close()
+                    g.stderr.close()
+    finally:
+        t.join(10)
+        z.sock.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_batch_is_never_more_than_a_message_carries() -> None:
+    """Descriptors beyond what the fork server reads would be dropped on the way, and those
+    replicas would start without their pipes: a larger batch is refused before it is sent."""
+    from zflow.runtime.launchers.forkserver import BATCH
+
+    z, t = _fake_fork_server([{"pids": [1]}])
+    try:
+        with pytest.raises(ValueError, match="1 to 64"):
+            z.request([({}, "/", "x")] * (BATCH + 1))
+        got = z.collect(z.request([({}, "/", "x")]))  # the socket is still in step
+        assert [g.pid for g in got] == [1]
+        got[0].stdout.close()
+        got[0].stderr.close()
+    finally:
+        t.join(10)
+        z.sock.close()
+
+
+def test_a_cpu_share_is_not_told_from_too_short_a_look(monkeypatch) -> None:
+    """CPU time comes in 10 ms ticks: a replica looked at less than MIN_CPU_SPAN after its
+    spawn (a restart just before a sample) has no CPU % yet, and its baseline stays its spawn."""
+    from zflow.runtime.launchers import local
+
+    launcher = _launcher(FakeZygote(room=1))
+    proc = local._Proc("w.0", SimpleNamespace(), 4321, cpu_prev=(0.0, 100.0))
+    launcher.procs = {"w.0": proc}
+    monkeypatch.setattr(local, "_proc_usage", lambda pid: (0.01, 20_000_000))
+    assert launcher.sample(100.0 + local.MIN_CPU_SPAN / 2) == [("w.0", 4321, None, 20_000_000)]
+    assert proc.cpu_prev == (0.0, 100.0)
+    monkeypatch.setattr(local, "_proc_usage", lambda pid: (0.75, 21_000_000))
+    (_, _, cpu, rss), = launcher.sample(101.0)
+    assert cpu == pytest.approx(75.0) and rss == 21_000_000
+    assert proc.cpu_prev == (0.75, 101.0)

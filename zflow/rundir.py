@@ -31,33 +31,42 @@ def candidates() -> list[str]:
     return [os.path.abspath(d) for d in dirs]
 
 
-def base() -> str:
-    """Where `make` puts run directories: the first candidate we may create a directory in."""
-    tempfile = sys.modules.get("tempfile")
-    if tempfile is not None:
-        return tempfile.gettempdir()
-    for d in candidates():
-        if os.path.isdir(d) and os.access(d, os.W_OK | os.X_OK):
-            return d
-    raise FileNotFoundError(errno.ENOENT, "no usable temporary directory found in "
-                            + ", ".join(candidates()))
+def _new_name(root: str) -> str:
+    return os.path.join(root, PREFIX + os.urandom(RANDOM // 2).hex())
 
 
 def make() -> str:
-    """A new directory `<base>/zflow-XXXXXXXX`, mode 0700, created by us (never one that
-    existed: mkdir fails on a name taken, and another name is drawn)."""
+    """A new directory `<candidate>/zflow-XXXXXXXX`, mode 0700, created by us (never one that
+    existed: mkdir fails on a name taken, and another name is drawn). As tempfile does, a
+    candidate where it cannot be made (missing, read-only, full, refused by a security module:
+    what `access()` does not always tell) is passed over for the next."""
     tempfile = sys.modules.get("tempfile")
     if tempfile is not None:
         return tempfile.mkdtemp(prefix=PREFIX)
-    root = base()
-    for _ in range(100):
-        path = os.path.join(root, PREFIX + os.urandom(RANDOM // 2).hex())
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            continue
-        return path
-    raise FileExistsError(errno.EEXIST, f"no free name for a run directory in {root}")
+    tried = candidates()
+    for root in tried:
+        for _ in range(100):
+            path = _new_name(root)
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                continue
+            except OSError:
+                break
+            return path
+    raise FileNotFoundError(errno.ENOENT, "no usable temporary directory found in "
+                            + ", ".join(tried))
+
+
+def base() -> str:
+    """The directory `make` would put a run directory in now (found as it does: by making one,
+    here removed at once). Only ZF057's check of a long ipc path asks."""
+    tempfile = sys.modules.get("tempfile")
+    if tempfile is not None:  # what it was told (tempfile.tempdir), or what it found
+        return tempfile.gettempdir()
+    path = make()
+    os.rmdir(path)
+    return os.path.dirname(path)
 
 
 def remove(path: str) -> None:

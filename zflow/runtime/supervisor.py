@@ -56,7 +56,11 @@ class Supervisor:
     def run(self) -> int:
         if self.remote is None:  # a remote run has no ipc endpoints: no run directory
             make_run_dir(self.plan)
-            self.control = ControlServer(f"ipc://{self.plan.run_dir}/control")
+            try:
+                self.control = ControlServer(f"ipc://{self.plan.run_dir}/control")
+            except BaseException:  # nothing runs yet: nothing else to undo
+                rundir.remove(self.plan.run_dir)
+                raise
         else:
             self.control = ControlServer(self.remote.listen, curve=self.remote.keys,
                                          heartbeat=self.remote.heartbeat)

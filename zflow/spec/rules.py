@@ -157,7 +157,11 @@ def _longest_tempdir() -> int:
 def run_dir_template() -> str:
     """The run directory `zflow up` makes for ipc endpoints (zflow.rundir.make), with its random
     characters as X."""
-    return os.path.join(rundir.base(), rundir.PREFIX + "X" * rundir.RANDOM)
+    try:
+        where = rundir.base()
+    except OSError:  # nowhere usable now: `zflow up` will say so; measure the first choice
+        where = rundir.candidates()[0]
+    return os.path.join(where, rundir.PREFIX + "X" * rundir.RANDOM)
 
 
 class EndpointError(ValueError):

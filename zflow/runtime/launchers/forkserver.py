@@ -19,8 +19,8 @@ from zflow.runtime.launchers.guard import fork as fork_guard
 
 MAX = 1 << 20
 #: replicas asked for in one message at most: two descriptors each (a message carries at most
-#: 253), and their JSON within BATCH_BYTES (a message longer than the socket's send buffer,
-#: ~208 KiB by default, is refused)
+#: 253), and their JSON within BATCH_BYTES, or less where the socket's send buffer is smaller (a
+#: longer message is refused: the buffer less 32 bytes is the most it takes)
 BATCH = 64
 BATCH_BYTES = 128 * 1024
 
@@ -61,6 +61,9 @@ class Zygote:
             )
         theirs.close()
         self.sock = ours
+        #: the bytes a request may take (BATCH_BYTES, unless this host's buffers are smaller)
+        self.room = min(BATCH_BYTES,
+                        ours.getsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF) - 4096)
         self.exits: dict[int, int] = {}
         self.dead = False
 
@@ -88,6 +91,8 @@ class Zygote:
         is what differs from `base`, which is sent once). Their pids are read by `collect`, in
         the order of the requests (the fork server answers them in turn), so a launcher can
         ask again before reading."""
+        if not 0 < len(batch) <= BATCH:  # more descriptors would be dropped on the way
+            raise ValueError(f"a batch of {len(batch)} replicas: 1 to {BATCH} at a time")
         reads: list[int] = []
         writes: list[int] = []
         try:

@@ -55,6 +55,9 @@ class _Proc:
 
 #: batches of fork requests a start sends before it reads their answers (LocalLauncher.spawn_many)
 IN_FLIGHT = 2
+#: a CPU % over less than this is mostly rounding: /proc counts CPU time in 10 ms ticks (a
+#: replica restarted just before a sample would read 0 % or 48 % for 75 %)
+MIN_CPU_SPAN = 0.5
 
 
 @record
@@ -133,7 +136,7 @@ class LocalLauncher:
         asked: list[tuple[list[_Asked], list[tuple[int, int]]]] = []
         batch: list[_Asked] = []
         base = dict(os.environ)  # os.environ decodes every value on each read
-        room = BATCH_BYTES - len(json.dumps(base))
+        room = getattr(self.zygote, "room", BATCH_BYTES) - len(json.dumps(base))
 
         def collect() -> None:  # the oldest batch asked
             entries, pipes = asked.pop(0)
@@ -155,7 +158,8 @@ class LocalLauncher:
             try:
                 pipes = self.zygote.request(
                     [(e.env, e.spec.cwd, e.spec.title) for e in entries], base)
-            except OSError:  # the fork server is gone: the one-by-one path says so
+            except OSError:  # refused (the fork server gone, a message too long, no
+                # descriptors left): one by one, each replica's start says why it failed
                 while asked:
                     collect()
                 for e in entries:
@@ -169,7 +173,7 @@ class LocalLauncher:
                 if spec.kind == "python" and not self.zygote.dead and os.path.isdir(spec.cwd):
                     env, argv, endpoints = self._prepare(spec, base)
                     own = {k: v for k, v in env.items() if base.get(k) != v}
-                    more = len(json.dumps(own)) + len(spec.cwd) + len(spec.title) + 40
+                    more = len(json.dumps([own, spec.cwd, spec.title])) + 30
                     if batch and (len(batch) >= BATCH or size + more > room):
                         ask()
                         size = 0
@@ -353,7 +357,10 @@ class LocalLauncher:
             if cpu_t is None:
                 continue
             cpu = None
-            if p.cpu_prev is not None and now > p.cpu_prev[1]:
+            if p.cpu_prev is not None and now - p.cpu_prev[1] < MIN_CPU_SPAN:
+                out.append((rid, p.pid, None, rss))  # too short to tell: the next one will
+                continue
+            if p.cpu_prev is not None:
                 cpu = 100.0 * (cpu_t - p.cpu_prev[0]) / (now - p.cpu_prev[1])
             p.cpu_prev = (cpu_t, now)
             out.append((rid, p.pid, cpu, rss))
