@@ -22,14 +22,15 @@ SQUARES = Path(__file__).resolve().parent.parent / "topologies" / "squares.yaml"
 
 class FakeZygote:
     """The fork server's client as `spawn_many` uses it. It answers batches in order, and at
-    most `room` batches may wait unanswered: the real fork server blocks once its answers fill
+    most `unanswered` batches may wait so: the real fork server blocks once its answers fill
     the socket, and a launcher that kept asking would then block for ever."""
 
-    def __init__(self, room: int) -> None:
+    def __init__(self, unanswered: int) -> None:
         self.dead = False
         self.token = "t0"
         self.guard = None
-        self.room = room
+        self.room = BATCH_BYTES  # the bytes a request may take, as Zygote.room
+        self.unanswered = unanswered
         self.waiting: list[list[tuple[int, int]]] = []
         self.most = 0
         self.pid = 1000
@@ -38,7 +39,7 @@ class FakeZygote:
 
     def request(self, batch: list[tuple[dict[str, str], str, str]],
                 base: dict[str, str] | None = None) -> list[tuple[int, int]]:
-        assert len(self.waiting) < self.room, "the fork server's socket is full: a deadlock"
+        assert len(self.waiting) < self.unanswered, "the fork server's socket is full: a deadlock"
         import json
 
         message = json.dumps({"base": base or {}, "spawn": [
@@ -87,7 +88,7 @@ def test_starting_many_replicas_never_leaves_more_requests_unanswered_than_fit(
              for i in range(n.replicas)]
     # a big environment: the batches must stay within a message's bytes as well as its count
     monkeypatch.setenv("ZFLOW_TEST_BIG", "x" * 20_000)
-    zygote = FakeZygote(room=IN_FLIGHT)
+    zygote = FakeZygote(unanswered=IN_FLIGHT)
     launcher = _launcher(zygote)
     try:
         got = launcher.spawn_many(specs)
@@ -388,7 +389,7 @@ def test_a_cpu_share_is_not_told_from_too_short_a_look(monkeypatch) -> None:
     spawn (a restart just before a sample) has no CPU % yet, and its baseline stays its spawn."""
     from zflow.runtime.launchers import local
 
-    launcher = _launcher(FakeZygote(room=1))
+    launcher = _launcher(FakeZygote(unanswered=1))
     proc = local._Proc("w.0", SimpleNamespace(), 4321, cpu_prev=(0.0, 100.0))
     launcher.procs = {"w.0": proc}
     monkeypatch.setattr(local, "_proc_usage", lambda pid: (0.01, 20_000_000))

@@ -15,8 +15,10 @@ import os
 import sys
 
 PREFIX = "zflow-"
-#: random characters after the prefix (rules.run_dir_template shows them as X)
+#: random characters after the prefix
 RANDOM = 8
+#: a run directory's name as rules.py measures it, its random characters as X
+TEMPLATE = PREFIX + "X" * RANDOM
 
 
 def candidates() -> list[str]:

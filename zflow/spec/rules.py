@@ -161,7 +161,7 @@ def run_dir_template() -> str:
         where = rundir.base()
     except OSError:  # nowhere usable now: `zflow up` will say so; measure the first choice
         where = rundir.candidates()[0]
-    return os.path.join(where, rundir.PREFIX + "X" * rundir.RANDOM)
+    return os.path.join(where, rundir.TEMPLATE)
 
 
 class EndpointError(ValueError):
@@ -588,8 +588,7 @@ def _auto_ipc_paths(socks: dict[tuple[str, str], Sock], loc: Locator) -> list[Di
              if s.bind in ("auto", "ipc") and _NODE_NAME.match(s.node)
              and _SOCKET_NAME.match(s.name)]  # bad names are reported already
     longest = max((len(name.encode()) for _, name in names), default=0)
-    run_dir_name = len(f"/{rundir.PREFIX}{rundir.RANDOM * 'X'}/")
-    if not names or _longest_tempdir() + run_dir_name + longest <= IPC_MAX:
+    if not names or _longest_tempdir() + len(f"/{rundir.TEMPLATE}/") + longest <= IPC_MAX:
         return out  # fits wherever the run directory is made: no need to look further
     run_dir = run_dir_template()
     for s, name in names:

@@ -161,7 +161,7 @@ class Zygote:
             self.guard.stdin.close()
             self.guard.wait()
             self.guard = None
-        self.sock.close()
+        self.shut()
         if not _exited(self.proc, 5.0):
             self.proc.kill()
             self.proc.wait()

@@ -24,7 +24,7 @@ from zflow.plan import Plan
 from zflow.records import field, record
 from zflow.runtime import protocol as P
 from zflow.runtime.launchers import Spawned, SpawnError, zflow_python
-from zflow.runtime.launchers.forkserver import BATCH, BATCH_BYTES, ForkedProc, Zygote
+from zflow.runtime.launchers.forkserver import BATCH, ForkedProc, Zygote
 from zflow.runtime.launchers.guard import TOKEN
 from zflow.runtime.spec import ReplicaSpec, command_env
 
@@ -46,11 +46,12 @@ class _Proc:
     replica: str
     handle: Any  # subprocess.Popen or spawn.ForkedProc: pid, stdout, stderr, poll(), wait()
     pid: int
+    #: (its CPU seconds, when) at the last sample, or (0, its spawn): a new process has used none
+    cpu_prev: tuple[float, float]
     bufs: dict[int, bytes] = field(default_factory=dict)
     files: dict[int, Any] = field(default_factory=dict)
     #: fd → when its unfinished last line started waiting for a newline
     partial_since: dict[int, float] = field(default_factory=dict)
-    cpu_prev: tuple[float, float] | None = None
 
 
 #: batches of fork requests a start sends before it reads their answers (LocalLauncher.spawn_many)
@@ -136,7 +137,8 @@ class LocalLauncher:
         asked: list[tuple[list[_Asked], list[tuple[int, int]]]] = []
         batch: list[_Asked] = []
         base = dict(os.environ)  # os.environ decodes every value on each read
-        room = getattr(self.zygote, "room", BATCH_BYTES) - len(json.dumps(base))
+        room = self.zygote.room - len(json.dumps(base))
+        size = 0  # the JSON bytes of `batch`
 
         def collect() -> None:  # the oldest batch asked
             entries, pipes = asked.pop(0)
@@ -149,8 +151,8 @@ class LocalLauncher:
                                 else self._register(e.spec, g, e.endpoints))
 
         def ask() -> None:
-            nonlocal batch
-            entries, batch = batch, []
+            nonlocal batch, size
+            entries, batch, size = batch, [], 0
             if not entries:
                 return
             if len(asked) >= IN_FLIGHT:
@@ -168,7 +170,6 @@ class LocalLauncher:
             asked.append((entries, pipes))
 
         try:
-            size = 0
             for spec in specs:
                 if spec.kind == "python" and not self.zygote.dead and os.path.isdir(spec.cwd):
                     env, argv, endpoints = self._prepare(spec, base)
@@ -176,14 +177,12 @@ class LocalLauncher:
                     more = len(json.dumps([own, spec.cwd, spec.title])) + 30
                     if batch and (len(batch) >= BATCH or size + more > room):
                         ask()
-                        size = 0
                     batch.append(_Asked(len(out), spec, own, argv, endpoints))
                     out.append(None)
                     size += more
                     continue
                 if spec.kind == "python":  # its answer must not be taken for an earlier one's
                     ask()
-                    size = 0
                     while asked:
                         collect()
                 out.append(self._spawn_or_error(spec))
@@ -237,8 +236,7 @@ class LocalLauncher:
         return env, argv, endpoints
 
     def _register(self, spec: ReplicaSpec, handle: Any, endpoints: dict[str, str]) -> Spawned:
-        # a new process has used no CPU yet: its first sample measures its use since now
-        proc = _Proc(spec.id, handle, handle.pid, cpu_prev=(0.0, time.monotonic()))
+        proc = _Proc(spec.id, handle, handle.pid, (0.0, time.monotonic()))
         self.procs[spec.id] = proc
         self._guard(f"+{proc.pid}")
         for stream, pipe in (("stdout", handle.stdout), ("stderr", handle.stderr)):
@@ -356,14 +354,12 @@ class LocalLauncher:
             cpu_t, rss = _proc_usage(p.pid)
             if cpu_t is None:
                 continue
-            cpu = None
-            if p.cpu_prev is not None and now - p.cpu_prev[1] < MIN_CPU_SPAN:
+            used, since = p.cpu_prev
+            if now - since < MIN_CPU_SPAN:
                 out.append((rid, p.pid, None, rss))  # too short to tell: the next one will
                 continue
-            if p.cpu_prev is not None:
-                cpu = 100.0 * (cpu_t - p.cpu_prev[0]) / (now - p.cpu_prev[1])
             p.cpu_prev = (cpu_t, now)
-            out.append((rid, p.pid, cpu, rss))
+            out.append((rid, p.pid, 100.0 * (cpu_t - used) / (now - since), rss))
         return out
 
     # -- the fork server -----------------------------------------------------------------------
