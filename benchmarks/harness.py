@@ -35,6 +35,7 @@ class TreeRun:
     stdout: str = ""
     stderr: str = ""
     maxrss_kb: int = 0  # largest single process in the tree (wait4)
+    cpu_s: float = 0.0  # CPU seconds of the whole tree, user + system (wait4)
     #: pid -> {"cmd": str, "rss_kb": peak seen}; only when sampling
     sampled: dict[int, dict] = field(default_factory=dict)
     #: (time.monotonic() when read, line) for every stdout line; only with timed_lines
@@ -130,6 +131,7 @@ def run_tree(argv: Sequence[str], timeout: float, *, sample_every: float | None 
         result["t_end"] = time.monotonic()
         result["status"] = status
         result["maxrss"] = ru.ru_maxrss
+        result["cpu"] = ru.ru_utime + ru.ru_stime
         done.set()
 
     def drain_tty() -> None:
@@ -189,6 +191,7 @@ def run_tree(argv: Sequence[str], timeout: float, *, sample_every: float | None 
     run.returncode = proc.returncode
     run.wall_s = result.get("t_end", time.monotonic()) - run.t_start
     run.maxrss_kb = result.get("maxrss", 0)
+    run.cpu_s = result.get("cpu", 0.0)
     out_f.seek(0)
     err_f.seek(0)
     raw_out = b"".join(tty_chunks) if stdout_tty else out_f.read()

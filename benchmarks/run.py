@@ -42,6 +42,8 @@ LABELS = {"zflow": "zflow", "zflow-be": "zflow best-effort", "seed": "seed (1 js
           "pool": "mp.Pool imap_unordered(chunksize=1000)", "dask": "Dask bag, processes",
           "bytewax": "Bytewax, 1 process/worker"}
 PHASES = ("cli_s", "barrier_s", "stream_s", "stop_s", "exit_s")
+#: where a squares run's CPU goes (variants.zflow_cpu)
+CPU_PARTS = ("ventilator", "worker", "results", "zflow")
 
 
 def _ints(text: str) -> list[int]:
@@ -125,7 +127,8 @@ def _median(runs: list[dict]) -> dict[str, Any]:
         row["wall_samples"] = [r.get("wall_s") for r in runs]
         row["stream_samples"] = [r.get("stream_s") for r in runs]
         row["failures"] = sum(1 for r in runs if not r.get("ok"))
-        for k in ("stream_s", "startup_s", *PHASES):
+        cpus = sorted({k for r in good for k in r if k.startswith("cpu_")})
+        for k in ("stream_s", "startup_s", *PHASES, "cpu_s", *cpus):
             xs = [r[k] for r in good if r.get(k) is not None]
             row[k] = statistics.median(xs) if xs else None
         if row.get("stream_s"):
@@ -193,10 +196,11 @@ def print_report(res: dict[str, Any]) -> None:
 
     table("Squares throughput (wall = command start to exit; rec/s on wall; stream = go to last "
           "answer; RSS = peak VmHWM)",
-          ["variant", "records", "workers", "wall s", "rec/s", "stream rec/s", "start s",
-           "RSS worker max MB", "RSS total MB (procs)", "result"],
+          ["variant", "records", "workers", "wall s", "CPU s", "rec/s", "stream rec/s",
+           "start s", "RSS worker max MB", "RSS total MB (procs)", "result"],
           [[LABELS.get(r["variant"], r["variant"]), f"{r['records']:,}", str(r["workers"]),
-            _f(r.get("wall_s"), ".3f"), _rate(r.get("rate_wall")), _rate(r.get("rate_stream")),
+            _f(r.get("wall_s"), ".3f"), _f(r.get("cpu_s"), ".2f"), _rate(r.get("rate_wall")),
+            _rate(r.get("rate_stream")),
             _f(r.get("startup_s"), ".3f"), _f(r.get("rss_worker_max_mb"), ".1f"),
             (f"{r['rss_total_mb']:.0f} ({r['processes']})" if r.get("rss_total_mb") else "-"),
             _status(r)] for r in res["throughput"]])
@@ -230,6 +234,11 @@ def print_report(res: dict[str, Any]) -> None:
               ["variant", "records", "workers", "wall", *(p[:-2] for p in PHASES)],
               [[r["variant"], f"{r['records']:,}", str(r["workers"]), _f(r["wall_s"], ".3f"),
                 *(_f(r.get(p), ".3f") for p in PHASES)] for r in zrows])
+        table("zflow CPU (s), medians: each node's replicas, exact from their exits; zflow = "
+              "the rest of the tree (CLI and supervisor, fork server, orphan guard)",
+              ["variant", "records", "workers", "tree", *CPU_PARTS],
+              [[r["variant"], f"{r['records']:,}", str(r["workers"]), _f(r.get("cpu_s"), ".3f"),
+                *(_f(r.get(f"cpu_{p}_s"), ".3f") for p in CPU_PARTS)] for r in zrows])
     if res.get("idle_latency"):
         table("Idle latency, one record through an idle pipeline (µs)",
               ["variant", "workers", "p50", "p99", "samples", "note"],

@@ -32,10 +32,11 @@ def _row(variant: str, records: int, workers: int, run: TreeRun | None) -> dict[
         "variant": variant, "records": records, "workers": workers, "ok": False, "error": None,
         "wall_s": None, "rate_wall": None, "startup_s": None, "stream_s": None,
         "rate_stream": None, "sum": None, "rss_worker_max_mb": None, "rss_total_mb": None,
-        "rss_tree_max_mb": None, "processes": None, "rss_source": None,
+        "rss_tree_max_mb": None, "processes": None, "rss_source": None, "cpu_s": None,
     }
     if run is not None:
         row["wall_s"] = run.wall_s
+        row["cpu_s"] = run.cpu_s or None
         row["rss_tree_max_mb"] = run.maxrss_kb / MB if run.maxrss_kb else None
         if run.wall_s > 0:
             row["rate_wall"] = records / run.wall_s
@@ -242,6 +243,7 @@ def zflow_row(run: TreeRun, argv: list[str], records: int, workers: int,
     row = _row(variant, records, workers, run)
     row["argv"] = argv[1:]
     row["sum"] = parse_sum(run.stdout)
+    row.update(zflow_cpu(run))
     procs = run.sampled
     if procs:
         rss = [p["rss_kb"] for p in procs.values()]
@@ -251,6 +253,25 @@ def zflow_row(run: TreeRun, argv: list[str], records: int, workers: int,
         row["processes"] = len(procs)
         row["rss_source"] = "sampled VmHWM (20 ms)"
     return _finish(row, run, records)
+
+
+def zflow_cpu(run: TreeRun) -> dict[str, Any]:
+    """Where a `zflow up --json` run's CPU went: each node's replicas (exact, from their exits:
+    the result's `cpu_s`) and the rest of the tree, zflow's own processes (CLI and supervisor,
+    fork server, orphan guard): `cpu_<node>_s` and `cpu_zflow_s`."""
+    nodes: dict[str, Any] = {}
+    for line in reversed(run.stdout.splitlines()):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and obj.get("event") == "result":
+            nodes = obj.get("nodes") or {}
+            break
+    used = {f"cpu_{name}_s": n.get("cpu_s") for name, n in nodes.items()}
+    if not used or None in used.values() or not run.cpu_s:
+        return used
+    return {**used, "cpu_zflow_s": run.cpu_s - sum(used.values())}
 
 
 def zflow_probe(timeout: float = 30.0) -> tuple[bool, str]:

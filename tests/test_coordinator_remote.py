@@ -171,13 +171,21 @@ def test_bye_gives_the_exit_code_and_a_stop_ends_as_asked(tmp_path) -> None:
     s.tick()
     s.tick()
     assert s.coord.phase.value == "stopping"
+    # a bye says what the replica used, which no launcher here could wait for; a malformed
+    # figure is left out, not trusted
+    s.say("src.0", P.BYE, code=0, cpu=0.5, maxrss=40_000_000)
+    s.say("mid.0", P.BYE, code=0, cpu=0.25, maxrss=30_000_000)
+    s.say("mid.1", P.BYE, code=0, cpu="lots", maxrss=-1)
     for rid in ("src.0", "mid.0", "mid.1"):
-        s.say(rid, P.BYE, code=0)
         s.coord.link_lost(s.coord.slots[rid].identity, s.now)
     s.coord.link_lost(s.coord.slots["sink.0"].identity, s.now)  # no bye: stopping anyway
     s.tick()
     assert s.coord.done and s.coord.finish() == exitcodes.OK
     assert {s.state(r) for r in s.coord.slots} == {"stopped"}
+    nodes = s.coord.model.snapshot()["nodes"]
+    assert (nodes["src"]["cpu_s"], nodes["src"]["max_rss"]) == (0.5, 40_000_000)
+    assert [r["cpu_s"] for r in nodes["mid"]["replica"]] == [0.25, None]
+    assert nodes["sink"]["cpu_s"] is None
 
 
 def test_a_failing_replica_says_its_code_before_its_link_goes(tmp_path) -> None:
@@ -196,7 +204,7 @@ def test_a_replica_that_never_leaves_is_given_up_on_at_the_end(tmp_path) -> None
     s.barrier()
     s.coord.interrupt(s.now)
     s.coord.interrupt(s.now)  # second Ctrl-C: kill at once, which here means stop waiting
-    for rid, code in s.launcher.reap():
+    for rid, code, _ in s.launcher.reap():
         s.coord.exited(rid, code, s.now)
     s.tick()
     assert s.coord.done and s.coord.finish() == exitcodes.INTERRUPTED

@@ -393,9 +393,11 @@ def test_a_cpu_share_is_not_told_from_too_short_a_look(monkeypatch) -> None:
     proc = local._Proc("w.0", SimpleNamespace(), 4321, cpu_prev=(0.0, 100.0))
     launcher.procs = {"w.0": proc}
     monkeypatch.setattr(local, "_proc_usage", lambda pid: (0.01, 20_000_000))
-    assert launcher.sample(100.0 + local.MIN_CPU_SPAN / 2) == [("w.0", 4321, None, 20_000_000)]
+    # no % yet, but the CPU seconds it used so far are known
+    assert launcher.sample(100.0 + local.MIN_CPU_SPAN / 2) == [
+        ("w.0", 4321, None, 20_000_000, 0.01)]
     assert proc.cpu_prev == (0.0, 100.0)
     monkeypatch.setattr(local, "_proc_usage", lambda pid: (0.75, 21_000_000))
-    (_, _, cpu, rss), = launcher.sample(101.0)
-    assert cpu == pytest.approx(75.0) and rss == 21_000_000
+    (_, _, cpu, rss, used), = launcher.sample(101.0)
+    assert cpu == pytest.approx(75.0) and rss == 21_000_000 and used == 0.75
     assert proc.cpu_prev == (0.75, 101.0)

@@ -224,6 +224,12 @@ def test_metrics_during_a_run_match_the_final_totals(state: dict[str, str],
         assert m[("zflow_node_restarts_total", (("node", "double"),))] == 0
         assert m[("zflow_node_replicas_up", (("node", "double"),))] == 2
         scraped_src = m[("zflow_node_records_out_total", (("node", "src"),))]
+        # once sampled (a second in), what each replica used so far is exposed too
+        rl = (("node", "sink"), ("replica", "0"))
+        m = until(lambda: (lambda s: s if ("zflow_replica_cpu_seconds_total", rl) in s
+                           else None)(_scrape(url)), what="the sink's CPU seconds")
+        assert m[("zflow_replica_cpu_seconds_total", rl)] >= 0
+        assert m[("zflow_replica_max_rss_bytes", rl)] > 1 << 20  # a Python process, at least
         interrupt(proc)
     lines = [json.loads(x) for x in out_path.read_text().splitlines() if x.startswith("{")]
     res = next(x for x in lines if x.get("event") == "result")

@@ -150,8 +150,11 @@ def test_a_saved_model_draws_as_the_live_one() -> None:
     m.replica_restart("sink", 1)
     m.log("sink", 1, "stderr", "oops")
     m.set_total(500)
+    m.replica_usage("sink", 1, 0.5, 30_000_000)  # its first process's, exact
+    m.replica_proc("src", 0, 7, 40.0, 20_000_000, 0.25)
     back = restore(json.loads(json.dumps(dump(m))))
     assert back.snapshot(logs=True) == m.snapshot(logs=True)
+    assert back.snapshot()["nodes"]["sink"]["cpu_s"] == 0.5
 
     def text(model: StatusModel) -> str:
         from rich.console import Console

@@ -205,6 +205,30 @@ def test_restart_exit_and_unknown_replicas() -> None:
     assert "late" in m.snapshot()["nodes"]
 
 
+def test_cpu_time_and_peak_memory_add_up_over_restarts() -> None:
+    """A sample gives the running process's CPU seconds so far; an exit replaces it with the
+    exact figure; a restart's new process adds to it. Peak memory is the largest seen."""
+    m = squares_model()
+    assert m.replicas["worker"][0].cpu_s is None  # neither sampled nor exited: unknown, not 0
+    assert m.node_totals("worker").cpu_s is None and m.node_totals("worker").max_rss is None
+    m.replica_proc("worker", 0, 100, 50.0, 30_000_000, 0.4)
+    assert m.replicas["worker"][0].cpu_s == pytest.approx(0.4)
+    m.replica_usage("worker", 0, 0.5, 32_000_000)  # it exits: exact, not 0.4 + 0.5
+    m.replica_exit("worker", 0, 1)
+    m.replica_restart("worker", 0)
+    m.replica_proc("worker", 0, 101, 10.0, 20_000_000, 0.1)  # its next process, running
+    r = m.replicas["worker"][0]
+    assert r.cpu_s == pytest.approx(0.6) and r.max_rss == 32_000_000
+    m.replica_usage("worker", 0, 0.25, 21_000_000)
+    assert r.cpu_s == pytest.approx(0.75) and r.max_rss == 32_000_000
+    m.replica_usage("worker", 1, 0.125, 40_000_000)
+    t = m.node_totals("worker")
+    assert t.cpu_s == pytest.approx(0.875) and t.max_rss == 40_000_000
+    snap = m.snapshot()["nodes"]["worker"]
+    assert snap["cpu_s"] == 0.875 and snap["max_rss"] == 40_000_000
+    assert [x["cpu_s"] for x in snap["replica"][:3]] == [0.75, 0.125, None]
+
+
 def test_snapshot_is_json() -> None:
     clock = FakeClock()
     m = squares_model(clock)

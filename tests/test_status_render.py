@@ -81,6 +81,31 @@ def test_summary_after_squares_run() -> None:
     assert "10,000/10,000  100.0%" in status and "ETA" not in status
 
 
+def test_summary_says_what_each_node_used_when_it_fits() -> None:
+    """cpu (all replicas' processes) and peak rss (the largest) are the first columns left out
+    when the summary is narrow: the node names never shrink for them."""
+    clock = FakeClock()
+    m = squares_model(clock)
+    feed(m, clock)
+    for i in range(10):
+        m.replica_usage("worker", i, 0.125, (20 + i) * 1024 * 1024)
+    wide = _text(render_summary(m))
+    assert _row(wide, "worker")[-4:] == ["1.25s", "29.0", "MiB", "0"]
+    # sampled for memory (20 MB) but never for CPU time, nor reaped: unknown, not 0
+    assert _row(wide, "ventilator")[-4:] == ["-", "19.1", "MiB", "0"]
+
+    def at(width: int) -> str:
+        con = Console(record=True, width=width, color_system=None,
+                      file=open(os.devnull, "w"))  # noqa: SIM115
+        con.print(render_summary(m))
+        return con.export_text()
+
+    header = next(x for x in at(100).splitlines() if x.startswith("node"))
+    assert "cpu" in header and "peak rss" not in header
+    assert "ventilator" in at(100)  # not `vent…`
+    assert "cpu" not in next(x for x in at(90).splitlines() if x.startswith("node"))
+
+
 def test_summary_shows_failure_and_traceback() -> None:
     m = squares_model()
     m.replica_state("worker", 2, "failed", "exit 1")

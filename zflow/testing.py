@@ -73,6 +73,9 @@ class ReplicaTotals:
     records_out: int
     errors: int
     restarts: int
+    #: CPU seconds its processes used; their peak resident bytes (None: not known)
+    cpu_s: float | None = None
+    max_rss: int | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ class NodeTotals:
     restarts: int
     exit_codes: list[int | None]
     replicas: list[ReplicaTotals]
+    #: CPU seconds of all its replicas; the largest peak resident bytes of any (None: unknown)
+    cpu_s: float | None = None
+    max_rss: int | None = None
 
 
 @dataclass(frozen=True)
@@ -272,12 +278,14 @@ def _diag_text(d: Mapping[str, Any]) -> str:
 def _node_totals(name: str, n: Mapping[str, Any]) -> NodeTotals:
     reps = [ReplicaTotals(int(r.get("replica", i)), str(r.get("state", "")), r.get("exit_code"),
                           int(r.get("msgs_in") or 0), int(r.get("msgs_out") or 0),
-                          int(r.get("errors") or 0), int(r.get("restarts") or 0))
+                          int(r.get("errors") or 0), int(r.get("restarts") or 0),
+                          r.get("cpu_s"), r.get("max_rss"))
             for i, r in enumerate(n.get("replica") or [])]
     return NodeTotals(name, str(n.get("shape", "")), str(n.get("kind", "")),
                       str(n.get("state", "")), int(n.get("msgs_in") or 0),
                       int(n.get("msgs_out") or 0), int(n.get("errors") or 0),
-                      int(n.get("restarts") or 0), list(n.get("exit_codes") or []), reps)
+                      int(n.get("restarts") or 0), list(n.get("exit_codes") or []), reps,
+                      n.get("cpu_s"), n.get("max_rss"))
 
 
 def parse(stdout: str, stderr: str = "", exit_code: int = 0,

@@ -386,6 +386,9 @@ class Coordinator(Barrier, Exits, Reloads):
     def _on_bye(self, slot: Slot, msg: dict[str, Any], now: float) -> None:
         code = msg.get("code")
         slot.bye_code = code if isinstance(code, int) else None
+        cpu, peak = msg.get("cpu"), msg.get("maxrss")
+        if type(cpu) in (int, float) and type(peak) is int and cpu >= 0 and peak >= 0:
+            self.model.replica_usage(slot.node, slot.index, float(cpu), peak)
 
     # -- control messages ------------------------------------------------------------------------
     def received(self, identity: bytes, data: bytes, now: float, user: str | None = None) -> None:

@@ -48,8 +48,8 @@ CONNECT, PROBE, START, DRAIN, INPUT_END, STOP, INTERRUPT = (
 # exactly-once, both ways
 ACK, RESEND, LOW, TOOK, POISON = "ack", "resend", "low", "took", "poison"
 # replicas started elsewhere (`zflow replica`): the coordinator admits one (`welcome {spec}`) or
-# refuses it (`refused {reason}`); `ping` checks the link is there; `bye {code}` is the exit code
-# a coordinator on another host cannot see
+# refuses it (`refused {reason}`); `ping` checks the link is there; `bye {code, cpu, maxrss}` is
+# the exit code a coordinator on another host cannot see, with what the replica used (`usage()`)
 WELCOME, REFUSED, PING, BYE = "welcome", "refused", "ping", "bye"
 # a command node on another host: its `zflow replica` wrapper says what the local launcher would
 # see (`listening {endpoints}`, `conns {socket: n}`, `line {stream, text}`); signals and `stdin:
@@ -62,6 +62,18 @@ ENV_SPEC = "ZFLOW_SPEC"
 #: `fatal` phases that mean the replica could not start (exit code 3 for the run, no restart);
 #: any other phase is a failure while running (exit code 1, restart policy applies)
 START_PHASES = frozenset({"import", "bind", "connect", "spawn"})
+
+
+def usage() -> dict[str, float | int]:
+    """`bye`'s `cpu` (seconds, user + system) and `maxrss` (peak resident bytes) of this process
+    and the children it waited for: what the local launcher reads from wait4, said by a replica
+    whose exit the coordinator cannot wait for."""
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"cpu": round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 6),
+            "maxrss": max(me.ru_maxrss, kids.ru_maxrss) * 1024}  # Linux counts KiB
 
 
 def exit_code_for(phase: str) -> int:

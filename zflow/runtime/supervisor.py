@@ -153,7 +153,10 @@ class Supervisor:
             while seen_interrupts < self.interrupts:
                 seen_interrupts += 1
                 coord.interrupt(now)
-            for rid, code in launcher.reap():
+            for rid, code, usage in launcher.reap():
+                if usage is not None:
+                    slot = coord.slots[rid]
+                    self.model.replica_usage(slot.node, slot.index, usage.cpu, usage.maxrss)
                 coord.exited(rid, code, now)
             if control.remote and now >= next_links:
                 # stopping, every exit is awaited: look more often
@@ -179,9 +182,9 @@ class Supervisor:
                 if self.watcher is not None:
                     self._watch(now)
                 launcher.adopt()
-                for rid, pid, cpu, rss in launcher.sample(now):
+                for rid, pid, cpu, rss, cpu_s in launcher.sample(now):
                     slot = coord.slots[rid]
-                    self.model.replica_proc(slot.node, slot.index, pid, cpu, rss)
+                    self.model.replica_proc(slot.node, slot.index, pid, cpu, rss, cpu_s)
             if now >= next_refresh:
                 next_refresh = now + self.opts.refresh
                 self.view.refresh()

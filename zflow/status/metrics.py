@@ -213,6 +213,10 @@ class _Collector:
         r_cpu = gauge("zflow_replica_cpu_percent", "a replica's CPU use", ["node", "replica"])
         r_rss = gauge("zflow_replica_rss_bytes", "a replica's resident memory",
                       ["node", "replica"])
+        r_used = counter("zflow_replica_cpu_seconds", "CPU time a replica slot's processes "
+                         "used, restarts included", ["node", "replica"])
+        r_peak = gauge("zflow_replica_max_rss_bytes", "the peak resident memory of a replica "
+                       "slot's processes", ["node", "replica"])
         s_in = counter("zflow_socket_records_in", "records received on a socket, all replicas",
                        ["node", "socket"])
         s_out = counter("zflow_socket_records_out", "records sent on a socket, all replicas",
@@ -242,6 +246,10 @@ class _Collector:
                     r_cpu.add_metric(rl, float(r["cpu"]))
                 if r["rss"] is not None:
                     r_rss.add_metric(rl, float(r["rss"]))
+                if r["cpu_s"] is not None:
+                    r_used.add_metric(rl, float(r["cpu_s"]))
+                if r["max_rss"] is not None:
+                    r_peak.add_metric(rl, float(r["max_rss"]))
                 for sock, vals in r["sockets"].items():
                     acc = sockets.setdefault(sock, [0, 0, 0, 0])
                     for i, v in enumerate(vals[:4]):
@@ -253,7 +261,8 @@ class _Collector:
                 s_bin.add_metric(sl, float(bi))
                 s_bout.add_metric(sl, float(bo))
         yield from (n_in, n_out, b_in, b_out, n_rate, n_err, n_rst, n_reps, n_ready,
-                    r_in, r_out, r_err, r_rst, r_state, r_cpu, r_rss, s_in, s_out, s_bin, s_bout)
+                    r_in, r_out, r_err, r_rst, r_state, r_cpu, r_rss, r_used, r_peak, s_in, s_out,
+                    s_bin, s_bout)
 
         e_sent = counter("zflow_edge_records_sent", "records sent on an edge", ["src", "dst"])
         e_recv = counter("zflow_edge_records_received", "records received on an edge",

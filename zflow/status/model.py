@@ -169,6 +169,14 @@ class Replica:
     pid: int | None = None
     cpu: float | None = None
     rss: int | None = None
+    #: CPU seconds of its exited processes (every incarnation), exact; and of the running one,
+    #: as last sampled
+    cpu_done: float = 0.0
+    cpu_live: float = 0.0
+    #: peak resident bytes of any of its processes (exact once one exited; else sampled)
+    max_rss: int | None = None
+    #: whether any CPU time is known (a replica never sampled nor reaped has none to show)
+    cpu_known: bool = False
     exit_code: int | None = None
     exited: bool = False
     restarts: int = 0
@@ -182,6 +190,11 @@ class Replica:
     @property
     def name(self) -> str:
         return f"{self.node}.{self.index}"
+
+    @property
+    def cpu_s(self) -> float | None:
+        """CPU seconds it used in all, across restarts (None: not known)."""
+        return self.cpu_done + self.cpu_live if self.cpu_known else None
 
     def msgs(self, direction: str, sockets: Iterable[str] | None = None,
              exclude: frozenset[str] = frozenset()) -> int:
@@ -222,6 +235,9 @@ class NodeTotals:
     restarts: int
     cpu: float | None
     rss: int | None
+    #: CPU seconds of all its replicas' processes; the largest peak RSS of any of them
+    cpu_s: float | None
+    max_rss: int | None
     exit_codes: list[int | None]
     mean_rate: float
 
@@ -458,10 +474,24 @@ class StatusModel:
             r.active_to = now  # remember the last idle report as the start of the window
 
     def replica_proc(
-        self, node: str, replica: int, pid: int | None, cpu: float | None, rss: int | None
+        self, node: str, replica: int, pid: int | None, cpu: float | None, rss: int | None,
+        cpu_s: float | None = None,
     ) -> None:
+        """A sample of a running replica: CPU %, RSS, and the CPU seconds its process used."""
         r = self._replica(node, replica)
         r.pid, r.cpu, r.rss = pid, cpu, rss
+        if cpu_s is not None:
+            r.cpu_live, r.cpu_known = cpu_s, True
+        if rss is not None and (r.max_rss is None or rss > r.max_rss):
+            r.max_rss = rss
+
+    def replica_usage(self, node: str, replica: int, cpu_s: float, max_rss: int) -> None:
+        """What one of its processes used, exact, as it exited (it replaces the last sample)."""
+        r = self._replica(node, replica)
+        r.cpu_done += cpu_s
+        r.cpu_live, r.cpu_known = 0.0, True
+        if r.max_rss is None or max_rss > r.max_rss:
+            r.max_rss = max_rss
 
     def replica_exit(self, node: str, replica: int, code: int | None) -> None:
         r = self._replica(node, replica)
@@ -525,6 +555,8 @@ class StatusModel:
         now = self.clock()
         cpus = [r.cpu for r in reps if r.cpu is not None]
         rsss = [r.rss for r in reps if r.rss is not None and not r.exited]
+        used = [r.cpu_done + r.cpu_live for r in reps if r.cpu_known]
+        peaks = [r.max_rss for r in reps if r.max_rss is not None]
         d = self._throughput_dir(node)
         socks = self._data_in[node] if d == "in" else self._data_out[node] or None
         moved = sum(r.msgs(d, socks) for r in reps)
@@ -548,6 +580,8 @@ class StatusModel:
             restarts=sum(r.restarts for r in reps),
             cpu=sum(cpus) if cpus else None,
             rss=sum(rsss) if rsss else None,
+            cpu_s=sum(used) if used else None,
+            max_rss=max(peaks) if peaks else None,
             exit_codes=[r.exit_code if r.exited else None for r in reps],
             mean_rate=moved / window if window > 0 else 0.0,
         )
@@ -641,6 +675,8 @@ class StatusModel:
                 "restarts": t.restarts,
                 "cpu": None if t.cpu is None else round(t.cpu, 1),
                 "rss": t.rss,
+                "cpu_s": None if t.cpu_s is None else round(t.cpu_s, 3),
+                "max_rss": t.max_rss,
                 "exit_codes": t.exit_codes,
                 "replica": [
                     {
@@ -650,6 +686,8 @@ class StatusModel:
                         "pid": r.pid,
                         "cpu": None if r.cpu is None else round(r.cpu, 1),
                         "rss": r.rss,
+                        "cpu_s": None if r.cpu_s is None else round(r.cpu_s, 3),
+                        "max_rss": r.max_rss,
                         "msgs_in": r.msgs("in", exclude=self._control[t.name]),
                         "msgs_out": r.msgs("out", exclude=self._control[t.name]),
                         "rate": round(self.replica_rate(r), 3),

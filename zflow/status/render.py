@@ -108,15 +108,17 @@ _GAP = 3
 class FittedTable:
     """A status table that fits the width it is given: number columns never wrap nor shrink
     below their widest value (`4,000,000` stays whole on a narrow terminal, its header may be
-    shortened to `ms…`); the name and state columns give way first (down to `NAME_MIN`), then
-    the columns in `drop_order` are left out, in that order. `table()` is the table with every
-    column at its natural width."""
+    shortened to `ms…`); the columns in `optional` are left out first, in that order, while the
+    table is wider than it is given at natural widths; then the name and state columns give way
+    (down to `NAME_MIN`), then the columns in `drop_order` are left out, in that order.
+    `table()` is the table with every column at its natural width."""
 
     def __init__(self, headers: Sequence[str], numeric: Sequence[bool],
                  rows: Sequence[Sequence[RenderableType]], drop_order: Sequence[str] = (),
-                 wrap_names: bool = False) -> None:
+                 wrap_names: bool = False, optional: Sequence[str] = ()) -> None:
         self.headers, self.numeric, self.rows = list(headers), list(numeric), rows
         self.drop_order = list(drop_order)
+        self.optional = list(optional)
         self.wrap_names = wrap_names
         widest = [max((_cell_width(r[i]) for r in rows), default=1)
                   for i in range(len(headers))]
@@ -131,6 +133,11 @@ class FittedTable:
     def widths(self, width: int) -> tuple[list[int], dict[int, int]]:
         """(kept column indexes, {index: width}) for a given width."""
         drop: list[str] = []
+        for name in self.optional:
+            keep = [i for i, h in enumerate(self.headers) if h not in drop]
+            if sum(self.natural[i] for i in keep) + _GAP * (len(keep) - 1) <= width:
+                break
+            drop.append(name)
         for name in ["", *self.drop_order]:
             if name:
                 drop.append(name)
@@ -263,12 +270,16 @@ def summary_table(model: StatusModel) -> FittedTable:
         fmt_rate(t.mean_rate),
         Text(str(t.errors), style="red" if t.errors else ""),
         str(t.restarts),
+        fmt_duration(t.cpu_s),
+        fmt_bytes(t.max_rss),
         fmt_exit_codes(t.exit_codes),
     ] for t in model.all_node_totals()]
+    # cpu: what all its replicas' processes used; peak rss: the largest any of them reached
     return FittedTable(("node", "replicas", "state", "msgs in", "msgs out", "mean msg/s",
-                        "errors", "restarts", "exit"),
-                       (False, True, False, True, True, True, True, True, False), rows,
-                       drop_order=("restarts", "mean msg/s", "replicas", "state", "exit"))
+                        "errors", "restarts", "cpu", "peak rss", "exit"),
+                       (False, True, False, True, True, True, True, True, True, True, False),
+                       rows, drop_order=("restarts", "mean msg/s", "replicas", "state", "exit"),
+                       optional=("peak rss", "cpu"))
 
 
 def result_line(model: StatusModel) -> Text:

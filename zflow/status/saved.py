@@ -25,6 +25,7 @@ def dump(model: StatusModel) -> dict[str, Any]:
                                                               r.sockets.items()},
             "rates": {f"{s}\t{d}": round(e.value(now), 3) for (s, d), e in r.rates.items()},
             "errors": r.errors, "pid": r.pid, "cpu": r.cpu, "rss": r.rss,
+            "cpu_s": r.cpu_s, "max_rss": r.max_rss,
             "exit_code": r.exit_code, "exited": r.exited, "restarts": r.restarts,
         } for r in rs]
     return {
@@ -96,4 +97,7 @@ def _replica(node: str, index: int, r: dict[str, Any], now: float) -> Replica:
         r.get("rss")
     rep.exit_code, rep.exited, rep.restarts = r.get("exit_code"), bool(r.get("exited")), \
         r.get("restarts", 0)
+    if isinstance(r.get("cpu_s"), (int, float)):  # a status saved before these has neither
+        rep.cpu_done, rep.cpu_known = float(r["cpu_s"]), True
+    rep.max_rss = r.get("max_rss")
     return rep

@@ -28,6 +28,14 @@ class Spawned(NamedTuple):
     endpoints: dict[str, str]
 
 
+class Usage(NamedTuple):
+    """What an exited replica used, exact (wait4, or its own getrusage on another host): the
+    status shows it for every replica, however short-lived, where /proc samples miss them."""
+
+    cpu: float  # seconds, user + system, its own and its waited-for children's
+    maxrss: int  # peak resident bytes
+
+
 class Launcher(Protocol):
     def spawn(self, spec: ReplicaSpec) -> Spawned | None:
         """Start the replica; None when it is started by someone else and joins by itself

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import IO, Any
 
-from zflow.runtime.launchers import Forked, fork_helper, zflow_home, zflow_python
+from zflow.runtime.launchers import Forked, Usage, fork_helper, zflow_home, zflow_python
 from zflow.runtime.launchers.guard import TOKEN, running
 from zflow.runtime.launchers.guard import fork as fork_guard
 
@@ -65,6 +65,8 @@ class Zygote:
         self.room = min(BATCH_BYTES,
                         ours.getsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF) - 4096)
         self.exits: dict[int, int] = {}
+        #: pid → (CPU seconds, peak RSS bytes) of an exited replica, until its handle takes it
+        self.usage: dict[int, Usage] = {}
         self.dead = False
 
     def fileno(self) -> int:
@@ -76,6 +78,8 @@ class Zygote:
         msg = json.loads(data)
         if "exit" in msg:
             self.exits[msg["exit"]] = msg["code"]
+            if "cpu" in msg:
+                self.usage[msg["exit"]] = Usage(float(msg["cpu"]), int(msg["maxrss"]))
             return None
         return msg
 
@@ -217,10 +221,13 @@ class ForkedProc:
         self.stdout = stdout
         self.stderr = stderr
         self.returncode: int | None = None
+        #: what it used, once it exited (None: not known, as when the fork server died first)
+        self.usage: Usage | None = None
 
     def poll(self) -> int | None:
         if self.returncode is None and self.pid in self.zygote.exits:
             self.returncode = self.zygote.exits.pop(self.pid)
+            self.usage = self.zygote.usage.pop(self.pid, None)
         if self.returncode is None and self.zygote.dead and not running(self.pid):
             self.returncode = -9  # died with the fork server, which can no longer report it
         return self.returncode

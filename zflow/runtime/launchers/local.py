@@ -23,7 +23,7 @@ from zflow import rundir
 from zflow.plan import Plan
 from zflow.records import field, record
 from zflow.runtime import protocol as P
-from zflow.runtime.launchers import Spawned, SpawnError, zflow_python
+from zflow.runtime.launchers import Spawned, SpawnError, Usage, zflow_python
 from zflow.runtime.launchers.forkserver import BATCH, ForkedProc, Zygote
 from zflow.runtime.launchers.guard import TOKEN
 from zflow.runtime.spec import ReplicaSpec, command_env
@@ -314,12 +314,12 @@ class LocalLauncher:
     def _line(self, proc: _Proc, stream: str, raw: bytes) -> None:
         self.on_line(proc.replica, stream, raw.decode("utf-8", errors="replace").rstrip("\r"))
 
-    def reap(self) -> list[tuple[str, int]]:
-        """Exits since the last call, as (replica id, code); their output is taken first and
-        whatever the replica started is killed with its process group."""
+    def reap(self) -> list[tuple[str, int, Usage | None]]:
+        """Exits since the last call, as (replica id, code, what it used); their output is
+        taken first and whatever the replica started is killed with its process group."""
         out = []
         for rid, proc in list(self.procs.items()):
-            code = proc.handle.poll()
+            code, usage = _exited(proc.handle)
             if code is None:
                 continue
             del self.procs[rid]
@@ -327,7 +327,7 @@ class LocalLauncher:
             self._guard(f"-{proc.pid}")
             for fd in [fd for fd, (p, _) in self.fd_proc.items() if p is proc]:
                 self._drain(fd)
-            out.append((rid, code))
+            out.append((rid, code, usage))
         return out
 
     def _drain(self, fd: int) -> None:
@@ -347,8 +347,9 @@ class LocalLauncher:
         return all(connections(endpoints[name]) >= n for name, n in expected.items()
                    if n and name in endpoints)
 
-    def sample(self, now: float) -> list[tuple[str, int, float | None, int | None]]:
-        """(replica id, pid, CPU %, RSS bytes) of every running replica, from /proc."""
+    def sample(self, now: float) -> list[tuple[str, int, float | None, int | None, float | None]]:
+        """(replica id, pid, CPU %, RSS bytes, CPU seconds so far) of every running replica,
+        from /proc."""
         out = []
         for rid, p in self.procs.items():
             cpu_t, rss = _proc_usage(p.pid)
@@ -356,10 +357,10 @@ class LocalLauncher:
                 continue
             used, since = p.cpu_prev
             if now - since < MIN_CPU_SPAN:
-                out.append((rid, p.pid, None, rss))  # too short to tell: the next one will
+                out.append((rid, p.pid, None, rss, cpu_t))  # too short for a %: the next one
                 continue
             p.cpu_prev = (cpu_t, now)
-            out.append((rid, p.pid, 100.0 * (cpu_t - used) / (now - since), rss))
+            out.append((rid, p.pid, 100.0 * (cpu_t - used) / (now - since), rss, cpu_t))
         return out
 
     # -- the fork server -----------------------------------------------------------------------
@@ -594,6 +595,23 @@ def _free_port() -> int:
 
 _CLK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _exited(handle: Any) -> tuple[int | None, Usage | None]:
+    """A replica's exit code and what it used, or (None, None) while it runs. A fork server's
+    replica comes with its usage; a command is waited for here with wait4 for the same."""
+    if isinstance(handle, ForkedProc):
+        return handle.poll(), handle.usage
+    if handle.returncode is not None:
+        return handle.returncode, None
+    try:
+        pid, status, ru = os.wait4(handle.pid, os.WNOHANG)
+    except ChildProcessError:  # reaped by someone else: Popen says what it can
+        return handle.poll(), None
+    if pid == 0:
+        return None, None
+    handle.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
+    return handle.returncode, Usage(ru.ru_utime + ru.ru_stime, ru.ru_maxrss * 1024)
 
 
 def _proc_usage(pid: int | None) -> tuple[float | None, int | None]:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zflow.runtime import protocol as P
-from zflow.runtime.launchers import Spawned
+from zflow.runtime.launchers import Spawned, Usage
 from zflow.runtime.spec import ReplicaSpec
 
 
@@ -50,9 +50,10 @@ class RemoteLauncher:
     def release(self, replica: str) -> None:
         self._tell(replica, P.RELEASE)
 
-    def reap(self) -> list[tuple[str, int]]:
-        """Replicas given up on (SIGKILL), as exits: the coordinator stops waiting for them."""
-        out, self.given_up = [(r, -signal.SIGKILL) for r in self.given_up], []
+    def reap(self) -> list[tuple[str, int, Usage | None]]:
+        """Replicas given up on (SIGKILL), as exits: the coordinator stops waiting for them.
+        (What a remote replica used comes in its `bye`.)"""
+        out, self.given_up = [(r, -signal.SIGKILL, None) for r in self.given_up], []
         return out
 
     # what a local launcher watches; nothing here
@@ -77,7 +78,7 @@ class RemoteLauncher:
     def connected(self, endpoints: dict[str, str], expected: dict[str, int]) -> bool:
         return False
 
-    def sample(self, now: float) -> list[tuple[str, int, float | None, int | None]]:
+    def sample(self, now: float) -> list[tuple[str, int, float | None, int | None, float | None]]:
         return []
 
     def adopt(self) -> None:

@@ -13,7 +13,9 @@ Protocol on the SOCK_SEQPACKET Unix socket (one message each way per batch):
       environment is `base` updated with its `env` (what differs), so a batch carries the
       shared environment once
   zygote → supervisor: JSON {"pids": [N or {"error": "..."}, ...]}, one per entry, in order;
-      later {"exit": N, "code": C} as each exits
+      later {"exit": N, "code": C, "cpu": S, "maxrss": B} as each exits: its CPU seconds
+      (user + system) and peak resident bytes, exact from wait4 (a replica too short-lived for
+      a /proc sample still has them)
 A batch is forked in one go: one message each way instead of one per replica, and nothing
 parsed between two forks (each of which makes every page written next a copy). The zygote
 reaps its children and reports each exit; it dies with the supervisor (PDEATHSIG).
@@ -122,15 +124,17 @@ def main(fd: int | None = None) -> int:
                 pass
         while children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
                 break
             children.discard(pid)
             try:
-                sock.send(json.dumps({"exit": pid,
-                                      "code": os.waitstatus_to_exitcode(status)}).encode())
+                sock.send(json.dumps({
+                    "exit": pid, "code": os.waitstatus_to_exitcode(status),
+                    "cpu": round(usage.ru_utime + usage.ru_stime, 6),
+                    "maxrss": usage.ru_maxrss * 1024}).encode())  # Linux counts it in KiB
             except OSError:  # the supervisor closed its end: it is gone or going
                 os._exit(0)
         if sock in ready:

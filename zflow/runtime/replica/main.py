@@ -118,7 +118,7 @@ def run(spec: ReplicaSpec, make_node: Callable[[], Node], remote: bool = False,
             pass
     if remote:
         try:
-            ctl.send(P.BYE, code=code)
+            ctl.send(P.BYE, code=code, **P.usage())
         except zmq.ZMQError:
             pass
     if closing is not None:
