@@ -48,15 +48,15 @@ def test_live_screen_mid_run() -> None:
     m.replica_counters("ventilator", 0, {"work": (0, 6000, 0, 0)})
     for i in range(10):
         m.replica_counters("worker", i, {"work": (500, 0, 0, 0), "results": (0, 490, 0, 0)})
-        m.replica_proc("worker", i, 100 + i, 25.0, 10 * 1024 * 1024)
+        m.replica_proc("worker", i, 100 + i, 25.0, 10 * 1024 * 1024, 0.5)
     m.replica_counters("results", 0, {"answers": (4800, 0, 0, 0)})
     m.log("worker", 7, "stdout", "Worker 7 answered: 49")
     out = _text(render_status(m))
     assert "squares" in out and "running" in out and "2.00s" in out
     assert _row(out, "ventilator") == ["ventilator", "running", "1/1", "0", "6,000", "3.0k", "0",
-                                       "0", "-", "-"]
+                                       "0", "-", "-", "-"]
     assert _row(out, "worker") == ["worker", "running", "10/10", "5,000", "4,900", "2.5k", "0",
-                                   "0", "250%", "100.0", "MiB"]
+                                   "0", "250%", "100.0", "MiB", "5.00s"]  # cpu time: 10 x 0.5 s
     assert "ventilator.work → worker.work" in out
     edge = _row(out, "ventilator.work")
     assert edge[-4:] == ["6,000", "5,000", "1,000", "2.5k"]

@@ -71,6 +71,7 @@ def _node_row(t: NodeTotals) -> list[RenderableType]:
         Text(str(t.restarts), style="magenta" if t.restarts else ""),
         fmt_cpu(t.cpu),
         fmt_bytes(t.rss),
+        fmt_duration(t.cpu_s),
     ]
 
 
@@ -90,6 +91,7 @@ def _replica_row(model: StatusModel, r: Replica) -> list[RenderableType]:
         str(r.restarts),
         fmt_cpu(r.cpu),
         fmt_bytes(None if r.exited else r.rss),
+        fmt_duration(r.cpu_s),
     ]
 
 
@@ -191,9 +193,12 @@ def nodes_table(model: StatusModel, per_replica: bool = False) -> FittedTable:
         if per_replica:
             for r in model.replicas[t.name]:
                 rows.append(_replica_row(model, r))
+    # cpu: its share of a core now; cpu time: what it used so far, restarts included (`top`'s
+    # TIME+), left out first when narrow
     return FittedTable(("node", "state", "ready", "msgs in", "msgs out", "msg/s", "err", "rst",
-                        "cpu", "rss"), (False, False) + (True,) * 8, rows,
-                       drop_order=("rss", "cpu", "rst", "err", "msg/s", "ready", "state"))
+                        "cpu", "rss", "cpu time"), (False, False) + (True,) * 9, rows,
+                       drop_order=("rss", "cpu", "rst", "err", "msg/s", "ready", "state"),
+                       optional=("cpu time",))
 
 
 def edges_table(model: StatusModel) -> FittedTable:
