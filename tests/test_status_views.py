@@ -144,6 +144,27 @@ def test_quiet_failure_shows_message_and_traceback() -> None:
     assert lines[-1].endswith("│ Traceback (most recent call last):")
 
 
+def test_quiet_and_json_never_import_rich() -> None:
+    """The quiet view's result is render.py's lines without their styles, made without rich:
+    importing it was the last ~25-45 ms a quiet run waited for (squares 10k: 289 -> 231 ms)."""
+    import subprocess
+    import sys
+
+    code = ("import io, sys\n"
+            "from zflow.status.demo import squares_model\n"
+            "from zflow.status.views import make_view\n"
+            "for mode in ('quiet', 'json'):\n"
+            "    m = squares_model(); buf = io.StringIO(); v = make_view(mode, m, buf)\n"
+            "    v.start(); m.replica_state('worker', 4, 'failed', 'exit 1')\n"
+            "    m.log('worker', 4, 'stderr', 'Traceback'); m.set_result('results', {'n': 1})\n"
+            "    m.finish('failed', 1, 'worker.4 failed'); v.close()\n"
+            "    assert 'results: n=1' in buf.getvalue() or mode == 'json', buf.getvalue()\n"
+            "print(sorted(x for x in sys.modules if x.split('.')[0] == 'rich'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("mode", ["live", "plain", "json", "quiet"])
 def test_log_dir_written_per_replica(tmp_path: Path, mode: str) -> None:
     d = tmp_path / "logs"

@@ -29,6 +29,28 @@ PALETTE: tuple[tuple[str, str], ...] = (
 
 SEP = "│"
 
+#: rich styles of states (render.py draws them; the plain views take only the text)
+STATE_STYLE = {
+    "starting": "yellow",
+    "bound": "yellow",
+    "connecting": "yellow",
+    "ready": "cyan",
+    "running": "green",
+    "finished": "blue",
+    "draining": "blue",
+    "stopped": "dim",
+    "failed": "bold red",
+    "restarting": "magenta",
+    "stopping": "blue",
+    "completed": "bold green",
+    "incomplete": "bold yellow",
+    "interrupted": "bold yellow",
+}
+
+#: a line as (text, rich style) pieces: render.py assembles them into rich Text, the quiet view
+#: joins their text (it never imports rich)
+Segments = list[tuple[str, str]]
+
 
 def node_color(node: str) -> tuple[str, str]:
     """A node's color, the same in every run and process (crc32, not the salted ``hash()``)."""
@@ -97,3 +119,53 @@ def fmt_exit_codes(codes: Iterable[int | None]) -> str:
 def prefix_width(model: StatusModel) -> int:
     """Width of the widest `node.N` label, so log lines line up."""
     return max((len(f"{n}.{max(len(r) - 1, 0)}") for n, r in model.replicas.items()), default=0)
+
+
+def result_line_segments(model: StatusModel) -> Segments:
+    """`squares completed in 3.21s (exit 0) · 10,000/10,000 records`."""
+    parts: Segments = [(model.topology, "bold"), (" ", ""),
+                       (model.overall, STATE_STYLE.get(model.overall, "")),
+                       (f" in {fmt_duration(model.duration)}", "")]
+    if model.exit_code is not None:
+        parts.append((f" (exit {model.exit_code})", ""))
+    sinks = model.sinks
+    # several sinks may each get a copy (their sum means nothing); a service's count is not a
+    # stream's
+    if len(sinks) == 1 and (model.total is not None or model.nodes[sinks[0]].shape == "sink"):
+        p = model.progress()
+        done = f" · {fmt_count(p.done)}" + ("" if p.total is None else f"/{fmt_count(p.total)}")
+        parts.append((done + " records", ""))
+    return parts
+
+
+def result_lines_segments(model: StatusModel) -> list[tuple[Segments, bool]]:
+    """Sink results (what `end()` returned), one `node: key=value` line each; then where
+    dead-lettered records went (`node: N records dead-lettered → PATH`). With each line, whether
+    it must stay whole (a path is only useful whole)."""
+    out: list[tuple[Segments, bool]] = []
+    for node, res in model.results.items():
+        text = "  ".join(f"{k}={v}" for k, v in res.items()) if isinstance(res, dict) \
+            else str(res)
+        out.append(([(f"{node}: ", node_color(node)[0]), (text, "")], False))
+    for node, dl in model.dead_letters.items():
+        n = dl["records"]
+        out.append(([(f"{node}: ", node_color(node)[0]),
+                     (f"{n} record{'' if n == 1 else 's'} dead-lettered → {dl['path']}", "red")],
+                    True))
+    return out
+
+
+def failed_log(model: StatusModel, limit: int = 10) -> list[tuple[str, int, str]]:
+    """(node, replica, line) of the last stderr lines of failed replicas: the traceback a user
+    needs, even in quiet mode."""
+    failed = {(n, r.index) for n, reps in model.replicas.items() for r in reps
+              if r.state == "failed"}
+    if not failed:
+        return []
+    lines = [x for x in model.logs if (x.node, x.replica) in failed and x.stream != "stdout"]
+    return [(x.node, x.replica, x.line) for x in lines[-limit:]]
+
+
+def log_label(node: str, replica: int, width: int) -> str:
+    """`worker.3     │ ` before a node's output line, padded to `width` (prefix_width)."""
+    return f"{f'{node}.{replica}'.ljust(width)} {SEP} "

@@ -7,6 +7,7 @@ everything here only reads the model and builds small tables: no sorting of logs
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
@@ -18,33 +19,23 @@ from rich.text import Text
 from zflow.status.fmt import (  # noqa: F401 - re-exported: render's callers import them here
     PALETTE,
     SEP,
+    STATE_STYLE,
+    Segments,
+    failed_log,
     fmt_bytes,
     fmt_count,
     fmt_cpu,
     fmt_duration,
     fmt_exit_codes,
     fmt_rate,
+    log_label,
     node_color,
     prefix_width,
+    result_line_segments,
+    result_lines_segments,
 )
 from zflow.status.model import LIVE_STATES, NodeTotals, Replica, StatusModel
 
-STATE_STYLE = {
-    "starting": "yellow",
-    "bound": "yellow",
-    "connecting": "yellow",
-    "ready": "cyan",
-    "running": "green",
-    "finished": "blue",
-    "draining": "blue",
-    "stopped": "dim",
-    "failed": "bold red",
-    "restarting": "magenta",
-    "stopping": "blue",
-    "completed": "bold green",
-    "incomplete": "bold yellow",
-    "interrupted": "bold yellow",
-}
 
 def _state(state: str) -> Text:
     return Text(state, style=STATE_STYLE.get(state, ""))
@@ -230,8 +221,7 @@ def progress_line(model: StatusModel, width: int = 40) -> Table | None:
 
 
 def log_prefix(node: str, replica: int, width: int, color: bool) -> Text:
-    label = f"{node}.{replica}".ljust(width)
-    return Text(f"{label} {SEP} ", style=node_color(node)[0] if color else "")
+    return Text(log_label(node, replica, width), style=node_color(node)[0] if color else "")
 
 
 def log_tail(model: StatusModel, n: int = 5, color: bool = True) -> Group | None:
@@ -287,60 +277,32 @@ def summary_table(model: StatusModel) -> FittedTable:
                        optional=("peak rss", "cpu"))
 
 
-def result_line(model: StatusModel) -> Text:
-    """`squares completed in 3.21s (exit 0) · 10,000/10,000 records` — also quiet mode's output."""
-    t = Text()
-    t.append(model.topology, style="bold")
-    t.append(" ")
-    t.append_text(_state(model.overall))
-    t.append(f" in {fmt_duration(model.duration)}")
-    if model.exit_code is not None:
-        t.append(f" (exit {model.exit_code})")
-    sinks = model.sinks
-    # several sinks may each get a copy (their sum means nothing); a service's count is not a
-    # stream's
-    if len(sinks) == 1 and (model.total is not None or model.nodes[sinks[0]].shape == "sink"):
-        p = model.progress()
-        if p.total is not None:
-            t.append(f" · {fmt_count(p.done)}/{fmt_count(p.total)} records")
-        else:
-            t.append(f" · {fmt_count(p.done)} records")
+def _assembled(parts: Segments, **kwargs: Any) -> Text:
+    t = Text(**kwargs)
+    for text, style in parts:
+        t.append(text, style=style)
     return t
 
 
+def result_line(model: StatusModel) -> Text:
+    """`squares completed in 3.21s (exit 0) · 10,000/10,000 records` (fmt.result_line_segments)."""
+    return _assembled(result_line_segments(model))
+
+
 def result_lines(model: StatusModel) -> list[Text]:
-    """Sink results (what `end()` returned), one `node: key=value` line each; then where
-    dead-lettered records went (`node: N records dead-lettered → PATH`)."""
-    out = []
-    for node, res in model.results.items():
-        t = Text()
-        t.append(f"{node}: ", style=node_color(node)[0])
-        if isinstance(res, dict):
-            t.append("  ".join(f"{k}={v}" for k, v in res.items()))
-        else:
-            t.append(str(res))
-        out.append(t)
-    for node, dl in model.dead_letters.items():
-        t = Text(no_wrap=True, overflow="ignore")  # a path is only useful whole
-        t.append(f"{node}: ", style=node_color(node)[0])
-        n = dl["records"]
-        t.append(f"{n} record{'' if n == 1 else 's'} dead-lettered → {dl['path']}", style="red")
-        out.append(t)
-    return out
+    """Sink results and dead letters, a line each (fmt.result_lines_segments)."""
+    # a dead-letter path is only useful whole: never wrapped
+    return [_assembled(parts, **({"no_wrap": True, "overflow": "ignore"} if whole else {}))
+            for parts, whole in result_lines_segments(model)]
 
 
 def failed_output(model: StatusModel, limit: int = 10) -> list[Text]:
     """Last stderr lines of failed replicas: the traceback a user needs, even in quiet mode."""
-    failed = {(n, r.index) for n, reps in model.replicas.items() for r in reps
-              if r.state == "failed"}
-    if not failed:
-        return []
     w = prefix_width(model)
-    lines = [x for x in model.logs if (x.node, x.replica) in failed and x.stream != "stdout"]
     out = []
-    for x in lines[-limit:]:
-        t = log_prefix(x.node, x.replica, w, True)
-        t.append(x.line)
+    for node, replica, line in failed_log(model, limit):
+        t = log_prefix(node, replica, w, True)
+        t.append(line)
         out.append(t)
     return out
 

@@ -16,7 +16,18 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from zflow.status.fmt import SEP, fmt_count, fmt_duration, fmt_rate, node_color, prefix_width
+from zflow.status.fmt import (
+    SEP,
+    failed_log,
+    fmt_count,
+    fmt_duration,
+    fmt_rate,
+    log_label,
+    node_color,
+    prefix_width,
+    result_line_segments,
+    result_lines_segments,
+)
 from zflow.status.model import StatusModel, jsonable
 
 if TYPE_CHECKING:  # rich (and render.py, built on it) is imported by the views that draw
@@ -391,19 +402,21 @@ class QuietView(_Base):
         pass
 
     def _finish(self) -> None:
-        from zflow.status.render import failed_output, result_line, result_lines
-
-        self._write(result_line(self.model).plain)
-        for t in result_lines(self.model):
-            self._write(t.plain)
+        """The result, as render.py's lines without their styles: without rich, whose import
+        (~25 ms) would be the last thing a quiet run waits for."""
+        m = self.model
+        self._write("".join(text for text, _ in result_line_segments(m)))
+        for parts, _ in result_lines_segments(m):
+            self._write("".join(text for text, _ in parts))
         said = "\n".join(self.errors)
-        if self.model.message and self.model.message not in said:
-            self._write(self.model.message)
-            said += "\n" + self.model.message
-        tail = failed_output(self.model)
-        if not all(t.plain.partition(f"{SEP} ")[2].strip() in said for t in tail):
-            for t in tail:
-                self._write(strip_control(t.plain))
+        if m.message and m.message not in said:
+            self._write(m.message)
+            said += "\n" + m.message
+        tail = failed_log(m)
+        if not all(line.strip() in said for _, _, line in tail):
+            w = prefix_width(m)
+            for node, replica, line in tail:
+                self._write(strip_control(log_label(node, replica, w) + line))
 
 
 def choose_mode(*, quiet: bool = False, json_: bool = False, plain: bool = False,
