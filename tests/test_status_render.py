@@ -106,6 +106,37 @@ def test_summary_says_what_each_node_used_when_it_fits() -> None:
     assert "cpu" not in next(x for x in at(90).splitlines() if x.startswith("node"))
 
 
+def test_the_plain_summary_is_the_rich_one_without_styles_at_any_width() -> None:
+    """The plain view prints table.plain_summary, made without rich: the same text rich draws
+    from render_summary (and the same node table), narrow or wide, names cut to `…`, columns
+    left out, a failure's stderr tail, a dead-letter path kept whole."""
+    import io
+
+    from zflow.status.render import nodes_table
+    from zflow.status.table import plain_summary
+
+    clock = FakeClock()
+    m = squares_model(clock)
+    feed(m, clock)
+    for i in range(10):
+        m.replica_usage("worker", i, 0.125, (20 + i) * 1024 * 1024)
+    m.replica_state("worker", 4, "failed", "exit 1")
+    m.log("worker", 4, "stderr", "Traceback (most recent call last):")
+    m.log("worker", 4, "stderr", "ValueError: x")
+    m.dead_letters["worker"] = {"records": 3, "path": "/tmp/a/long/path/to/dead-letters.jsonl"}
+    errors = ["worker.1: boom", "worker.4 exited with code 1"]
+    for width in (30, 45, 60, 72, 80, 100, 160):
+        buf = io.StringIO()
+        con = Console(file=buf, color_system=None, force_terminal=False, width=width,
+                      highlight=False, emoji=False)
+        con.print(render_summary(m, errors), crop=False, soft_wrap=True)
+        assert plain_summary(m, errors, width) == buf.getvalue(), width
+        buf = io.StringIO()
+        Console(file=buf, color_system=None, force_terminal=False, width=width).print(
+            table := nodes_table(m, per_replica=True), crop=False, soft_wrap=True)
+        assert "\n".join(table.fitted.plain(width)) + "\n" == buf.getvalue(), width
+
+
 def test_summary_shows_failure_and_traceback() -> None:
     m = squares_model()
     m.replica_state("worker", 2, "failed", "exit 1")

@@ -86,6 +86,24 @@ def test_plain_has_no_control_codes_and_a_line_per_event() -> None:
     assert "errors (1):" in out and "worker.1: boom" in out
 
 
+def test_the_plain_summary_strips_what_a_node_wrote_in_control_codes() -> None:
+    """A failed replica's stderr tail and a sink's result are the node's text: on a pipe they
+    come without its escapes and control characters (rich stripped some of them; the plain
+    summary is made without rich now)."""
+    m = squares_model()
+    buf = io.StringIO()
+    v = make_view("plain", m, buf)
+    v.start()
+    m.replica_state("worker", 4, "failed", "exit 1")
+    m.log("worker", 4, "stderr", "\x1b[31mValueError: boom\x1b[0m\r")
+    m.set_result("results", {"said": "ding\x07"})
+    m.finish("failed", 1, "worker.4 failed")
+    v.close()
+    out = buf.getvalue()
+    assert not ANSI.search(out) and "\x07" not in out and "\r" not in out
+    assert "worker.4     │ ValueError: boom" in out and "results: said=ding" in out
+
+
 def test_plain_color_only_when_asked() -> None:
     out, _ = _run("plain", color=True)
     assert "\x1b[" in out
@@ -144,16 +162,17 @@ def test_quiet_failure_shows_message_and_traceback() -> None:
     assert lines[-1].endswith("│ Traceback (most recent call last):")
 
 
-def test_quiet_and_json_never_import_rich() -> None:
-    """The quiet view's result is render.py's lines without their styles, made without rich:
-    importing it was the last ~25-45 ms a quiet run waited for (squares 10k: 289 -> 231 ms)."""
+def test_only_the_live_view_imports_rich() -> None:
+    """The quiet view's result and the plain view's summary are render.py's without their
+    styles, made without rich: importing it was the last ~25-55 ms such a run waited for
+    (squares 10k, --quiet: 289 -> 231 ms)."""
     import subprocess
     import sys
 
     code = ("import io, sys\n"
             "from zflow.status.demo import squares_model\n"
             "from zflow.status.views import make_view\n"
-            "for mode in ('quiet', 'json'):\n"
+            "for mode in ('quiet', 'json', 'plain'):\n"
             "    m = squares_model(); buf = io.StringIO(); v = make_view(mode, m, buf)\n"
             "    v.start(); m.replica_state('worker', 4, 'failed', 'exit 1')\n"
             "    m.log('worker', 4, 'stderr', 'Traceback'); m.set_result('results', {'n': 1})\n"

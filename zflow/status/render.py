@@ -6,7 +6,7 @@ everything here only reads the model and builds small tables: no sorting of logs
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from rich import box
@@ -16,6 +16,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from zflow.status import table
 from zflow.status.fmt import (  # noqa: F401 - re-exported: render's callers import them here
     PALETTE,
     SEP,
@@ -35,6 +36,7 @@ from zflow.status.fmt import (  # noqa: F401 - re-exported: render's callers imp
     result_lines_segments,
 )
 from zflow.status.model import LIVE_STATES, NodeTotals, Replica, StatusModel
+from zflow.status.table import Cell, Fitted, styled
 
 
 def _state(state: str) -> Text:
@@ -50,35 +52,35 @@ def header(model: StatusModel) -> Text:
     return t
 
 
-def _node_row(t: NodeTotals) -> list[RenderableType]:
+def _node_row(t: NodeTotals) -> list[Cell]:
     return [
-        Text(t.name, style=node_color(t.name)[0]),
-        _state(t.state),
+        styled(t.name, node_color(t.name)[0]),
+        styled(t.state, STATE_STYLE.get(t.state, "")),
         f"{t.ready}/{t.replicas}",
         fmt_count(t.msgs_in),
         fmt_count(t.msgs_out),
         fmt_rate(t.rate),
-        Text(str(t.errors), style="red" if t.errors else ""),
-        Text(str(t.restarts), style="magenta" if t.restarts else ""),
+        styled(str(t.errors), "red" if t.errors else ""),
+        styled(str(t.restarts), "magenta" if t.restarts else ""),
         fmt_cpu(t.cpu),
         fmt_bytes(t.rss),
         fmt_duration(t.cpu_s),
     ]
 
 
-def _replica_row(model: StatusModel, r: Replica) -> list[RenderableType]:
-    state = _state(r.state)
+def _replica_row(model: StatusModel, r: Replica) -> list[Cell]:
+    state = styled(r.state, STATE_STYLE.get(r.state, ""))
     if r.detail:
-        state.append(f" {r.detail}", style="dim")
+        state.append((f" {r.detail}", "dim"))
     return [
-        Text(f"  .{r.index}", style="dim"),
+        styled(f"  .{r.index}", "dim"),
         state,
         "1/1" if r.state in LIVE_STATES else "0/1",
         *((fmt_count(None), fmt_count(None), fmt_rate(None)) if model.nodes[r.node].kind ==
           "command" else (fmt_count(r.msgs("in", exclude=model.control_sockets(r.node))),
                           fmt_count(r.msgs("out", exclude=model.control_sockets(r.node))),
                           fmt_rate(model.replica_rate(r)))),
-        Text(str(r.errors), style="red" if r.errors else ""),
+        styled(str(r.errors), "red" if r.errors else ""),
         str(r.restarts),
         fmt_cpu(r.cpu),
         fmt_bytes(None if r.exited else r.rss),
@@ -86,88 +88,34 @@ def _replica_row(model: StatusModel, r: Replica) -> list[RenderableType]:
     ]
 
 
-def _cell_width(cell: RenderableType) -> int:
-    return Text(cell).cell_len if isinstance(cell, str) else (
-        cell.cell_len if isinstance(cell, Text) else 1)
-
-
-#: narrowest a name / state column gets before columns are left out (`work…`); names that wrap
-#: (edges) keep more
-NAME_MIN, WRAPPED_NAME_MIN = 5, 16
-#: cells between two columns (padding and the blank vertical rule)
-_GAP = 3
+def _text(cell: Cell) -> RenderableType:
+    return cell if isinstance(cell, str) else _assembled(cell)
 
 
 class FittedTable:
-    """A status table that fits the width it is given: number columns never wrap nor shrink
-    below their widest value (`4,000,000` stays whole on a narrow terminal, its header may be
-    shortened to `ms…`); the columns in `optional` are left out first, in that order, while the
-    table is wider than it is given at natural widths; then the name and state columns give way
-    (down to `NAME_MIN`), then the columns in `drop_order` are left out, in that order.
-    `table()` is the table with every column at its natural width."""
+    """A `table.Fitted` drawn with rich at the width it is given (the same layout the plain view
+    prints as text). `table()` is the table with every column at its natural width."""
 
-    def __init__(self, headers: Sequence[str], numeric: Sequence[bool],
-                 rows: Sequence[Sequence[RenderableType]], drop_order: Sequence[str] = (),
-                 wrap_names: bool = False, optional: Sequence[str] = ()) -> None:
-        self.headers, self.numeric, self.rows = list(headers), list(numeric), rows
-        self.drop_order = list(drop_order)
-        self.optional = list(optional)
-        self.wrap_names = wrap_names
-        widest = [max((_cell_width(r[i]) for r in rows), default=1)
-                  for i in range(len(headers))]
-        self.natural = [max(len(h), w) for h, w in zip(headers, widest, strict=True)]
-        name_min = WRAPPED_NAME_MIN if wrap_names else NAME_MIN
-        # a number column keeps its widest number and three letters of its header
-        self.mins = [max(w, min(len(h), 3), 1) if num
-                     else min(name_min if i == 0 else NAME_MIN, n)
-                     for i, (h, w, n, num) in enumerate(zip(headers, widest, self.natural,
-                                                             numeric, strict=True))]
-
-    def widths(self, width: int) -> tuple[list[int], dict[int, int]]:
-        """(kept column indexes, {index: width}) for a given width."""
-        drop: list[str] = []
-        for name in self.optional:
-            keep = [i for i, h in enumerate(self.headers) if h not in drop]
-            if sum(self.natural[i] for i in keep) + _GAP * (len(keep) - 1) <= width:
-                break
-            drop.append(name)
-        for name in ["", *self.drop_order]:
-            if name:
-                drop.append(name)
-            keep = [i for i, h in enumerate(self.headers) if h not in drop]
-            avail = width - _GAP * (len(keep) - 1)
-            if sum(self.mins[i] for i in keep) <= avail:
-                break
-        w = {i: self.natural[i] for i in keep}
-        excess = sum(w.values()) - avail
-        # names and states first, then number headers longer than their numbers
-        for group in ([i for i in keep if not self.numeric[i]],
-                      [i for i in keep if self.numeric[i]]):
-            while excess > 0:
-                slack = [i for i in group if w[i] > self.mins[i]]
-                if not slack:
-                    break
-                i = max(slack, key=lambda j: w[j] - self.mins[j])
-                w[i] -= 1
-                excess -= 1
-        return keep, w
+    def __init__(self, fitted: Fitted) -> None:
+        self.fitted = fitted
 
     def table(self, width: int | None = None) -> Table:
+        f = self.fitted
         tbl = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=False)
         if width is None:
-            keep, w = list(range(len(self.headers))), {}
+            keep, w = list(range(len(f.headers))), {}
         else:
-            keep, w = self.widths(width)
+            keep, w = f.widths(width)
         for i in keep:
-            if self.numeric[i]:
-                tbl.add_column(self.headers[i], justify="right", no_wrap=True, width=w.get(i),
+            if f.numeric[i]:
+                tbl.add_column(f.headers[i], justify="right", no_wrap=True, width=w.get(i),
                                overflow="ellipsis")
             else:
-                wrap = self.wrap_names and i == 0
-                tbl.add_column(self.headers[i], width=w.get(i), no_wrap=not wrap,
+                wrap = f.wrap_names and i == 0
+                tbl.add_column(f.headers[i], width=w.get(i), no_wrap=not wrap,
                                overflow="fold" if wrap else "ellipsis")
-        for r in self.rows:
-            tbl.add_row(*(r[i] for i in keep))
+        for r in f.rows:
+            tbl.add_row(*(_text(r[i]) for i in keep))
         return tbl
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -178,7 +126,7 @@ class FittedTable:
 
 
 def nodes_table(model: StatusModel, per_replica: bool = False) -> FittedTable:
-    rows: list[list[RenderableType]] = []
+    rows: list[list[Cell]] = []
     for t in model.all_node_totals():
         rows.append(_node_row(t))
         if per_replica:
@@ -186,23 +134,22 @@ def nodes_table(model: StatusModel, per_replica: bool = False) -> FittedTable:
                 rows.append(_replica_row(model, r))
     # cpu: its share of a core now; cpu time: what it used so far, restarts included (`top`'s
     # TIME+), left out first when narrow
-    return FittedTable(("node", "state", "ready", "msgs in", "msgs out", "msg/s", "err", "rst",
-                        "cpu", "rss", "cpu time"), (False, False) + (True,) * 9, rows,
-                       drop_order=("rss", "cpu", "rst", "err", "msg/s", "ready", "state"),
-                       optional=("cpu time",))
+    return FittedTable(Fitted(
+        ("node", "state", "ready", "msgs in", "msgs out", "msg/s", "err", "rst", "cpu", "rss",
+         "cpu time"), (False, False) + (True,) * 9, rows,
+        drop_order=("rss", "cpu", "rst", "err", "msg/s", "ready", "state"),
+        optional=("cpu time",)))
 
 
 def edges_table(model: StatusModel) -> FittedTable:
-    rows: list[list[RenderableType]] = []
+    rows: list[list[Cell]] = []
     for e in model.all_edge_totals():
-        name = Text(f"{e.src} → {e.dst}", style="dim" if e.control else "")
-        flight = Text(fmt_count(e.in_flight))
-        if e.in_flight:
-            flight.stylize("yellow")
+        name = styled(f"{e.src} → {e.dst}", "dim" if e.control else "")
+        flight = styled(fmt_count(e.in_flight), "yellow" if e.in_flight else "")
         rows.append([name, fmt_count(e.sent), fmt_count(e.received), flight, fmt_rate(e.rate)])
-    return FittedTable(("edge", "sent", "received", "in flight", "msg/s"),
-                       (False,) + (True,) * 4, rows, drop_order=("in flight", "msg/s"),
-                       wrap_names=True)
+    return FittedTable(Fitted(("edge", "sent", "received", "in flight", "msg/s"),
+                              (False,) + (True,) * 4, rows, drop_order=("in flight", "msg/s"),
+                              wrap_names=True))
 
 
 def progress_line(model: StatusModel, width: int = 40) -> Table | None:
@@ -256,25 +203,7 @@ def render_status(model: StatusModel, per_replica: bool = False, log_lines: int 
 
 
 def summary_table(model: StatusModel) -> FittedTable:
-    rows: list[list[RenderableType]] = [[
-        Text(t.name, style=node_color(t.name)[0]),
-        str(t.replicas),
-        _state(t.state),
-        fmt_count(t.msgs_in),
-        fmt_count(t.msgs_out),
-        fmt_rate(t.mean_rate),
-        Text(str(t.errors), style="red" if t.errors else ""),
-        str(t.restarts),
-        fmt_duration(t.cpu_s),
-        fmt_bytes(t.max_rss),
-        fmt_exit_codes(t.exit_codes),
-    ] for t in model.all_node_totals()]
-    # cpu: what all its replicas' processes used; peak rss: the largest any of them reached
-    return FittedTable(("node", "replicas", "state", "msgs in", "msgs out", "mean msg/s",
-                        "errors", "restarts", "cpu", "peak rss", "exit"),
-                       (False, True, False, True, True, True, True, True, True, True, False),
-                       rows, drop_order=("restarts", "mean msg/s", "replicas", "state", "exit"),
-                       optional=("peak rss", "cpu"))
+    return FittedTable(table.summary(model))
 
 
 def _assembled(parts: Segments, **kwargs: Any) -> Text:
@@ -296,32 +225,8 @@ def result_lines(model: StatusModel) -> list[Text]:
             for parts, whole in result_lines_segments(model)]
 
 
-def failed_output(model: StatusModel, limit: int = 10) -> list[Text]:
-    """Last stderr lines of failed replicas: the traceback a user needs, even in quiet mode."""
-    w = prefix_width(model)
-    out = []
-    for node, replica, line in failed_log(model, limit):
-        t = log_prefix(node, replica, w, True)
-        t.append(line)
-        out.append(t)
-    return out
-
-
 def render_summary(model: StatusModel, errors: Iterable[str] = ()) -> Group:
-    """The final summary left on screen: per-node totals, result, sink results, failure."""
-    parts: list[RenderableType] = [summary_table(model), result_line(model)]
-    parts.extend(result_lines(model))
-    if model.message:
-        style = {"failed": "bold red", "incomplete": "bold yellow"}.get(model.overall, "")
-        parts.append(Text(model.message, style=style))
-    # the supervisor's messages often quote the same failure: say each thing once
-    errs = [e for e in errors if e != model.message]
-    if errs:
-        parts.append(Text(f"errors ({len(errs)}):", style="red"))
-        parts.extend(Text(f"  {e}") for e in errs[-10:])
-    said = "\n".join([model.message or "", *errors])
-    tail = failed_output(model)
-    if tail and not all(t.plain.partition(f"{SEP} ")[2].strip() in said for t in tail):
-        parts.append(Text("last output of failed replicas:", style="red"))
-        parts.extend(tail)
-    return Group(*parts)
+    """The final summary left on screen: per-node totals, result, sink results, failure (the
+    plain view prints the same as text: table.plain_summary)."""
+    return Group(summary_table(model),
+                 *(_assembled(parts) for parts in table.summary_tail(model, errors)))

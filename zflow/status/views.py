@@ -165,18 +165,14 @@ class _Base:
     def _t(self) -> str:
         return f"{self.model.elapsed():7.2f}s"
 
-    def _plain_console(self) -> Console:
-        """A console that emits no control codes (for summaries on pipes and in CI).
-
-        Print with `soft_wrap=True`: the table still fits the width, text lines (the result, a
-        sink's result, messages) are never wrapped mid-list.
-        """
-        from rich.console import Console
-
-        tty = _isatty(self.stream)
-        return Console(file=self.stream, color_system=None, force_terminal=False,
-                       width=None if tty else 100, highlight=False, emoji=False,
-                       legacy_windows=False)
+    def _plain_width(self) -> int:
+        """The plain summary's width: the terminal's (`--plain` on one), else 100 columns."""
+        if _isatty(self.stream):
+            try:
+                return os.get_terminal_size(self.stream.fileno()).columns
+            except (AttributeError, OSError, ValueError):
+                pass
+        return 100
 
     def _prefixed(self, node: str, replica: int, line: str) -> str:
         if not self.log_prefix:
@@ -342,11 +338,14 @@ class PlainView(_Base):
         self._write(self._prefixed(node, replica, line))
 
     def _finish(self) -> None:
-        from zflow.status.render import render_summary
+        """The live view's summary as text, made without rich (its import was the last
+        ~55 ms a plain run waited for): the table fits the width, text lines (results, file
+        paths) stay whole, copy-pasteable."""
+        from zflow.status.table import plain_summary
 
-        # crop=False, soft_wrap: text lines (results, file paths) stay whole, copy-pasteable
-        self._plain_console().print(render_summary(self.model, self.errors), crop=False,
-                                    soft_wrap=True)
+        text = plain_summary(self.model, self.errors, self._plain_width())
+        # no control codes on a pipe: a node's stderr tail or result may hold some
+        self.stream.write("".join(strip_control(x) + "\n" for x in text.splitlines()))
 
 
 class JsonView(_Base):
