@@ -175,17 +175,18 @@ def test_bye_gives_the_exit_code_and_a_stop_ends_as_asked(tmp_path) -> None:
     # figure is left out, not trusted
     s.say("src.0", P.BYE, code=0, cpu=0.5, maxrss=40_000_000)
     s.say("mid.0", P.BYE, code=0, cpu=0.25, maxrss=30_000_000)
-    s.say("mid.1", P.BYE, code=0, cpu="lots", maxrss=-1)
+    s.say("mid.1", P.BYE, code=0, cpu=float("inf"), maxrss=-1)
+    s.say("sink.0", P.BYE, code=0, cpu=0.125)  # a command's wrapper says no peak
     for rid in ("src.0", "mid.0", "mid.1"):
         s.coord.link_lost(s.coord.slots[rid].identity, s.now)
-    s.coord.link_lost(s.coord.slots["sink.0"].identity, s.now)  # no bye: stopping anyway
+    s.coord.link_lost(s.coord.slots["sink.0"].identity, s.now)
     s.tick()
     assert s.coord.done and s.coord.finish() == exitcodes.OK
     assert {s.state(r) for r in s.coord.slots} == {"stopped"}
     nodes = s.coord.model.snapshot()["nodes"]
     assert (nodes["src"]["cpu_s"], nodes["src"]["max_rss"]) == (0.5, 40_000_000)
     assert [r["cpu_s"] for r in nodes["mid"]["replica"]] == [0.25, None]
-    assert nodes["sink"]["cpu_s"] is None
+    assert (nodes["sink"]["cpu_s"], nodes["sink"]["max_rss"]) == (0.125, None)
 
 
 def test_a_failing_replica_says_its_code_before_its_link_goes(tmp_path) -> None:

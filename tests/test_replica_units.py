@@ -575,6 +575,9 @@ def test_check_params() -> None:
         def __init__(self, size: int, step: int = 1) -> None:
             pass
 
+        def __call__(self, record: object) -> object:
+            return record
+
     def numbers(count: int) -> list[int]:
         return list(range(count))
 
@@ -760,9 +763,39 @@ def test_a_class_nodes_call_is_bound_once_as_a_call_would_find_it() -> None:
     class Plain:
         pass
 
+    class Held:  # a class attribute that is not a descriptor is called without self
+        __call__ = functools.partial(pow, 3)
+
     sub = Sub(2)
     sub.__call__ = lambda x: -1  # type: ignore[method-assign]
     assert _call_of(Add(1))(1) == 2 and _call_of(sub)(1) == sub(1) == 3
     assert _call_of(Partial(pow, 2))(5) == 32
+    assert _call_of(Held())(2) == Held()(2) == 9
     plain = Plain()
     assert _call_of(plain) is plain
+
+
+def test_a_stream_nodes_class_without_a_call_fails_at_start() -> None:
+    """A class whose instances are not callable (none on its MRO, or `__call__ = None` over an
+    inherited one) is refused before the replica binds, as a start failure; a source's class
+    is iterated, not called, and needs none."""
+    from zflow.runtime.replica.errors import NodeFailure
+    from zflow.runtime.replica.target import check_params
+
+    class Plain:
+        pass
+
+    class Base:
+        def __call__(self, x: int) -> int:
+            return x
+
+    class Off(Base):
+        __call__ = None  # type: ignore[assignment]
+
+    for cls in (Plain, Off):
+        for shape in ("transform", "sink", "service"):
+            with pytest.raises(NodeFailure) as e:
+                check_params(cls, shape, {})
+            assert e.value.phase == "import" and "not callable" in str(e.value)
+    check_params(Base, "sink", {})
+    check_params(Plain, "source", {})

@@ -338,10 +338,11 @@ class Sink:
 def test_each_replica_says_what_it_used_however_short_its_life(tmp_path: Path) -> None:
     """CPU seconds and peak memory come exact from each process's exit (wait4 in the fork
     server, or here for a command), not from the /proc samples a run this short never takes:
-    a replica that held 64 MiB and spun 0.2 s of CPU says at least that; so does a command."""
+    a replica that held 64 MiB and spun 0.2 s of CPU says at least that. A command says its
+    CPU time, but not wait4's peak, which Linux carries over from zflow (at least its ~20 MiB)
+    across fork and exec: only a sample's, if one was taken."""
     (tmp_path / "hog.py").write_text(HOG)
-    spin = ("import time; b = bytearray(48 << 20); [b.__setitem__(i, 1) for i in range(0, "
-            "len(b), 4096)]; t = time.process_time()\nwhile time.process_time() - t < 0.2: pass")
+    spin = "import time; t = time.process_time()\nwhile time.process_time() - t < 0.2: pass"
     (tmp_path / "hog.yaml").write_text(json.dumps({
         "version": 1, "name": unique(), "nodes": {
             "src": {"run": "hog:numbers", "params": {"mib": 64},
@@ -356,7 +357,7 @@ def test_each_replica_says_what_it_used_however_short_its_life(tmp_path: Path) -
     src, sink, side = (res["nodes"][n] for n in ("src", "sink", "side"))
     assert src["cpu_s"] >= 0.2 and src["max_rss"] >= 64 << 20
     assert src["replica"][0]["cpu_s"] == src["cpu_s"]
-    assert side["cpu_s"] >= 0.2 and side["max_rss"] >= 48 << 20
+    assert side["cpu_s"] >= 0.2 and (side["max_rss"] is None or side["max_rss"] < 16 << 20)
     assert 0 < sink["cpu_s"] < 0.2 and sink["max_rss"] < 64 << 20  # its own, not its peers'
 
 

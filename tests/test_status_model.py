@@ -227,6 +227,16 @@ def test_cpu_time_and_peak_memory_add_up_over_restarts() -> None:
     snap = m.snapshot()["nodes"]["worker"]
     assert snap["cpu_s"] == 0.875 and snap["max_rss"] == 40_000_000
     assert [x["cpu_s"] for x in snap["replica"][:3]] == [0.75, 0.125, None]
+    # an exit that brings no figures (its fork server died first) keeps the last sample's,
+    # and the next process's samples add to it: the total never goes down
+    m.replica_proc("worker", 2, 102, 10.0, 20_000_000, 0.3)
+    m.replica_exit("worker", 2, -9)
+    m.replica_restart("worker", 2)
+    m.replica_proc("worker", 2, 103, 10.0, 20_000_000, 0.1)
+    assert m.replicas["worker"][2].cpu_s == pytest.approx(0.4)
+    # a command's exit brings its CPU time but no peak: the samples' stands
+    m.replica_usage("worker", 2, 0.2, None)
+    assert m.replicas["worker"][2].max_rss == 20_000_000
 
 
 def test_snapshot_is_json() -> None:

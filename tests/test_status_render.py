@@ -106,10 +106,11 @@ def test_summary_says_what_each_node_used_when_it_fits() -> None:
     assert "cpu" not in next(x for x in at(90).splitlines() if x.startswith("node"))
 
 
-def test_the_plain_summary_is_the_rich_one_without_styles_at_any_width() -> None:
+def test_the_plain_summary_is_the_rich_one_without_styles() -> None:
     """The plain view prints table.plain_summary, made without rich: the same text rich draws
-    from render_summary (and the same node table), narrow or wide, names cut to `…`, columns
-    left out, a failure's stderr tail, a dead-letter path kept whole."""
+    from render_summary (and the same node table), from the columns' minimum widths (~29 here:
+    narrower, rich squeezes further) to wide, names cut to `…`, columns left out, a failure's
+    stderr tail, a dead-letter path kept whole."""
     import io
 
     from zflow.status.render import nodes_table

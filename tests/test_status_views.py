@@ -95,13 +95,42 @@ def test_the_plain_summary_strips_what_a_node_wrote_in_control_codes() -> None:
     v = make_view("plain", m, buf)
     v.start()
     m.replica_state("worker", 4, "failed", "exit 1")
-    m.log("worker", 4, "stderr", "\x1b[31mValueError: boom\x1b[0m\r")
+    m.log("worker", 4, "stderr", "\x1b[31mValueError: boom\x1b[0m\r and more")
     m.set_result("results", {"said": "ding\x07"})
     m.finish("failed", 1, "worker.4 failed")
     v.close()
     out = buf.getvalue()
     assert not ANSI.search(out) and "\x07" not in out and "\r" not in out
-    assert "worker.4     │ ValueError: boom" in out and "results: said=ding" in out
+    # a carriage return is dropped, not taken for a line end (the line keeps its label)
+    assert "worker.4     │ ValueError: boom and more" in out and "results: said=ding" in out
+
+
+def test_the_plain_summary_fits_the_terminal_it_is_on(monkeypatch) -> None:
+    """On a pipe the summary is 100 columns; on a terminal (`--plain` on one) $COLUMNS, else
+    the terminal's width, else 80: a pty nobody sized says 0 columns, which would leave every
+    name cut to `vent…`."""
+    import os
+
+    m = squares_model()
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+        def fileno(self) -> int:
+            return 1
+
+    def width(stream: io.StringIO) -> int:
+        return make_view("plain", m, stream)._plain_width()  # type: ignore[attr-defined]
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert width(io.StringIO()) == 100
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd: os.terminal_size((0, 0)))
+    assert width(Tty()) == 80
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd: os.terminal_size((132, 40)))
+    assert width(Tty()) == 132
+    monkeypatch.setenv("COLUMNS", "90")
+    assert width(Tty()) == 90 and width(io.StringIO()) == 100
 
 
 def test_plain_color_only_when_asked() -> None:

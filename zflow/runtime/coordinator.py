@@ -16,6 +16,7 @@ decides. When every replica has finished, all are told to `stop`; what does not 
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 from collections.abc import Callable
@@ -387,8 +388,10 @@ class Coordinator(Barrier, Exits, Reloads):
         code = msg.get("code")
         slot.bye_code = code if isinstance(code, int) else None
         cpu, peak = msg.get("cpu"), msg.get("maxrss")
-        if type(cpu) in (int, float) and type(peak) is int and cpu >= 0 and peak >= 0:
-            self.model.replica_usage(slot.node, slot.index, float(cpu), peak)
+        if type(cpu) in (int, float) and math.isfinite(cpu) and cpu >= 0:
+            ok_peak = type(peak) is int and peak >= 0
+            self.model.replica_usage(slot.node, slot.index, float(cpu),
+                                     peak if ok_peak else None)
 
     # -- control messages ------------------------------------------------------------------------
     def received(self, identity: bytes, data: bytes, now: float, user: str | None = None) -> None:

@@ -48,7 +48,7 @@ CONNECT, PROBE, START, DRAIN, INPUT_END, STOP, INTERRUPT = (
 # exactly-once, both ways
 ACK, RESEND, LOW, TOOK, POISON = "ack", "resend", "low", "took", "poison"
 # replicas started elsewhere (`zflow replica`): the coordinator admits one (`welcome {spec}`) or
-# refuses it (`refused {reason}`); `ping` checks the link is there; `bye {code, cpu, maxrss}` is
+# refuses it (`refused {reason}`); `ping` checks the link is there; `bye {code, cpu, maxrss?}` is
 # the exit code a coordinator on another host cannot see, with what the replica used (`usage()`)
 WELCOME, REFUSED, PING, BYE = "welcome", "refused", "ping", "bye"
 # a command node on another host: its `zflow replica` wrapper says what the local launcher would
@@ -64,16 +64,21 @@ ENV_SPEC = "ZFLOW_SPEC"
 START_PHASES = frozenset({"import", "bind", "connect", "spawn"})
 
 
-def usage() -> dict[str, float | int]:
-    """`bye`'s `cpu` (seconds, user + system) and `maxrss` (peak resident bytes) of this process
-    and the children it waited for: what the local launcher reads from wait4, said by a replica
-    whose exit the coordinator cannot wait for."""
+def usage(peak: bool = True) -> dict[str, float | int]:
+    """`bye`'s `cpu` (seconds, user + system, this process's and its waited-for children's) and
+    `maxrss` (this process's peak resident bytes): what the local launcher reads from wait4,
+    said by a replica whose exit the coordinator cannot wait for. `peak=False` (a command's
+    wrapper) leaves the peak out: neither the wrapper's nor its program's is the program's
+    (Linux carries a parent's peak across fork and exec)."""
     import resource
 
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"cpu": round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 6),
-            "maxrss": max(me.ru_maxrss, kids.ru_maxrss) * 1024}  # Linux counts KiB
+    out: dict[str, float | int] = {
+        "cpu": round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 6)}
+    if peak:
+        out["maxrss"] = me.ru_maxrss * 1024  # Linux counts KiB
+    return out
 
 
 def exit_code_for(phase: str) -> int:

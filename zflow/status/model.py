@@ -485,18 +485,23 @@ class StatusModel:
         if rss is not None and (r.max_rss is None or rss > r.max_rss):
             r.max_rss = rss
 
-    def replica_usage(self, node: str, replica: int, cpu_s: float, max_rss: int) -> None:
-        """What one of its processes used, exact, as it exited (it replaces the last sample)."""
+    def replica_usage(self, node: str, replica: int, cpu_s: float,
+                      max_rss: int | None) -> None:
+        """What one of its processes used, exact, as it exited (it replaces the last sample;
+        no `max_rss` for a command: the samples' stands)."""
         r = self._replica(node, replica)
         r.cpu_done += cpu_s
         r.cpu_live, r.cpu_known = 0.0, True
-        if r.max_rss is None or max_rss > r.max_rss:
+        if max_rss is not None and (r.max_rss is None or max_rss > r.max_rss):
             r.max_rss = max_rss
 
     def replica_exit(self, node: str, replica: int, code: int | None) -> None:
         r = self._replica(node, replica)
         r.exit_code, r.exited = code, True
         r.cpu = None
+        # an exit without its figures (the fork server died first, a remote replica given up
+        # on) keeps the last sample's: what it used never goes down
+        r.cpu_done, r.cpu_live = r.cpu_done + r.cpu_live, 0.0
 
     def replica_restart(self, node: str, replica: int, *, delay: float | None = None,
                         code: int | None = None, attempt: int | None = None) -> None:

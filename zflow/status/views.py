@@ -166,13 +166,18 @@ class _Base:
         return f"{self.model.elapsed():7.2f}s"
 
     def _plain_width(self) -> int:
-        """The plain summary's width: the terminal's (`--plain` on one), else 100 columns."""
-        if _isatty(self.stream):
-            try:
-                return os.get_terminal_size(self.stream.fileno()).columns
-            except (AttributeError, OSError, ValueError):
-                pass
-        return 100
+        """The plain summary's width: 100 columns on a pipe; on a terminal (`--plain` on one)
+        $COLUMNS, else its width, else 80 (a pty nobody sized says 0), as rich had it."""
+        if not _isatty(self.stream):
+            return 100
+        try:
+            return max(0, int(os.environ["COLUMNS"])) or 80
+        except (KeyError, ValueError):
+            pass
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns or 80
+        except (AttributeError, OSError, ValueError):
+            return 80
 
     def _prefixed(self, node: str, replica: int, line: str) -> str:
         if not self.log_prefix:
@@ -345,7 +350,7 @@ class PlainView(_Base):
 
         text = plain_summary(self.model, self.errors, self._plain_width())
         # no control codes on a pipe: a node's stderr tail or result may hold some
-        self.stream.write("".join(strip_control(x) + "\n" for x in text.splitlines()))
+        self.stream.write("".join(strip_control(x) + "\n" for x in text[:-1].split("\n")))
 
 
 class JsonView(_Base):

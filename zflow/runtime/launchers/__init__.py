@@ -33,7 +33,9 @@ class Usage(NamedTuple):
     status shows it for every replica, however short-lived, where /proc samples miss them."""
 
     cpu: float  # seconds, user + system, its own and its waited-for children's
-    maxrss: int  # peak resident bytes
+    #: peak resident bytes; None for a command: Linux carries the peak of the process that
+    #: forked it across fork and exec, so wait4's figure is at least zflow's own
+    maxrss: int | None
 
 
 class Launcher(Protocol):

@@ -611,7 +611,9 @@ def _exited(handle: Any) -> tuple[int | None, Usage | None]:
     if pid == 0:
         return None, None
     handle.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
-    return handle.returncode, Usage(ru.ru_utime + ru.ru_stime, ru.ru_maxrss * 1024)
+    # its CPU time is its own; its ru_maxrss is at least ours (kept across fork and exec): its
+    # peak is what the samples saw
+    return handle.returncode, Usage(ru.ru_utime + ru.ru_stime, None)
 
 
 def _proc_usage(pid: int | None) -> tuple[float | None, int | None]:

@@ -162,7 +162,7 @@ def run(spec: ReplicaSpec, ctrl: zmq.Socket, any_port: bool = False,
     code = proc.wait()
     code = code if code >= 0 else 128 - code
     kill(signal.SIGKILL)  # whatever it left behind in its group
-    send(P.BYE, code=code, **P.usage())  # the program's, waited for, with this wrapper's
+    send(P.BYE, code=code, **P.usage(peak=False))  # CPU: the program's with this wrapper's
     if closing is not None:
         closing()
     ctrl.close(linger=2000)

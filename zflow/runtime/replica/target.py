@@ -82,9 +82,25 @@ def takes_only_context(target: Any) -> bool:
         inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
+def instance_call(cls: type) -> Any:
+    """The `__call__` that calling an instance of `cls` runs: on its MRO, as Python finds it
+    (not on the instance, not the metaclass's); None when its instances are not callable."""
+    for klass in cls.__mro__:
+        if "__call__" in vars(klass):
+            return vars(klass)["__call__"]
+    return None
+
+
 def check_params(target: Any, shape: str, params: dict[str, Any]) -> None:
     """Sources, classes and custom nodes receive `params` as keyword arguments (a custom node
-    that takes only its context reads them from `ctx.params`): check they fit before start."""
+    that takes only its context reads them from `ctx.params`): check they fit before start.
+    A class used as a stream or service node is called per record: it needs a `__call__`."""
+    if inspect.isclass(target) and shape not in ("source", "custom") \
+            and instance_call(target) is None:
+        raise NodeFailure(
+            "import", f"{target.__qualname__} objects are not callable: a {shape} node's class "
+                      "is called with each record",
+            hint="give the class a __call__(self, record) method")
     if shape == "custom":
         if takes_only_context(target) or accepts(target, None, **params):
             return
