@@ -42,6 +42,10 @@ def test_run_gives_sink_results_edge_and_node_totals_and_output() -> None:
     assert (worker.records_in, worker.records_out, len(worker.replicas)) == (100, 100, 2)
     assert sum(x.records_in for x in worker.replicas) == 100
     assert worker.exit_codes == [0, 0] and r.nodes["results"].shape == "sink"
+    # what each replica's processes used, from their exits: a node is the sum of its replicas,
+    # its peak the largest; a Python replica holds at least a few MiB
+    assert worker.cpu_s == pytest.approx(sum(x.cpu_s for x in worker.replicas), abs=0.002)
+    assert worker.max_rss == max(x.max_rss for x in worker.replicas) > 4 << 20
     # the sink's own print, per replica, without zflow's notes about it
     assert r.output["results.0"] == [
         line for line in r.lines("results") if "sum of squares 328350" in line]
