@@ -18,7 +18,7 @@ import zmq
 
 from zflow.runtime import codec
 from zflow.runtime import protocol as P
-from zflow.runtime.replica import exactly_once, runners, target
+from zflow.runtime.replica import control, exactly_once, runners, target
 from zflow.runtime.replica.control import Control
 from zflow.runtime.replica.errors import NodeFailure, Stop
 from zflow.runtime.replica.exactly_once import Seen, Unacked
@@ -372,6 +372,58 @@ def test_a_sink_applies_each_id_once_and_acknowledges_every_frame() -> None:
         runners._ingest(node, box, f, None, apply_ids)
     node.control.report_ranges()
     assert node.control.ctrl.sent[4:] == [{"t": P.ACK, "rs": [[10, 2]]}]
+
+
+def test_small_reports_are_gathered_and_a_frames_worth_goes_at_once(monkeypatch) -> None:
+    """A slow source's one-record frames each made an `ack` (and a `took` at each worker), all
+    relayed by the supervisor. Once a replica has reported for GATHER_AFTER, fewer than
+    GATHER_RECORDS records wait within GATHER of the last report (ranges_due says until when);
+    a frame's worth, a quiet spell, or the end of the stream (force) sends them. Before, every
+    report goes at once: a short run never waits for its last `ack`."""
+    clock = [100.0]  # the replica's clock, moved by hand: no test depends on real time
+    monkeypatch.setattr(control, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    node, got, apply_ids, box = sink_node(stride=1)
+    ctl = node.control
+    sent = ctl.ctrl.sent
+
+    def ingest(first: int, n: int) -> None:
+        for f in frames_of([list(range(first, first + n))], stride=1, batch=1000):
+            runners._ingest(node, box, f, None, apply_ids)
+
+    ingest(0, 1)
+    ctl.report_ranges()
+    clock[0] += 0.001
+    ingest(1, 1)
+    ctl.report_ranges()  # the replica's first reports: each at once
+    assert sent == [{"t": P.ACK, "rs": [[0, 1]]}, {"t": P.ACK, "rs": [[1, 1]]}]
+    assert ctl.ranges_due() is None
+    clock[0] += control.GATHER_AFTER  # it has reported for a while, not in the last GATHER
+    del sent[:]
+    ingest(1000, 1)
+    ctl.report_ranges()  # the first after a quiet spell: at once
+    assert sent == [{"t": P.ACK, "rs": [[1000, 1]]}] and ctl.ranges_due() is None
+    clock[0] += 0.001
+    ingest(1001, 1)
+    ingest(1002, 1)
+    ctl.report_ranges()  # 2 records, 1 ms after the last report: held
+    assert len(sent) == 1
+    due = ctl.ranges_due()
+    assert due is not None and due == pytest.approx(ctl.ranges_sent + control.GATHER)
+    ingest(1003, control.GATHER_RECORDS)  # a frame's worth: all of it at once
+    clock[0] += 0.001
+    ctl.report_ranges()
+    assert sent[1:] == [{"t": P.ACK, "rs": [[1001, 1], [1002, 1],
+                                             [1003, control.GATHER_RECORDS]]}]
+    ingest(2000, 1)
+    clock[0] += 0.001
+    ctl.report_ranges()
+    assert len(sent) == 2
+    clock[0] = ctl.ranges_due()  # due now
+    ctl.report_ranges()
+    assert sent[2:] == [{"t": P.ACK, "rs": [[2000, 1]]}]
+    ingest(2001, 1)
+    ctl.report_ranges(force=True)  # the end of the stream: now
+    assert sent[3:] == [{"t": P.ACK, "rs": [[2001, 1]]}] and ctl.ranges_due() is None
 
 
 def test_a_sink_gets_records_of_column_wise_id_frames_and_refuses_a_wrong_count() -> None:

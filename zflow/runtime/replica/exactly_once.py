@@ -380,7 +380,7 @@ def ids_applier(node: Node, fn: Any, apply: Any, generator: bool, tolerant: bool
         if sink:
             if isinstance(ids, range) and seen.add_range(ids.start, len(ids)):
                 new = recs
-                ack_rs.append([ids.start, len(ids)])  # sent once per receive loop turn
+                ack_rs.append([ids.start, len(ids)])  # sent by Control.report_ranges
             else:
                 new = [r for i, r in zip(ids, recs, strict=True) if seen.add(i)]
                 send(P.ACK, ids=list(ids))

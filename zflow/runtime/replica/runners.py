@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import functools
 import inspect
+import math
 import operator
 import time
 import traceback
@@ -259,10 +260,13 @@ def run_stream(node: Node, fn: Any, end: Any, generator: bool) -> Any:
             elif now >= settle_until:
                 finish_stream(node, end)
                 return None
+        due = ctl.ranges_due()  # exactly-once reports held back (Control.report_ranges)
         if settle_until or ctl.probing:  # settling, or a restarted subscriber awaits a probe
             if ctl.probing:
                 ctl.probe_tick()
             events = poller.poll(10)
+        elif due is not None:  # whole milliseconds, rounded up: pyzmq truncates (no spinning)
+            events = poller.poll(max(0, math.ceil((due - time.monotonic()) * 1000)))
         else:
             events = poller.poll(ctl.stats_every * 1000 if ctl.telemetry else 1000)
             if not events:  # nothing to read: tell a draining supervisor we are idle
@@ -294,13 +298,14 @@ def run_stream(node: Node, fn: Any, end: Any, generator: bool) -> Any:
             o.flush()
         ctl.report_ranges()
         ctl.tick()
+    ctl.report_ranges(force=True)  # stopped: what it took and acknowledged, said
     return None
 
 
 def finish_stream(node: Node, end: Any) -> None:
     """End of stream: end hook, flush, end markers, send_on_end, then report totals."""
     ctl = node.control
-    ctl.report_ranges()
+    ctl.report_ranges(force=True)
     result = None
     if end is not None:
         per = {b.name: b.msgs for b in node.inboxes.values()}
