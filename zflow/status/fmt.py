@@ -52,6 +52,11 @@ STATE_STYLE = {
 Segments = list[tuple[str, str]]
 
 
+def state_segment(state: str) -> tuple[str, str]:
+    """A state's name with its style."""
+    return state, STATE_STYLE.get(state, "")
+
+
 def node_color(node: str) -> tuple[str, str]:
     """A node's color, the same in every run and process (crc32, not the salted ``hash()``)."""
     return PALETTE[zlib.crc32(node.encode("utf-8")) % len(PALETTE)]
@@ -123,8 +128,7 @@ def prefix_width(model: StatusModel) -> int:
 
 def result_line_segments(model: StatusModel) -> Segments:
     """`squares completed in 3.21s (exit 0) · 10,000/10,000 records`."""
-    parts: Segments = [(model.topology, "bold"), (" ", ""),
-                       (model.overall, STATE_STYLE.get(model.overall, "")),
+    parts: Segments = [(model.topology, "bold"), (" ", ""), state_segment(model.overall),
                        (f" in {fmt_duration(model.duration)}", "")]
     if model.exit_code is not None:
         parts.append((f" (exit {model.exit_code})", ""))
@@ -164,6 +168,13 @@ def failed_log(model: StatusModel, limit: int = 10) -> list[tuple[str, int, str]
         return []
     lines = [x for x in model.logs if (x.node, x.replica) in failed and x.stream != "stdout"]
     return [(x.node, x.replica, x.line) for x in lines[-limit:]]
+
+
+def unsaid_failed_log(model: StatusModel, said: str) -> list[tuple[str, int, str]]:
+    """`failed_log`, unless every one of its lines is already in `said` (the run's message and
+    errors often quote the failure): the summary says each thing once."""
+    tail = failed_log(model)
+    return [] if all(line.strip() in said for _, _, line in tail) else tail
 
 
 def log_label(node: str, replica: int, width: int) -> str:

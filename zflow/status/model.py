@@ -560,7 +560,7 @@ class StatusModel:
         now = self.clock()
         cpus = [r.cpu for r in reps if r.cpu is not None]
         rsss = [r.rss for r in reps if r.rss is not None and not r.exited]
-        used = [r.cpu_done + r.cpu_live for r in reps if r.cpu_known]
+        used = [c for c in (r.cpu_s for r in reps) if c is not None]
         peaks = [r.max_rss for r in reps if r.max_rss is not None]
         d = self._throughput_dir(node)
         socks = self._data_in[node] if d == "in" else self._data_out[node] or None

@@ -22,7 +22,6 @@ from zflow.status.fmt import (  # noqa: F401 - re-exported: render's callers imp
     SEP,
     STATE_STYLE,
     Segments,
-    failed_log,
     fmt_bytes,
     fmt_count,
     fmt_cpu,
@@ -34,13 +33,14 @@ from zflow.status.fmt import (  # noqa: F401 - re-exported: render's callers imp
     prefix_width,
     result_line_segments,
     result_lines_segments,
+    state_segment,
 )
 from zflow.status.model import LIVE_STATES, NodeTotals, Replica, StatusModel
 from zflow.status.table import Cell, Fitted, styled
 
 
 def _state(state: str) -> Text:
-    return Text(state, style=STATE_STYLE.get(state, ""))
+    return Text(*state_segment(state))
 
 
 def header(model: StatusModel) -> Text:
@@ -55,7 +55,7 @@ def header(model: StatusModel) -> Text:
 def _node_row(t: NodeTotals) -> list[Cell]:
     return [
         styled(t.name, node_color(t.name)[0]),
-        styled(t.state, STATE_STYLE.get(t.state, "")),
+        [state_segment(t.state)],
         f"{t.ready}/{t.replicas}",
         fmt_count(t.msgs_in),
         fmt_count(t.msgs_out),
@@ -69,7 +69,7 @@ def _node_row(t: NodeTotals) -> list[Cell]:
 
 
 def _replica_row(model: StatusModel, r: Replica) -> list[Cell]:
-    state = styled(r.state, STATE_STYLE.get(r.state, ""))
+    state = [state_segment(r.state)]
     if r.detail:
         state.append((f" {r.detail}", "dim"))
     return [

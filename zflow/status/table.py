@@ -13,9 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from zflow.status.fmt import (
-    STATE_STYLE,
     Segments,
-    failed_log,
     fmt_bytes,
     fmt_count,
     fmt_duration,
@@ -26,6 +24,8 @@ from zflow.status.fmt import (
     prefix_width,
     result_line_segments,
     result_lines_segments,
+    state_segment,
+    unsaid_failed_log,
 )
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def summary(model: StatusModel) -> Fitted:
     rows: list[list[Cell]] = [[
         styled(t.name, node_color(t.name)[0]),
         str(t.replicas),
-        styled(t.state, STATE_STYLE.get(t.state, "")),
+        [state_segment(t.state)],
         fmt_count(t.msgs_in),
         fmt_count(t.msgs_out),
         fmt_rate(t.mean_rate),
@@ -160,9 +160,8 @@ def summary_tail(model: StatusModel, errors: Iterable[str] = ()) -> list[Segment
     if errs:
         out.append(styled(f"errors ({len(errs)}):", "red"))
         out.extend(styled(f"  {e}") for e in errs[-10:])
-    said = "\n".join([model.message or "", *errors])
-    tail = failed_log(model)
-    if tail and not all(line.strip() in said for _, _, line in tail):
+    tail = unsaid_failed_log(model, "\n".join([model.message or "", *errors]))
+    if tail:
         out.append(styled("last output of failed replicas:", "red"))
         w = prefix_width(model)
         out.extend([(log_label(node, replica, w), node_color(node)[0]), (line, "")]

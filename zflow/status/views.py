@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from zflow.status.fmt import (
     SEP,
-    failed_log,
     fmt_count,
     fmt_duration,
     fmt_rate,
@@ -27,6 +26,7 @@ from zflow.status.fmt import (
     prefix_width,
     result_line_segments,
     result_lines_segments,
+    unsaid_failed_log,
 )
 from zflow.status.model import StatusModel, jsonable
 
@@ -416,11 +416,9 @@ class QuietView(_Base):
         if m.message and m.message not in said:
             self._write(m.message)
             said += "\n" + m.message
-        tail = failed_log(m)
-        if not all(line.strip() in said for _, _, line in tail):
-            w = prefix_width(m)
-            for node, replica, line in tail:
-                self._write(strip_control(log_label(node, replica, w) + line))
+        w = prefix_width(m)
+        for node, replica, line in unsaid_failed_log(m, said):
+            self._write(strip_control(log_label(node, replica, w) + line))
 
 
 def choose_mode(*, quiet: bool = False, json_: bool = False, plain: bool = False,
