@@ -19,10 +19,20 @@ Protocol on the SOCK_SEQPACKET Unix socket (one message each way per batch):
 A batch is forked in one go: one message each way instead of one per replica, and nothing
 parsed between two forks (each of which makes every page written next a copy). The zygote
 reaps its children and reports each exit; it dies with the supervisor (PDEATHSIG).
+
+The zygote's objects are frozen before each fork (`gc.freeze`, CPython's own recipe for a
+server that forks without exec): a replica's collector then never walks them, and so never
+writes to the pages it shares with the zygote. Before this, a worker's first full collection
+walked ~15,800 inherited objects and copied the pages they lie on: squares at 10k records and
+10 workers spent 96 ms of the workers' CPU, 70 ms with the freeze, and the run ended 20 ms
+sooner (9 paired runs, 9 of 9 faster; at 1M records 38 ms sooner). The zygote itself never
+collects (gc.disable(): a collection there would free holes into those shared pages); it
+allocates nothing but its requests and answers, which hold no cycles.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -62,6 +72,7 @@ def _child(request: dict[str, Any], base: dict[str, str], fds: list[int], mine: 
     mates'), never return. `inherited` is the fork server's environment, which every child
     starts with."""
     code = 1
+    gc.enable()  # the replica collects its own garbage; the zygote's objects stay frozen
     try:
         out_fd, err_fd = fds[2 * mine], fds[2 * mine + 1]
         env = {**base, **request["env"]}
@@ -106,6 +117,7 @@ def _child(request: dict[str, Any], base: dict[str, str], fds: list[int], mine: 
 def main(fd: int | None = None) -> int:
     """Serve on the socket `fd` (argv[1] when exec'd) until the supervisor closes it."""
     replica.die_with_parent()
+    gc.disable()  # see the module's docstring: the zygote's pages stay as its children share them
     sock = socket.socket(fileno=int(sys.argv[1]) if fd is None else fd)
     me = os.getpid()
     r, w = os.pipe()
@@ -147,6 +159,7 @@ def main(fd: int | None = None) -> int:
             batch = json.loads(data)
             base = batch.get("base") or {}
             answers: list[Any] = []
+            gc.freeze()  # what this batch inherits is never walked by its collectors
             for i, request in enumerate(batch["spawn"]):
                 try:
                     pid = os.fork()
