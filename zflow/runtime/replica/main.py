@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import gc
 import os
 import signal
 import sys
@@ -87,6 +88,11 @@ def run(spec: ReplicaSpec, make_node: Callable[[], Node], remote: bool = False,
         ctl.stop_watching_connections()  # after the wait: its poller held the monitors
         ctl.send(P.READY)
         ctl.wait(lambda: ctl.started)
+        # what start-up made (the node's imports, its sockets) lives for the whole run: frozen,
+        # the collector never walks it again during the stream. A node importing dask, rich and
+        # jsonschema (~34,000 objects): workers' CPU 2.00 -> 1.86 s for 1M squares. At most
+        # that start-up heap, once, is never freed if it later becomes garbage cycles.
+        gc.freeze()
         value = runners.run(node, target)
         if not ctl.finished_sent:
             # custom nodes return; a stop_on message or zflow's stop ends a stream early
