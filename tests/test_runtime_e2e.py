@@ -647,6 +647,77 @@ def test_replicas_never_walk_the_fork_servers_objects_but_collect_their_own(
     assert leftovers(name) == []
 
 
+PRELOADED = (
+    "import os, sys\n"
+    "with open(os.environ['IMPORTS'], 'a') as f:\n"
+    "    f.write(f\"{os.getpid()} {os.getcwd()} {sys.path[0]}\\n\")\n"
+    "print('heavy module loaded', flush=True)\n"
+    "{extra}"
+    "def double(x):\n    return {'x': 2 * x, 'pid': os.getpid()}\n")
+ENDS = (
+    "import os\n"
+    "def numbers():\n    return range(30)\n"
+    "class Sink:\n"
+    "    def __init__(self):\n        self.got, self.pids = [], set()\n"
+    "    def __call__(self, r):\n        self.got.append(r['x']); self.pids.add(r['pid'])\n"
+    "    def end(self, totals):\n"
+    "        return {'sum': sum(self.got), 'pids': sorted(self.pids),\n"
+    "                'leaked_env': os.environ.get('IMPORTS')}\n")
+
+
+def _preload_topology(tmp_path: Path, extra: str = "") -> Path:
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "heavy.py").write_text(PRELOADED.replace("{extra}", extra))
+    (tmp_path / "ends.py").write_text(ENDS)
+    (tmp_path / "t.yaml").write_text(
+        "version: 1\nname: preload\nnodes:\n"
+        "  src:\n    run: ends:numbers\n    sockets:\n      out: {type: PUSH, bind: auto}\n"
+        "  mid:\n    run: heavy:double\n    replicas: 3\n    preload: true\n"
+        "    cwd: lib\n"
+        f"    env: {{IMPORTS: {tmp_path / 'imports'}, PYTHONPATH: {tmp_path / 'lib'}}}\n"
+        "    sockets:\n      inp: {type: PULL, connect: src.out}\n"
+        "      out: {type: PUSH, connect: sink.inp}\n"
+        "  sink:\n    run: ends:Sink\n    sockets:\n      inp: {type: PULL, bind: auto}\n")
+    return tmp_path / "t.yaml"
+
+
+def test_a_preloaded_module_is_imported_once_in_the_fork_server(tmp_path: Path) -> None:
+    """`preload: true`: the fork server imports the node's module once, as a replica would (the
+    node's environment, working directory and PYTHONPATH), and forks the replicas from it; what
+    the import printed is in the node's log; nothing of the node's leaks to the others."""
+    name = unique()
+    p = zflow("up", str(_preload_topology(tmp_path)), "--json", "--set", f"name={name}")
+    res = assert_completed(p, done=30)["results"]["sink"]
+    assert res["sum"] == 2 * sum(range(30)) and res["leaked_env"] is None, res
+    imports = (tmp_path / "imports").read_text().splitlines()
+    assert len(imports) == 1, imports  # once, not once per replica
+    pid, cwd, path0 = imports[0].split()
+    assert int(pid) not in res["pids"] and len(res["pids"]) == 3, (imports, res)
+    # as a replica: the topology's directory first, then the node's PYTHONPATH (heavy.py is
+    # only found there), in the node's working directory
+    assert cwd == str(tmp_path / "lib") and path0 == str(tmp_path), imports
+    assert (p.stdout + p.stderr).count("heavy module loaded") == 1, p.stdout[-2000:]
+    assert leftovers(name) == []
+
+
+def test_a_preload_that_fails_leaves_each_replica_to_import_the_module(tmp_path: Path) -> None:
+    """A module that cannot be imported in the fork server (here: it asks for its node's
+    context, which only a replica has) is imported by each replica, which says why the fork
+    server could not: one line, not a traceback, and the run completes."""
+    name = unique()
+    topo = _preload_topology(tmp_path, extra="import zflow\nME = zflow.context().replica\n")
+    p = zflow("up", str(topo), "--json", "--set", f"name={name}")
+    res = assert_completed(p, done=30)["results"]["sink"]
+    assert res["sum"] == 2 * sum(range(30)), res
+    imports = (tmp_path / "imports").read_text().splitlines()
+    assert len(imports) == 4, imports  # the fork server's attempt, then each replica's
+    assert sorted(int(x.split()[0]) for x in imports[1:]) == res["pids"], (imports, res)
+    out = p.stdout + p.stderr
+    assert out.count("preloading 'heavy' in the fork server failed (RuntimeError") == 1, out
+    assert "Traceback" not in out, out[-3000:]
+    assert leftovers(name) == []
+
+
 @pytest.mark.long
 @pytest.mark.timeout(180)
 def test_five_hundred_workers_start_wire_and_end() -> None:
