@@ -405,27 +405,34 @@ def test_a_cpu_share_is_not_told_from_too_short_a_look(monkeypatch) -> None:
     assert proc.cpu_prev == (0.75, 101.0)
 
 
-def test_a_preloaded_module_changed_since_is_imported_anew(
+def test_a_preloaded_module_changed_since_or_found_elsewhere_is_imported_anew(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`--watch` restarts replicas on new code: a replica forked after a preloaded module's file
-    changed must not run the fork server's copy of it."""
+    """A replica must run its own node's code: not the fork server's copy of a module whose file
+    changed since (`--watch`), nor another node's module of the same name."""
     import importlib
     import sys
 
-    from zflow.runtime.launchers.zygote import _forget_changed, _stamp
+    from zflow.runtime.launchers.zygote import _forget_stale, _stamp
 
-    (tmp_path / "zf_kept.py").write_text("V = 1\n")
-    (tmp_path / "zf_changed.py").write_text("V = 1\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for mod in ("zf_kept", "zf_changed", "zf_elsewhere"):
+        (tmp_path / "a" / f"{mod}.py").write_text("V = 1\n")
+    (tmp_path / "b" / "zf_elsewhere.py").write_text("V = 333\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "a"))
+    names = ("zf_kept", "zf_changed", "zf_elsewhere")
     try:
-        stamps = {m: _stamp(importlib.import_module(m)) for m in ("zf_kept", "zf_changed")}
-        (tmp_path / "zf_changed.py").write_text("V = 22\n")
-        _forget_changed({**stamps, "zf_never_preloaded": None})
-        assert "zf_kept" in sys.modules and "zf_changed" not in sys.modules
+        stamps = {m: _stamp(importlib.import_module(m)) for m in names}
+        (tmp_path / "a" / "zf_changed.py").write_text("V = 22\n")
+        monkeypatch.syspath_prepend(str(tmp_path / "b"))  # this replica's own PYTHONPATH
+        _forget_stale({**stamps, "zf_never_preloaded": None})
+        assert "zf_kept" in sys.modules
+        assert "zf_changed" not in sys.modules and "zf_elsewhere" not in sys.modules
         assert importlib.import_module("zf_changed").V == 22
+        assert importlib.import_module("zf_elsewhere").V == 333
     finally:
-        sys.modules.pop("zf_kept", None)
-        sys.modules.pop("zf_changed", None)
+        for m in names:
+            sys.modules.pop(m, None)
 
 
 PRELOAD_PROBE = r"""

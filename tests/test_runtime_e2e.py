@@ -718,6 +718,31 @@ def test_a_preload_that_fails_leaves_each_replica_to_import_the_module(tmp_path:
     assert leftovers(name) == []
 
 
+def test_a_preloaded_module_never_stands_in_for_another_nodes_module_of_its_name(
+        tmp_path: Path) -> None:
+    """Two nodes whose modules share a name on their own PYTHONPATHs: the one preloaded in the
+    fork server must not be what the other node's replicas run."""
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "a" / "tasks.py").write_text("def numbers():\n    return range(5)\n")
+    (tmp_path / "b" / "tasks.py").write_text(
+        "class Sink:\n    def __init__(self):\n        self.n = 0\n"
+        "    def __call__(self, x):\n        self.n += 1\n"
+        "    def end(self, totals):\n        return {'n': self.n, 'file': __file__}\n")
+    (tmp_path / "t.yaml").write_text(
+        "version: 1\nname: same\nnodes:\n"
+        f"  src:\n    run: tasks:numbers\n    preload: true\n"
+        f"    env: {{PYTHONPATH: {tmp_path / 'a'}}}\n"
+        "    sockets:\n      out: {type: PUSH, bind: auto}\n"
+        f"  sink:\n    run: tasks:Sink\n    env: {{PYTHONPATH: {tmp_path / 'b'}}}\n"
+        "    sockets:\n      inp: {type: PULL, connect: src.out}\n")
+    name = unique()
+    p = zflow("up", str(tmp_path / "t.yaml"), "--json", "--set", f"name={name}")
+    res = assert_completed(p, done=5)["results"]["sink"]
+    assert res == {"n": 5, "file": str(tmp_path / "b" / "tasks.py")}, res
+    assert leftovers(name) == []
+
+
 @pytest.mark.long
 @pytest.mark.timeout(180)
 def test_five_hundred_workers_start_wire_and_end() -> None:

@@ -33,8 +33,9 @@ allocates nothing but its requests and answers, which hold no cycles.
 imports the module once, as its replica would (that entry's environment, working directory and
 PYTHONPATH; what it prints goes to that entry's own stdout and stderr), so every replica forked
 afterwards finds it imported. A module that fails to import is left for each replica to import
-itself, and to report as usual. A module whose file changed since (`--watch`) is dropped in the
-replicas forked after the change, which import it anew.
+itself, and to report as usual. A replica that would find that module elsewhere (a module of the
+same name on its own PYTHONPATH), or that is forked after the module's file changed (`--watch`),
+drops it and imports its own.
 """
 
 from __future__ import annotations
@@ -151,12 +152,22 @@ def preload(module: str, env: dict[str, str], cwd: str, out_fd: int, err_fd: int
         become(os.environ, env, inherited)
 
 
-def _forget_changed(preloaded: dict[str, Stamp]) -> None:
-    """In a child: a preloaded module whose file changed since is imported anew (`--watch`)."""
+def _forget_stale(preloaded: dict[str, Stamp]) -> None:
+    """In a child, on its own sys.path: a preloaded module that this replica would find
+    elsewhere (another node's module of the same name, on its own PYTHONPATH), or whose file
+    changed since (`--watch`), is dropped with its package, and imported anew."""
+    from importlib.machinery import PathFinder
+
     for name, stamp in preloaded.items():
-        module = sys.modules.get(name)
-        if stamp is not None and module is not None and _stamp(module) != stamp:
-            del sys.modules[name]
+        if stamp is None:
+            continue
+        top = name.partition(".")[0]
+        found = PathFinder.find_spec(top, sys.path)
+        if (found is not None and found.origin == getattr(sys.modules.get(top), "__file__", None)
+                and _stamp(sys.modules.get(name)) == stamp):
+            continue
+        for key in [k for k in sys.modules if k == top or k.startswith(top + ".")]:
+            del sys.modules[key]
 
 
 def _child(request: dict[str, Any], base: dict[str, str], fds: list[int], mine: int,
@@ -195,7 +206,7 @@ def _child(request: dict[str, Any], base: dict[str, str], fds: list[int], mine: 
             sys.path.insert(0, path)
         os.chdir(request["cwd"])
         if preloaded:
-            _forget_changed(preloaded)
+            _forget_stale(preloaded)
         code = replica.main()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
