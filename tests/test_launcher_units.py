@@ -38,10 +38,8 @@ class FakeZygote:
         self.envs: list[dict[str, str]] = []  # each replica's whole environment
 
     def request(self, batch: list[tuple[dict[str, str], str, str]],
-                base: dict[str, str] | None = None,
-                preload: list[str | None] | None = None) -> list[tuple[int, int]]:
+                base: dict[str, str] | None = None) -> list[tuple[int, int]]:
         assert len(self.waiting) < self.unanswered, "the fork server's socket is full: a deadlock"
-        assert preload is None or len(preload) == len(batch)
         import json
 
         message = json.dumps({"base": base or {}, "spawn": [
@@ -403,77 +401,3 @@ def test_a_cpu_share_is_not_told_from_too_short_a_look(monkeypatch) -> None:
     (_, _, cpu, rss, used), = launcher.sample(101.0)
     assert cpu == pytest.approx(75.0) and rss == 21_000_000 and used == 0.75
     assert proc.cpu_prev == (0.75, 101.0)
-
-
-def test_a_preloaded_module_changed_since_or_found_elsewhere_is_imported_anew(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A replica must run its own node's code: not the fork server's copy of a module whose file
-    changed since (`--watch`), nor another node's module of the same name."""
-    import importlib
-    import sys
-
-    from zflow.runtime.launchers.zygote import _forget_stale, _stamp
-
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    for mod in ("zf_kept", "zf_changed", "zf_elsewhere"):
-        (tmp_path / "a" / f"{mod}.py").write_text("V = 1\n")
-    (tmp_path / "b" / "zf_elsewhere.py").write_text("V = 333\n")
-    monkeypatch.syspath_prepend(str(tmp_path / "a"))
-    names = ("zf_kept", "zf_changed", "zf_elsewhere")
-    try:
-        stamps = {m: _stamp(importlib.import_module(m)) for m in names}
-        (tmp_path / "a" / "zf_changed.py").write_text("V = 22\n")
-        monkeypatch.syspath_prepend(str(tmp_path / "b"))  # this replica's own PYTHONPATH
-        _forget_stale({**stamps, "zf_never_preloaded": None})
-        assert "zf_kept" in sys.modules
-        assert "zf_changed" not in sys.modules and "zf_elsewhere" not in sys.modules
-        assert importlib.import_module("zf_changed").V == 22
-        assert importlib.import_module("zf_elsewhere").V == 333
-    finally:
-        for m in names:
-            sys.modules.pop(m, None)
-
-
-PRELOAD_PROBE = r"""
-import json, os, sys
-from zflow.runtime.launchers import zygote
-lib = sys.argv[1]
-out_r, out_w = os.pipe()
-err_r, err_w = os.pipe()
-inherited = dict(os.environ)
-before = (dict(os.environ), os.getcwd(), list(sys.path))
-env = {**inherited, "PYTHONPATH": lib, "NODE_ONLY": "1"}
-got = {m: zygote.preload(m, env, lib, out_w, err_w, inherited, timeout=0.3) is not None
-       for m in ("zf_hangs", "zf_threads", "zf_fine")}
-os.close(out_w)
-os.close(err_w)
-got["restored"] = (dict(os.environ), os.getcwd(), list(sys.path)) == before
-got["err"] = os.read(err_r, 65536).decode()
-got["modules"] = sorted(m for m in ("zf_hangs", "zf_threads", "zf_fine") if m in sys.modules)
-print(json.dumps(got))
-"""
-
-
-def test_preload_gives_up_on_a_hanging_import_and_says_when_one_starts_threads(
-        tmp_path: Path) -> None:
-    """The fork server must answer: an import that hangs is abandoned after its timeout (each
-    replica then imports the module itself, under the start timeout); one that starts threads
-    is kept, with a line in the node's log; the fork server's own state is put back each time."""
-    import json
-    import subprocess
-    import sys
-
-    (tmp_path / "zf_hangs.py").write_text("import time\ntime.sleep(60)\n")
-    (tmp_path / "zf_threads.py").write_text(
-        "import threading\nthreading.Thread(target=threading.Event().wait, daemon=True).start()\n")
-    (tmp_path / "zf_fine.py").write_text("import os\nassert os.environ['NODE_ONLY'] == '1'\n")
-    p = subprocess.run([sys.executable, "-c", PRELOAD_PROBE, str(tmp_path)], capture_output=True,
-                       text=True, timeout=30, cwd=Path(__file__).resolve().parent.parent)
-    assert p.returncode == 0, p.stderr
-    got = json.loads(p.stdout)
-    assert (got["zf_hangs"], got["zf_threads"], got["zf_fine"]) == (False, True, True), got
-    assert got["restored"] and got["modules"] == ["zf_fine", "zf_threads"], got
-    assert "preloading 'zf_hangs' in the fork server took over 0.3 s" in got["err"], got["err"]
-    assert "importing 'zf_threads' started 1 thread(s)" in got["err"], got["err"]
-    assert "zf_fine" not in got["err"], got["err"]

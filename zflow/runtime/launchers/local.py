@@ -112,7 +112,7 @@ class LocalLauncher:
             if not os.path.isdir(spec.cwd):
                 raise SpawnError(f"working directory {spec.cwd} does not exist")
             if spec.kind == "python" and not self.zygote.dead:
-                handle: Any = self.zygote.spawn(env, spec.cwd, spec.title, _preload(spec))
+                handle: Any = self.zygote.spawn(env, spec.cwd, spec.title)
             else:
                 import subprocess  # command nodes only: ~4 ms of imports every `zflow up` paid
 
@@ -159,8 +159,7 @@ class LocalLauncher:
                 collect()
             try:
                 pipes = self.zygote.request(
-                    [(e.env, e.spec.cwd, e.spec.title) for e in entries], base,
-                    preload=[_preload(e.spec) for e in entries])
+                    [(e.env, e.spec.cwd, e.spec.title) for e in entries], base)
             except OSError:  # refused (the fork server gone, a message too long, no
                 # descriptors left): one by one, each replica's start says why it failed
                 while asked:
@@ -441,13 +440,6 @@ class LocalLauncher:
             self.guard.stdin.write(line + "\n")  # type: ignore[union-attr]
         except OSError:
             pass
-
-
-def _preload(spec: ReplicaSpec) -> str | None:
-    """The module the fork server imports before forking this replica (`preload: true`)."""
-    if not spec.preload:
-        return None
-    return (spec.target or "").partition(":")[0] or None
 
 
 def _cannot_run(spec: ReplicaSpec, argv: list[str], e: OSError) -> SpawnError:

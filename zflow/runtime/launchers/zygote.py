@@ -28,14 +28,6 @@ walked ~15,800 inherited objects and copied the pages they lie on: squares at 10
 sooner (9 paired runs, 9 of 9 faster; at 1M records 38 ms sooner). The zygote itself never
 collects (gc.disable(): a collection there would free holes into those shared pages); it
 allocates nothing but its requests and answers, which hold no cycles.
-
-`preload: true` (an entry's "preload": a module name): before forking that entry, the zygote
-imports the module once, as its replica would (that entry's environment, working directory and
-PYTHONPATH; what it prints goes to that entry's own stdout and stderr), so every replica forked
-afterwards finds it imported. A module that fails to import is left for each replica to import
-itself, and to report as usual. A replica that would find that module elsewhere (a module of the
-same name on its own PYTHONPATH), or that is forked after the module's file changed (`--watch`),
-drops it and imports its own.
 """
 
 from __future__ import annotations
@@ -73,106 +65,8 @@ def become(environ: Any, inherited: dict[str, str], env: dict[str, str]) -> None
             environ[k] = v
 
 
-#: a preloaded module's file as it was imported: (path, mtime_ns, size); None: not preloaded
-Stamp = tuple[str, int, int] | None
-
-
-def _stamp(module: Any) -> Stamp:
-    path = getattr(module, "__file__", None)
-    try:
-        st = os.stat(path) if path else None
-    except OSError:
-        return None
-    return (path, st.st_mtime_ns, st.st_size) if st else None
-
-
-#: seconds a preload may take: zflow waits for the fork server's answer meanwhile, and an import
-#: that hangs (a network mount, a lock) must not hang the start; each replica then imports the
-#: module itself, under the start timeout, which says where it waits
-PRELOAD_TIMEOUT = 60.0
-
-
-class _PreloadTimeout(Exception):
-    pass
-
-
-def _timed_out(signum: int, frame: Any) -> None:
-    raise _PreloadTimeout()
-
-
-def preload(module: str, env: dict[str, str], cwd: str, out_fd: int, err_fd: int,
-            inherited: dict[str, str], timeout: float = PRELOAD_TIMEOUT) -> Stamp:
-    """Import `module` here as a replica of its node would, with its output on that replica's
-    pipes; put the fork server back as it was (environment, directory, sys.path, stdio)."""
-    import importlib
-
-    threads = len(os.listdir("/proc/self/task"))
-    saved = (os.dup(1), os.dup(2), list(sys.path), os.getcwd())
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(out_fd, 1)
-    os.dup2(err_fd, 2)
-    stamp: Stamp = None
-    try:
-        become(os.environ, inherited, env)
-        for path in reversed([p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]):
-            sys.path.insert(0, path)
-        os.chdir(cwd)
-        signal.signal(signal.SIGALRM, _timed_out)
-        signal.setitimer(signal.ITIMER_REAL, timeout)
-        try:
-            stamp = _stamp(importlib.import_module(module))
-        except _PreloadTimeout:
-            os.write(2, f"zflow: preloading {module!r} in the fork server took over {timeout:g} "
-                        "s; each replica imports it itself\n".encode())
-            return None
-        except BaseException as e:  # noqa: BLE001 - each replica imports it and says why
-            os.write(2, f"zflow: preloading {module!r} in the fork server failed "
-                        f"({type(e).__name__}: {e}); each replica imports it itself\n".encode())
-            return None
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        started = len(os.listdir("/proc/self/task")) - threads
-        if started > 0:
-            os.write(2, f"zflow: importing {module!r} started {started} thread(s) in the fork "
-                        "server; the replicas forked from it do not have them (libraries with "
-                        "fork handlers cope, others can hang): if replicas hang at start, "
-                        "remove `preload`\n".encode())
-        return stamp
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
-        sys.path[:] = saved[2]
-        os.chdir(saved[3])
-        become(os.environ, env, inherited)
-
-
-def _forget_stale(preloaded: dict[str, Stamp]) -> None:
-    """In a child, on its own sys.path: a preloaded module that this replica would find
-    elsewhere (another node's module of the same name, on its own PYTHONPATH), or whose file
-    changed since (`--watch`), is dropped with its package, and imported anew."""
-    from importlib.machinery import PathFinder
-
-    for name, stamp in preloaded.items():
-        if stamp is None:
-            continue
-        top = name.partition(".")[0]
-        found = PathFinder.find_spec(top, sys.path)
-        if (found is not None and found.origin == getattr(sys.modules.get(top), "__file__", None)
-                and _stamp(sys.modules.get(name)) == stamp):
-            continue
-        for key in [k for k in sys.modules if k == top or k.startswith(top + ".")]:
-            del sys.modules[key]
-
-
 def _child(request: dict[str, Any], base: dict[str, str], fds: list[int], mine: int,
-           sock: socket.socket, parent: int, inherited: dict[str, str],
-           preloaded: dict[str, Stamp]) -> None:
+           sock: socket.socket, parent: int, inherited: dict[str, str]) -> None:
     """In the forked child: become the replica described by `request` (its environment `base`
     updated with its own; its pipes fds[2*mine] and fds[2*mine + 1], the others being its batch
     mates'), never return. `inherited` is the fork server's environment, which every child
@@ -205,8 +99,6 @@ def _child(request: dict[str, Any], base: dict[str, str], fds: list[int], mine: 
         for path in reversed([p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]):
             sys.path.insert(0, path)
         os.chdir(request["cwd"])
-        if preloaded:
-            _forget_stale(preloaded)
         code = replica.main()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
@@ -234,8 +126,7 @@ def main(fd: int | None = None) -> int:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     children: set[int] = set()
-    inherited = dict(os.environ)  # what each child starts with (preload puts it back)
-    preloaded: dict[str, Stamp] = {}
+    inherited = dict(os.environ)  # what each child starts with (nothing here changes it)
     while True:
         ready, _, _ = select.select([sock, r], [], [])
         if r in ready:
@@ -268,12 +159,6 @@ def main(fd: int | None = None) -> int:
             batch = json.loads(data)
             base = batch.get("base") or {}
             answers: list[Any] = []
-            for i, request in enumerate(batch["spawn"]):
-                module = request.get("preload")
-                if module and module not in preloaded:
-                    preloaded[module] = preload(module, {**base, **request["env"]},
-                                                request["cwd"], fds[2 * i], fds[2 * i + 1],
-                                                inherited)
             gc.freeze()  # what this batch inherits is never walked by its collectors
             for i, request in enumerate(batch["spawn"]):
                 try:
@@ -284,7 +169,7 @@ def main(fd: int | None = None) -> int:
                 if pid == 0:
                     os.close(r)
                     os.close(w)
-                    _child(request, base, fds, i, sock, me, inherited, preloaded)
+                    _child(request, base, fds, i, sock, me, inherited)
                 children.add(pid)
                 answers.append(pid)
             for fd in fds:
