@@ -92,3 +92,13 @@ def test_worker_title() -> None:
     assert _is_worker("zflow: squares worker.3")
     assert not _is_worker("/tmp/v/bin/python -m zflow up topologies/squares.yaml --scale worker=2")
     assert not _is_worker("zflow: squares results.0")
+
+
+def test_preload_benchmark_runs_both_ways_with_the_right_sum() -> None:
+    """benchmarks/preload.py's two arms run the heavy module's nodes to the right sum (run()
+    checks it and raises otherwise); that preload imports once is tests/test_runtime_e2e.py's."""
+    from benchmarks.preload import NODES, run
+
+    for preload in (False, True):
+        row = run(2000, 2, preload=preload)
+        assert row["wall"] > 0 and all(row[n] > 0 for n in NODES), row

@@ -38,8 +38,10 @@ class FakeZygote:
         self.envs: list[dict[str, str]] = []  # each replica's whole environment
 
     def request(self, batch: list[tuple[dict[str, str], str, str]],
-                base: dict[str, str] | None = None) -> list[tuple[int, int]]:
+                base: dict[str, str] | None = None,
+                preload: list[dict[str, str] | None] | None = None) -> list[tuple[int, int]]:
         assert len(self.waiting) < self.unanswered, "the fork server's socket is full: a deadlock"
+        assert preload is None or len(preload) == len(batch)
         import json
 
         message = json.dumps({"base": base or {}, "spawn": [

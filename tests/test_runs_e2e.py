@@ -393,3 +393,41 @@ def test_watch_restarts_the_node_whose_code_changed(state: dict[str, str],
     assert res["nodes"]["double"]["replicas"] == 3 and res["nodes"]["sink"]["restarts"] == 0
     assert res["nodes"]["double"]["replica"][2]["msgs_in"] >= done
     assert leftovers(name) == []
+
+
+def test_watch_on_a_preloaded_node_imports_the_new_code_once_in_a_new_fork_server(
+        state: dict[str, str], tmp_path: Path) -> None:
+    """--watch with `preload: true`: the rewritten module is imported once more, by a new fork
+    server of that node, and both restarted replicas run the new code."""
+    name = unique()
+    work = tmp_path / "topo"
+    work.mkdir()
+    for f in ("ticker.py", "ticker.yaml"):
+        (work / f).write_text((TESTS / f).read_text())
+    (work / "watched.py").write_text("print('v1 loaded', flush=True)\n\n"
+                                     "def double(x):\n    return 2 * x\n")
+    out_path = tmp_path / "out.jsonl"
+
+    def events() -> list[dict]:
+        return [json.loads(x) for x in out_path.read_text().splitlines() if x.startswith("{")]
+
+    def said(text: str) -> list[dict]:
+        return [e for e in events() if e.get("event") == "log" and e.get("node") == "double"
+                and text in e.get("line", "")]
+
+    with attached(state, out_path, "--watch", str(work / "ticker.yaml"), "--set", f"name={name}",
+                  "--set", "nodes.src.params.n=0", "--set", "nodes.double.run=watched:double",
+                  "--set", "nodes.double.preload=true", "--drain-timeout", "1") as proc:
+        until(lambda: any(e.get("event") == "overall" and e.get("state") == "running"
+                          for e in events()), what="running")
+        assert len(said("v1 loaded")) == 1  # two replicas, one import
+        (work / "watched.py").write_text(
+            "print('v2 loaded', flush=True)\n\ndef double(x):\n    return 3 * x\n")
+        until(lambda: len([e for e in events() if e.get("event") == "state"
+                           and e.get("node") == "double" and e.get("state") == "running"]) >= 4,
+              what="both replicas restarted")
+        interrupt(proc)
+    assert len(said("v1 loaded")) == 1 and len(said("v2 loaded")) == 1
+    res = next(e for e in events() if e.get("event") == "result")
+    assert res["nodes"]["double"]["restarts"] == 2
+    assert leftovers(name) == []

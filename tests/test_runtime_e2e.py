@@ -647,6 +647,167 @@ def test_replicas_never_walk_the_fork_servers_objects_but_collect_their_own(
     assert leftovers(name) == []
 
 
+PRELOADED = (
+    "import os, sys\n"
+    "with open(os.environ['IMPORTS'], 'a') as f:\n"
+    "    f.write(f\"{os.getpid()} {os.getcwd()} {sys.path[0]}\\n\")\n"
+    "print('heavy module loaded', flush=True)\n"
+    "{extra}"
+    "def double(x):\n    return {'x': 2 * x, 'pid': os.getpid()}\n")
+ENDS = (
+    "import os\n"
+    "def numbers():\n    return range(30)\n"
+    "class Sink:\n"
+    "    def __init__(self):\n        self.got, self.pids = [], set()\n"
+    "    def __call__(self, r):\n        self.got.append(r['x']); self.pids.add(r['pid'])\n"
+    "    def end(self, totals):\n"
+    "        return {'sum': sum(self.got), 'pids': sorted(self.pids),\n"
+    "                'leaked_env': os.environ.get('IMPORTS')}\n")
+
+
+def _preload_topology(tmp_path: Path, extra: str = "") -> Path:
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "heavy.py").write_text(PRELOADED.replace("{extra}", extra))
+    (tmp_path / "ends.py").write_text(ENDS)
+    (tmp_path / "t.yaml").write_text(
+        "version: 1\nname: preload\nnodes:\n"
+        "  src:\n    run: ends:numbers\n    sockets:\n      out: {type: PUSH, bind: auto}\n"
+        "  mid:\n    run: heavy:double\n    replicas: 3\n    preload: true\n"
+        "    cwd: lib\n"
+        f"    env: {{IMPORTS: {tmp_path / 'imports'}, PYTHONPATH: {tmp_path / 'lib'}}}\n"
+        "    sockets:\n      inp: {type: PULL, connect: src.out}\n"
+        "      out: {type: PUSH, connect: sink.inp}\n"
+        "  sink:\n    run: ends:Sink\n    sockets:\n      inp: {type: PULL, bind: auto}\n")
+    return tmp_path / "t.yaml"
+
+
+def test_a_preloaded_module_is_imported_once_in_the_fork_server(tmp_path: Path) -> None:
+    """`preload: true`: a fork server of the node's own imports its module once, as a replica
+    would (the node's environment, working directory and PYTHONPATH), and forks the replicas
+    from it; what the import printed is in the node's log; nothing of the node's leaks to the
+    others."""
+    name = unique()
+    p = zflow("up", str(_preload_topology(tmp_path)), "--json", "--set", f"name={name}")
+    res = assert_completed(p, done=30)["results"]["sink"]
+    assert res["sum"] == 2 * sum(range(30)) and res["leaked_env"] is None, res
+    imports = (tmp_path / "imports").read_text().splitlines()
+    assert len(imports) == 1, imports  # once, not once per replica
+    pid, cwd, path0 = imports[0].split()
+    assert int(pid) not in res["pids"] and len(res["pids"]) == 3, (imports, res)
+    # as a replica: the topology's directory first, then the node's PYTHONPATH (heavy.py is
+    # only found there), in the node's working directory
+    assert cwd == str(tmp_path / "lib") and path0 == str(tmp_path), imports
+    assert (p.stdout + p.stderr).count("heavy module loaded") == 1, p.stdout[-2000:]
+    assert leftovers(name) == []
+
+
+def test_a_preload_that_fails_leaves_each_replica_to_import_the_module(tmp_path: Path) -> None:
+    """A module that cannot be preloaded (here: it asks for its node's context, which only a
+    replica has) is imported by each replica; the node's log says why in one line, not a
+    traceback, and the run completes."""
+    name = unique()
+    topo = _preload_topology(tmp_path, extra="import zflow\nME = zflow.context().replica\n")
+    p = zflow("up", str(topo), "--json", "--set", f"name={name}")
+    res = assert_completed(p, done=30)["results"]["sink"]
+    assert res["sum"] == 2 * sum(range(30)), res
+    imports = (tmp_path / "imports").read_text().splitlines()
+    assert len(imports) == 4, imports  # the fork server's attempt, then each replica's
+    assert sorted(int(x.split()[0]) for x in imports[1:]) == res["pids"], (imports, res)
+    out = p.stdout + p.stderr
+    assert out.count("preloading 'heavy' failed (RuntimeError") == 1, out
+    assert "Traceback" not in out, out[-3000:]
+    assert leftovers(name) == []
+
+
+def test_a_preloaded_module_never_stands_in_for_another_nodes_module_of_its_name(
+        tmp_path: Path) -> None:
+    """Two nodes whose modules share a name on their own PYTHONPATHs: the one preloaded in the
+    fork server must not be what the other node's replicas run."""
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "a" / "tasks.py").write_text("def numbers():\n    return range(5)\n")
+    (tmp_path / "b" / "tasks.py").write_text(
+        "class Sink:\n    def __init__(self):\n        self.n = 0\n"
+        "    def __call__(self, x):\n        self.n += 1\n"
+        "    def end(self, totals):\n        return {'n': self.n, 'file': __file__}\n")
+    (tmp_path / "t.yaml").write_text(
+        "version: 1\nname: same\nnodes:\n"
+        f"  src:\n    run: tasks:numbers\n    preload: true\n"
+        f"    env: {{PYTHONPATH: {tmp_path / 'a'}}}\n"
+        "    sockets:\n      out: {type: PUSH, bind: auto}\n"
+        f"  sink:\n    run: tasks:Sink\n    env: {{PYTHONPATH: {tmp_path / 'b'}}}\n"
+        "    sockets:\n      inp: {type: PULL, connect: src.out}\n")
+    name = unique()
+    p = zflow("up", str(tmp_path / "t.yaml"), "--json", "--set", f"name={name}")
+    res = assert_completed(p, done=5)["results"]["sink"]
+    assert res == {"n": 5, "file": str(tmp_path / "b" / "tasks.py")}, res
+    assert leftovers(name) == []
+
+
+ROGUE = (
+    "import os, signal, threading\n"
+    "from helpers import WHO\n"  # its own directory's helpers.py, not the sink's
+    "os.environ.setdefault('OMP_NUM_THREADS', '1')\n"
+    "signal.signal(signal.SIGCHLD, signal.SIG_DFL)\n"
+    "threading.Thread(target=threading.Event().wait, daemon=True).start()\n"
+    "def numbers():\n    return [WHO, os.environ.get('OMP_NUM_THREADS')] * 3\n")
+
+
+def test_what_a_preloaded_import_does_stays_in_its_node(tmp_path: Path) -> None:
+    """A module that imports a helper of a common name, sets an environment variable, resets
+    SIGCHLD and starts a thread at import: its own replicas see all of it, as if each had
+    imported it; the other nodes' replicas and zflow's fork server see none of it (before node
+    servers, the sink ran the source's helpers.py, and the SIGCHLD reset hung the run)."""
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "helpers.py").write_text(f"WHO = {d!r}\n")
+    (tmp_path / "a" / "rogue.py").write_text(ROGUE)
+    (tmp_path / "b" / "sinkmod.py").write_text(
+        "import os\nfrom helpers import WHO\n"
+        "class Sink:\n    def __init__(self):\n        self.got = []\n"
+        "    def __call__(self, x):\n        self.got.append(x)\n"
+        "    def end(self, totals):\n"
+        "        return {'got': sorted(map(str, self.got)), 'who': WHO,\n"
+        "                'omp': os.environ.get('OMP_NUM_THREADS')}\n")
+    (tmp_path / "t.yaml").write_text(
+        "version: 1\nname: rogue\nnodes:\n"
+        "  src:\n    run: rogue:numbers\n    preload: true\n"
+        f"    env: {{PYTHONPATH: {tmp_path / 'a'}}}\n"
+        "    sockets:\n      out: {type: PUSH, bind: auto}\n"
+        "  sink:\n    run: sinkmod:Sink\n"
+        f"    env: {{PYTHONPATH: {tmp_path / 'b'}}}\n"
+        "    sockets:\n      inp: {type: PULL, connect: src.out}\n")
+    name = unique()
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    p = subprocess.run([sys.executable, "-m", "zflow", "up", str(tmp_path / "t.yaml"), "--json",
+                        "--set", f"name={name}"], capture_output=True, text=True, env=env)
+    res = assert_completed(p, done=6)["results"]["sink"]
+    # the source's replica: its own helpers and the variable its import set
+    assert res["got"] == ["1"] * 3 + ["a"] * 3, res
+    assert res["who"] == "b" and res["omp"] is None, res  # the sink: its own, untouched
+    assert "importing 'rogue' started 1 thread(s)" in p.stdout + p.stderr
+    assert leftovers(name) == []
+
+
+def test_a_preload_that_hangs_is_abandoned_for_each_replica_importing_it(
+        tmp_path: Path) -> None:
+    """An import that never ends in the node server (here: only there) does not hang the
+    start: after ZFLOW_PRELOAD_TIMEOUT the node server is killed and each replica imports the
+    module itself."""
+    name = unique()
+    hang = ("import time\n"
+            "if int(os.environ['ZFLOW_PARENT_PID']) != os.getppid():  # the node server only\n"
+            "    time.sleep(600)\n")
+    topo = _preload_topology(tmp_path, extra=hang)
+    p = zflow("up", str(topo), "--json", "--set", f"name={name}",
+              env={"ZFLOW_PRELOAD_TIMEOUT": "0.5"})
+    res = assert_completed(p, done=30)["results"]["sink"]
+    assert res["sum"] == 2 * sum(range(30)), res
+    assert "preloading 'heavy' took over 0.5 s; each replica imports it itself" in p.stdout + \
+        p.stderr
+    assert leftovers(name) == []
+
+
 @pytest.mark.long
 @pytest.mark.timeout(180)
 def test_five_hundred_workers_start_wire_and_end() -> None:

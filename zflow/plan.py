@@ -118,6 +118,8 @@ class NodePlan:
     ready: dict[str, Any] = field(default_factory=dict)
     #: what each replica needs from its host, for engines that place it: {"cpus", "mem"}
     resources: dict[str, Any] = field(default_factory=dict)
+    #: `run:` nodes: import the module once in the fork server, before forking the replicas
+    preload: bool = False
 
 
 @record
@@ -243,6 +245,7 @@ def build_plan(
             ready=dict(nd.get("ready") or {}),
             resources={k: v for k, v in (nd.get("resources") or {}).items()
                        if not str(k).startswith("x-")},
+            preload=nd.get("preload") is True and "run" in nd,
         )
 
     links = _links(nodes)
@@ -440,7 +443,7 @@ def format_plan(plan: Plan) -> str:
         lines.append("")
         lines.append(
             f"{n.name}  ×{n.replicas}  {n.shape}  {n.kind}: {what}  "
-            f"restart={n.restart} on_error={n.on_error}"
+            f"restart={n.restart} on_error={n.on_error}" + ("  preload" if n.preload else "")
         )
         for s in n.sockets.values():
             if s.mode == "bind":

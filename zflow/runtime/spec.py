@@ -97,6 +97,8 @@ class ReplicaSpec:
     lease: float = 5.0
     #: command nodes: "none" (/dev/null) or "go" (a newline once every node is ready)
     stdin: str = "none"
+    #: `run:` nodes: the fork server imports the target's module before it forks this replica
+    preload: bool = False
     #: command nodes only: the endpoints each connecting socket connects to, known at spawn
     #: (Python replicas are told later, by the `connect` control message)
     connect_endpoints: dict[str, list[str]] = field(default_factory=dict)
@@ -209,6 +211,7 @@ def build_replica_spec(
         dead_letter=dead_letter_path(plan, n), sockets=socks, delivery=plan.delivery,
         sources=max(1, sources), source_index=source_index, verbose=verbose,
         telemetry=telemetry, connect_endpoints=dict(connect or {}), stdin=n.stdin,
+        preload=n.preload,
         curve=dict(curve) if curve is not None else None,
         window=eo_window(plan, sources) if plan.delivery != "best-effort" else WINDOW,
     )

@@ -109,6 +109,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ZF074": ("error", "too many replicas over all nodes"),
     "ZF075": ("error", "stdin and ready are options of command nodes"),
     "ZF077": ("error", "ready.log is not a valid regular expression"),
+    "ZF078": ("error", "preload is an option of run: nodes"),
     "ZF076": ("error", "end_marker / external_senders on a socket they do not apply to"),
     # --import-check
     "ZF080": ("error", "run target module cannot be found"),

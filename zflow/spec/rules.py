@@ -322,6 +322,11 @@ def check(data: Any, loc: Locator) -> list[Diagnostic]:
             out.append(loc.diag("ZF075", f"node '{name}' runs Python code (run:), which tells "
                                          "zflow itself when it is ready", ("nodes", name, "ready"),
                                 at="key", hint="remove ready (it is for command: nodes)"))
+        if isinstance(nd, dict) and nd.get("preload") is True and "command" in nd:
+            out.append(loc.diag("ZF078", f"node '{name}' runs a program (command:), which is "
+                                         "exec'd: there is no Python module to preload",
+                                ("nodes", name, "preload"), at="key",
+                                hint="remove preload (it is for run: nodes)"))
         pattern = nd.get("ready", {}).get("log") if isinstance(nd, dict) and isinstance(
             nd.get("ready"), dict) else None
         if isinstance(pattern, str):

@@ -83,18 +83,21 @@ class Zygote:
             return None
         return msg
 
-    def spawn(self, env: dict[str, str], cwd: str, title: str) -> ForkedProc:
-        got = self.collect(self.request([(env, cwd, title)]))[0]
+    def spawn(self, env: dict[str, str], cwd: str, title: str,
+              preload: dict[str, str] | None = None) -> ForkedProc:
+        got = self.collect(self.request([(env, cwd, title)], preload=[preload]))[0]
         if isinstance(got, OSError):
             raise got
         return got
 
     def request(self, batch: list[tuple[dict[str, str], str, str]],
-                base: dict[str, str] | None = None) -> list[tuple[int, int]]:
+                base: dict[str, str] | None = None,
+                preload: list[dict[str, str] | None] | None = None) -> list[tuple[int, int]]:
         """Ask for a fork per (env, cwd, title) in one message (at most BATCH of them; each env
         is what differs from `base`, which is sent once). Their pids are read by `collect`, in
         the order of the requests (the fork server answers them in turn), so a launcher can
-        ask again before reading."""
+        ask again before reading. `preload[i]`: {"module", "key"} of the i-th (`preload: true`):
+        it is forked by the node server of that key, which imported the module (zygote.py)."""
         if not 0 < len(batch) <= BATCH:  # more descriptors would be dropped on the way
             raise ValueError(f"a batch of {len(batch)} replicas: 1 to {BATCH} at a time")
         reads: list[int] = []
@@ -104,8 +107,12 @@ class Zygote:
                 r, w = os.pipe()
                 reads.append(r)
                 writes.append(w)
-            request = json.dumps({"base": base or {}, "spawn": [
-                {"env": env, "cwd": cwd, "title": title} for env, cwd, title in batch]}).encode()
+            entries: list[dict[str, Any]] = [
+                {"env": env, "cwd": cwd, "title": title} for env, cwd, title in batch]
+            for entry, pre in zip(entries, preload or [], strict=False):
+                if pre:
+                    entry["preload"] = pre
+            request = json.dumps({"base": base or {}, "spawn": entries}).encode()
             send_fds(self.sock, request, writes)
         except OSError:
             for fd in reads:

@@ -112,7 +112,7 @@ class LocalLauncher:
             if not os.path.isdir(spec.cwd):
                 raise SpawnError(f"working directory {spec.cwd} does not exist")
             if spec.kind == "python" and not self.zygote.dead:
-                handle: Any = self.zygote.spawn(env, spec.cwd, spec.title)
+                handle: Any = self.zygote.spawn(env, spec.cwd, spec.title, _preload(spec))
             else:
                 import subprocess  # command nodes only: ~4 ms of imports every `zflow up` paid
 
@@ -159,7 +159,8 @@ class LocalLauncher:
                 collect()
             try:
                 pipes = self.zygote.request(
-                    [(e.env, e.spec.cwd, e.spec.title) for e in entries], base)
+                    [(e.env, e.spec.cwd, e.spec.title) for e in entries], base,
+                    preload=[_preload(e.spec) for e in entries])
             except OSError:  # refused (the fork server gone, a message too long, no
                 # descriptors left): one by one, each replica's start says why it failed
                 while asked:
@@ -440,6 +441,16 @@ class LocalLauncher:
             self.guard.stdin.write(line + "\n")  # type: ignore[union-attr]
         except OSError:
             pass
+
+
+def _preload(spec: ReplicaSpec) -> dict[str, str] | None:
+    """`preload: true`: the module its node server imports, and the key that node server is
+    kept under: a new one when the node's environment or working directory changes."""
+    module = (spec.target or "").partition(":")[0] if spec.preload else ""
+    if not module:
+        return None
+    return {"module": module, "key": json.dumps([spec.node, module, spec.cwd, spec.base_dir,
+                                                 sorted(spec.env.items())])}
 
 
 def _cannot_run(spec: ReplicaSpec, argv: list[str], e: OSError) -> SpawnError:
