@@ -403,3 +403,18 @@ def test_a_cpu_share_is_not_told_from_too_short_a_look(monkeypatch) -> None:
     (_, _, cpu, rss, used), = launcher.sample(101.0)
     assert cpu == pytest.approx(75.0) and rss == 21_000_000 and used == 0.75
     assert proc.cpu_prev == (0.75, 101.0)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("5", 5.0), ("0.5", 0.5), ("inf", 60.0), ("nan", 60.0), ("0", 60.0), ("-1", 60.0),
+    ("soon", 60.0), (None, 60.0)])
+def test_the_preload_timeout_is_a_finite_positive_number(
+        value: str | None, seconds: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ZFLOW_PRELOAD_TIMEOUT=inf once reached select() and killed the fork server."""
+    from zflow.runtime.launchers import zygote
+
+    if value is None:
+        monkeypatch.delenv("ZFLOW_PRELOAD_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("ZFLOW_PRELOAD_TIMEOUT", value)
+    assert zygote._preload_timeout() == seconds

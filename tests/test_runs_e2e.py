@@ -426,6 +426,9 @@ def test_watch_on_a_preloaded_node_imports_the_new_code_once_in_a_new_fork_serve
         until(lambda: len([e for e in events() if e.get("event") == "state"
                            and e.get("node") == "double" and e.get("state") == "running"]) >= 4,
               what="both replicas restarted")
+        # the first fork server of `double` leaves once its replicas have: one is left
+        until(lambda: len([x for x in leftovers(name) if "double fork server" in x]) == 1,
+              what="the old fork server gone")
         interrupt(proc)
     assert len(said("v1 loaded")) == 1 and len(said("v2 loaded")) == 1
     res = next(e for e in events() if e.get("event") == "result")

@@ -749,6 +749,7 @@ ROGUE = (
     "from helpers import WHO\n"  # its own directory's helpers.py, not the sink's
     "os.environ.setdefault('OMP_NUM_THREADS', '1')\n"
     "signal.signal(signal.SIGCHLD, signal.SIG_DFL)\n"
+    "import subprocess\nsubprocess.run(['true'])\n"  # a SIGCHLD while it imports
     "threading.Thread(target=threading.Event().wait, daemon=True).start()\n"
     "def numbers():\n    return [WHO, os.environ.get('OMP_NUM_THREADS')] * 3\n")
 
@@ -786,6 +787,7 @@ def test_what_a_preloaded_import_does_stays_in_its_node(tmp_path: Path) -> None:
     assert res["got"] == ["1"] * 3 + ["a"] * 3, res
     assert res["who"] == "b" and res["omp"] is None, res  # the sink: its own, untouched
     assert "importing 'rogue' started 1 thread(s)" in p.stdout + p.stderr
+    assert "\\u0011" not in p.stdout  # no byte of the fork server's wakeup pipe in the log
     assert leftovers(name) == []
 
 
@@ -805,6 +807,49 @@ def test_a_preload_that_hangs_is_abandoned_for_each_replica_importing_it(
     assert res["sum"] == 2 * sum(range(30)), res
     assert "preloading 'heavy' took over 0.5 s; each replica imports it itself" in p.stdout + \
         p.stderr
+    assert leftovers(name) == []
+
+
+def test_a_preloaded_import_counts_in_its_nodes_cpu(tmp_path: Path) -> None:
+    """The import a node server does for its node is what each replica would have spent
+    importing: it is counted in the node's CPU (in its first replica's), not dropped."""
+    name = unique()
+    burn = ("import time\n_t = time.process_time()\n"
+            "while time.process_time() - _t < 0.3:\n    pass\n")
+    p = zflow("up", str(_preload_topology(tmp_path, extra=burn)), "--json", "--set",
+              f"name={name}")
+    res = assert_completed(p, done=30)
+    assert res["nodes"]["mid"]["cpu_s"] >= 0.3, res["nodes"]["mid"]
+    assert leftovers(name) == []
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_while_a_preloaded_node_imports_stops_the_run(tmp_path: Path) -> None:
+    """zflow waits for a node server's import; Ctrl-C meanwhile stops the run at once (exit
+    130), not when the import ends, and leaves nothing behind."""
+    name = unique()
+    hang = ("import time\n"
+            "if int(os.environ['ZFLOW_PARENT_PID']) != os.getppid():  # the node server only\n"
+            "    time.sleep(600)\n")
+    topo = _preload_topology(tmp_path, extra=hang)
+    proc = subprocess.Popen([sys.executable, "-m", "zflow", "up", str(topo), "--set",
+                             f"name={name}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        # the node server has imported as far as the sleep: it wrote its line to `imports`
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "imports").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling a file another process writes, not a delay
+        assert (tmp_path / "imports").exists()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == exitcodes.INTERRUPTED
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    deadline = time.monotonic() + 5
+    while leftovers(name) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the guard and PDEATHSIG take them down; poll until they have
     assert leftovers(name) == []
 
 

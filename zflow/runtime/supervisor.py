@@ -73,6 +73,8 @@ class Supervisor:
                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         signal.set_wakeup_fd(wake_w)
         self.launcher: Any = None
+        if self.zygote is not None:  # Ctrl-C while a preloaded node imports its module
+            self.zygote.interrupted = lambda: self.interrupts > 0
         try:
             if self.remote is None:
                 self.launcher = LocalLauncher(self.control.endpoint, self.zygote,

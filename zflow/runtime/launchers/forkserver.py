@@ -41,6 +41,10 @@ class Zygote:
     shared with the replicas. Only from a process with no threads and no ZeroMQ context yet.
     Otherwise (in-process callers) the fork server is a new interpreter."""
 
+    #: while an answer is awaited (a preloaded node's import can take seconds): true once the
+    #: run is interrupted, which then stops waiting (the supervisor sets it)
+    interrupted: Any = None
+
     def __init__(self, guard: bool = False, fork: bool = False) -> None:
         #: `guard`: the orphan guard is forked first (guard.fork), before the socket below
         #: exists, so it holds nothing of the run but its pipe; the launcher takes it
@@ -128,6 +132,9 @@ class Zygote:
         returned): a handle each, or the error that says why there is none."""
         try:
             while True:
+                while self.interrupted is not None and not _readable(self.sock, 0.1):
+                    if self.interrupted():  # Ctrl-C: the run stops here, as a start does
+                        raise KeyboardInterrupt
                 msg = self._handle(self.sock.recv(MAX))
                 if msg is not None:
                     break
@@ -176,6 +183,12 @@ class Zygote:
         if not _exited(self.proc, 5.0):
             self.proc.kill()
             self.proc.wait()
+
+
+def _readable(sock: _socket.socket, timeout: float) -> bool:
+    import select  # imported already by the supervisor's poller (zmq)
+
+    return bool(select.select([sock], [], [], timeout)[0])
 
 
 def _exited(proc: Any, timeout: float) -> bool:

@@ -138,9 +138,14 @@ PRELOAD_TIMEOUT = 60.0
 
 def _preload_timeout() -> float:
     try:
-        return float(os.environ.get("ZFLOW_PRELOAD_TIMEOUT", PRELOAD_TIMEOUT))
+        t = float(os.environ.get("ZFLOW_PRELOAD_TIMEOUT", PRELOAD_TIMEOUT))
     except ValueError:
         return PRELOAD_TIMEOUT
+    return t if 0 < t < 86400 else PRELOAD_TIMEOUT  # not inf, nan, 0 or negative
+
+
+#: seconds an imported node server may take to answer a batch: forks, not imports
+ANSWER_TIMEOUT = 10.0
 
 
 def _exit_message(pid: int, status: int, usage: Any) -> bytes:
@@ -169,6 +174,10 @@ class _NodeServer:
         self.stamp: tuple[int, int] | None = None
         self.live: set[int] = set()
         self.retired = False
+        #: the import's CPU seconds, counted in the exit of the first replica it forked
+        self.import_cpu = 0.0
+        self.first: int | None = None
+        self.timed_out = False  # its import took too long: the node is not preloaded again
 
 
 def _say(fd: int, line: str) -> None:
@@ -201,7 +210,11 @@ def _node_server(sock: socket.socket, zygote: int, inherited: dict[str, str]) ->
         os.chdir(first["cwd"])
         os.dup2(fds[0], 1)
         os.dup2(fds[1], 2)
+        signal.set_wakeup_fd(-1)  # the zygote's: its pipe is closed here, its number reused
+        for sig in (signal.SIGCHLD, signal.SIGTERM):  # as a replica imports it (_child)
+            signal.signal(sig, signal.SIG_DFL)
         threads = len(os.listdir("/proc/self/task"))
+        cpu0 = os.times()
         gc.enable()
         try:
             import importlib
@@ -228,7 +241,9 @@ def _node_server(sock: socket.socket, zygote: int, inherited: dict[str, str]) ->
         delta = ({k: v for k, v in now.items() if env0.get(k) != v},
                  [k for k in env0 if k not in now])
         path = getattr(imported, "__file__", None)
-        sock.send(json.dumps({"ready": path, "stamp": _stamp(path)}).encode())
+        cpu1 = os.times()
+        sock.send(json.dumps({"ready": path, "stamp": _stamp(path), "cpu": round(
+            cpu1.user + cpu1.system - cpu0.user - cpu0.system, 6)}).encode())
         code = main(sock.detach(), first=(batch, fds), delta=delta)
     finally:
         os._exit(code)
@@ -346,7 +361,8 @@ def main(fd: int | None = None, *, first: tuple[dict, list[int]] | None = None,
                 pids = _node_answer(ns, deadline, spawn[idxs[0]]["preload"]["module"],
                                     fds[2 * idxs[0] + 1], sock, servers)
                 if pids is None:  # each imports the module itself
-                    failed.update(k for k, v in groups.items() if v is idxs)
+                    if ns.timed_out:  # not again: each start would wait that long
+                        failed.update(k for k, v in groups.items() if v is idxs)
                     pids = [fork_here(i) for i in idxs]
                 for i, a in zip(idxs, pids, strict=True):
                     answers[i] = a
@@ -371,9 +387,28 @@ def _relay(ns: _NodeServer, sock: socket.socket, by_sock: dict) -> None:
         if "exit" in msg:
             ns.live.discard(msg["exit"])
             try:
-                sock.send(data)
+                sock.send(_with_import_cpu(ns, msg, data))
             except OSError:
                 os._exit(0)
+
+
+def _closed(sock: socket.socket) -> bool:
+    """The supervisor closed its end (read without taking what it may have sent)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _with_import_cpu(ns: _NodeServer, msg: dict, data: bytes) -> bytes:
+    """The exit report of the first replica a node server forked carries the import's CPU: it
+    is what that replica would have spent importing the module itself."""
+    if msg["exit"] != ns.first or not ns.import_cpu or msg.get("cpu") is None:
+        return data
+    msg["cpu"] = round(msg["cpu"] + ns.import_cpu, 6)
+    return json.dumps(msg).encode()
 
 
 def _gone(ns: _NodeServer, sock: socket.socket, by_sock: dict,
@@ -403,7 +438,13 @@ def _ask_node_server(key: str, idxs: list[int], spawn: list[dict], base: dict[st
         ns = None
     deadline = 0.0
     if ns is None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        node = json.loads(key)[0]
+        for other in [v for k, v in servers.items() if json.loads(k)[0] == node]:
+            _retire(other, servers)  # the node's env or cwd changed: its old server goes
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError:
+            return None
         gc.freeze()
         try:
             pid = os.fork()
@@ -439,12 +480,23 @@ def _node_answer(ns: _NodeServer, deadline: float, module: str, err_fd: int,
                  sock: socket.socket, servers: dict[str, _NodeServer]) -> list[Any] | None:
     """The node server's answer to what `_ask_node_server` sent (its exit reports meanwhile
     passed on); None when it has none: it failed, took too long or died."""
+    answer_by = time.monotonic() + ANSWER_TIMEOUT
     try:
         while True:
-            timeout = max(0.0, deadline - time.monotonic()) if deadline else None
-            if not select.select([ns.sock], [], [], timeout)[0]:
-                _say(err_fd, f"preloading {module!r} took over {_preload_timeout():g} s; each "
-                             "replica imports it itself")
+            timeout = max(0.0, (deadline or answer_by) - time.monotonic())
+            if not select.select([ns.sock], [], [], min(timeout, 0.2))[0]:
+                if _closed(sock):  # the supervisor is gone: leave at once, as in main
+                    os._exit(0)
+                if timeout > 0.2:
+                    continue
+                if deadline:
+                    ns.timed_out = True
+                    _say(err_fd, f"preloading {module!r} took over {_preload_timeout():g} s; "
+                                 "each replica imports it itself")
+                else:
+                    _say(err_fd, f"the fork server of {module!r} did not answer for "
+                                 f"{ANSWER_TIMEOUT:g} s; its replicas import the module "
+                                 "themselves")
                 os.kill(ns.pid, signal.SIGKILL)
                 _retire(ns, servers)
                 return None
@@ -454,16 +506,20 @@ def _node_answer(ns: _NodeServer, deadline: float, module: str, err_fd: int,
             msg = json.loads(data)
             if "exit" in msg:
                 ns.live.discard(msg["exit"])
-                sock.send(data)
+                sock.send(_with_import_cpu(ns, msg, data))
             elif msg.get("failed"):
                 _retire(ns, servers)
                 return None
             elif "ready" in msg:
                 ns.path, ns.stamp = msg["ready"], tuple(msg["stamp"]) if msg["stamp"] else None
+                ns.import_cpu = float(msg.get("cpu") or 0.0)
                 deadline = 0.0
+                answer_by = time.monotonic() + ANSWER_TIMEOUT
             else:
                 pids = msg["pids"]
                 ns.live.update(p for p in pids if isinstance(p, int))
+                if ns.first is None:
+                    ns.first = next((p for p in pids if isinstance(p, int)), None)
                 return pids
     except (OSError, ValueError, KeyError):
         _retire(ns, servers)
