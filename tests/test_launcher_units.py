@@ -406,8 +406,8 @@ def test_a_cpu_share_is_not_told_from_too_short_a_look(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize(("value", "seconds"), [
-    ("5", 5.0), ("0.5", 0.5), ("inf", 60.0), ("nan", 60.0), ("0", 60.0), ("-1", 60.0),
-    ("soon", 60.0), (None, 60.0)])
+    ("5", 5.0), ("0.5", 0.5), ("inf", 86400.0), ("1e9", 86400.0), ("nan", 60.0), ("0", 60.0),
+    ("-1", 60.0), ("soon", 60.0), (None, 60.0)])
 def test_the_preload_timeout_is_a_finite_positive_number(
         value: str | None, seconds: float, monkeypatch: pytest.MonkeyPatch) -> None:
     """ZFLOW_PRELOAD_TIMEOUT=inf once reached select() and killed the fork server."""

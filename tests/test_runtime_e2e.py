@@ -825,15 +825,16 @@ def test_a_preloaded_import_counts_in_its_nodes_cpu(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_ctrl_c_while_a_preloaded_node_imports_stops_the_run(tmp_path: Path) -> None:
-    """zflow waits for a node server's import; Ctrl-C meanwhile stops the run at once (exit
-    130), not when the import ends, and leaves nothing behind."""
+    """zflow waits for a node server's import; Ctrl-C meanwhile ends the start at once, not
+    when the import ends: a start failure that says why, a result line, nothing left."""
     name = unique()
     hang = ("import time\n"
             "if int(os.environ['ZFLOW_PARENT_PID']) != os.getppid():  # the node server only\n"
             "    time.sleep(600)\n")
     topo = _preload_topology(tmp_path, extra=hang)
-    proc = subprocess.Popen([sys.executable, "-m", "zflow", "up", str(topo), "--set",
-                             f"name={name}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "zflow", "up", str(topo), "--json", "--set",
+                             f"name={name}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     try:
         # the node server has imported as far as the sleep: it wrote its line to `imports`
         deadline = time.monotonic() + 30
@@ -841,12 +842,15 @@ def test_ctrl_c_while_a_preloaded_node_imports_stops_the_run(tmp_path: Path) -> 
             time.sleep(0.01)  # polling a file another process writes, not a delay
         assert (tmp_path / "imports").exists()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == exitcodes.INTERRUPTED
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == exitcodes.START_FAILED, out[-2000:]
+        res = [json.loads(x) for x in out.splitlines() if x.startswith('{"event": "result"')]
+        assert res and "interrupted while a preloaded node imported its module" in \
+            res[-1]["message"], out[-2000:]
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.wait()
-        proc.stdout.close()
+        proc.communicate()
     deadline = time.monotonic() + 5
     while leftovers(name) and time.monotonic() < deadline:
         time.sleep(0.05)  # the guard and PDEATHSIG take them down; poll until they have

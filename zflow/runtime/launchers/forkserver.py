@@ -41,9 +41,11 @@ class Zygote:
     shared with the replicas. Only from a process with no threads and no ZeroMQ context yet.
     Otherwise (in-process callers) the fork server is a new interpreter."""
 
-    #: while an answer is awaited (a preloaded node's import can take seconds): true once the
+    #: while an answer that may wait for a preloaded node's import is awaited: true once the
     #: run is interrupted, which then stops waiting (the supervisor sets it)
     interrupted: Any = None
+    #: requests holding `preload: true` entries, by the first pipe they returned
+    importing: set[int] = set()  # (set in __init__; this for handles made without it)
 
     def __init__(self, guard: bool = False, fork: bool = False) -> None:
         #: `guard`: the orphan guard is forked first (guard.fork), before the socket below
@@ -71,6 +73,7 @@ class Zygote:
         self.exits: dict[int, int] = {}
         #: pid → (CPU seconds, peak RSS bytes) of an exited replica, until its handle takes it
         self.usage: dict[int, Usage] = {}
+        self.importing = set()
         self.dead = False
 
     def fileno(self) -> int:
@@ -118,6 +121,8 @@ class Zygote:
                     entry["preload"] = pre
             request = json.dumps({"base": base or {}, "spawn": entries}).encode()
             send_fds(self.sock, request, writes)
+            if any(preload or []):  # its answer can wait for an import: collect polls for it
+                self.importing.add(reads[0])
         except OSError:
             for fd in reads:
                 os.close(fd)
@@ -130,11 +135,13 @@ class Zygote:
     def collect(self, pipes: list[tuple[int, int]]) -> list[ForkedProc | OSError]:
         """The replicas of the oldest `request` not yet collected (`pipes` is what it
         returned): a handle each, or the error that says why there is none."""
+        slow = bool(pipes) and pipes[0][0] in self.importing
+        self.importing.discard(pipes[0][0] if pipes else -1)
         try:
             while True:
-                while self.interrupted is not None and not _readable(self.sock, 0.1):
-                    if self.interrupted():  # Ctrl-C: the run stops here, as a start does
-                        raise KeyboardInterrupt
+                while slow and self.interrupted is not None and not _readable(self.sock, 0.1):
+                    if self.interrupted():  # Ctrl-C while a node imports: those replicas
+                        raise OSError("interrupted while a preloaded node imported its module")
                 msg = self._handle(self.sock.recv(MAX))
                 if msg is not None:
                     break

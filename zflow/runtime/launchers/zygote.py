@@ -141,11 +141,9 @@ def _preload_timeout() -> float:
         t = float(os.environ.get("ZFLOW_PRELOAD_TIMEOUT", PRELOAD_TIMEOUT))
     except ValueError:
         return PRELOAD_TIMEOUT
-    return t if 0 < t < 86400 else PRELOAD_TIMEOUT  # not inf, nan, 0 or negative
-
-
-#: seconds an imported node server may take to answer a batch: forks, not imports
-ANSWER_TIMEOUT = 10.0
+    if not t > 0:  # nan, 0 or negative
+        return PRELOAD_TIMEOUT
+    return min(t, 86400.0)  # inf: a day (select takes no more)
 
 
 def _exit_message(pid: int, status: int, usage: Any) -> bytes:
@@ -368,7 +366,10 @@ def main(fd: int | None = None, *, first: tuple[dict, list[int]] | None = None,
                     answers[i] = a
             for fd in fds:
                 os.close(fd)
-            sock.send(json.dumps({"pids": answers}).encode())
+            try:
+                sock.send(json.dumps({"pids": answers}).encode())
+            except OSError:  # the supervisor is gone: its replicas die with this process
+                os._exit(0)
 
 
 def _relay(ns: _NodeServer, sock: socket.socket, by_sock: dict) -> None:
@@ -393,13 +394,10 @@ def _relay(ns: _NodeServer, sock: socket.socket, by_sock: dict) -> None:
 
 
 def _closed(sock: socket.socket) -> bool:
-    """The supervisor closed its end (read without taking what it may have sent)."""
-    try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
+    """The supervisor closed its end, whatever it sent before that is still queued."""
+    p = select.poll()
+    p.register(sock, select.POLLRDHUP | select.POLLHUP)
+    return any(ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _, ev in p.poll(0))
 
 
 def _with_import_cpu(ns: _NodeServer, msg: dict, data: bytes) -> bytes:
@@ -480,23 +478,19 @@ def _node_answer(ns: _NodeServer, deadline: float, module: str, err_fd: int,
                  sock: socket.socket, servers: dict[str, _NodeServer]) -> list[Any] | None:
     """The node server's answer to what `_ask_node_server` sent (its exit reports meanwhile
     passed on); None when it has none: it failed, took too long or died."""
-    answer_by = time.monotonic() + ANSWER_TIMEOUT
     try:
         while True:
-            timeout = max(0.0, (deadline or answer_by) - time.monotonic())
+            # once imported, forking takes what it takes (a large heap, a loaded machine), as
+            # in the fork server itself: only the import has a deadline
+            timeout = max(0.0, deadline - time.monotonic()) if deadline else 0.2
             if not select.select([ns.sock], [], [], min(timeout, 0.2))[0]:
                 if _closed(sock):  # the supervisor is gone: leave at once, as in main
                     os._exit(0)
-                if timeout > 0.2:
+                if not deadline or timeout > 0.2:
                     continue
-                if deadline:
-                    ns.timed_out = True
-                    _say(err_fd, f"preloading {module!r} took over {_preload_timeout():g} s; "
-                                 "each replica imports it itself")
-                else:
-                    _say(err_fd, f"the fork server of {module!r} did not answer for "
-                                 f"{ANSWER_TIMEOUT:g} s; its replicas import the module "
-                                 "themselves")
+                ns.timed_out = True
+                _say(err_fd, f"preloading {module!r} took over {_preload_timeout():g} s; "
+                             "each replica imports it itself")
                 os.kill(ns.pid, signal.SIGKILL)
                 _retire(ns, servers)
                 return None
@@ -514,7 +508,6 @@ def _node_answer(ns: _NodeServer, deadline: float, module: str, err_fd: int,
                 ns.path, ns.stamp = msg["ready"], tuple(msg["stamp"]) if msg["stamp"] else None
                 ns.import_cpu = float(msg.get("cpu") or 0.0)
                 deadline = 0.0
-                answer_by = time.monotonic() + ANSWER_TIMEOUT
             else:
                 pids = msg["pids"]
                 ns.live.update(p for p in pids if isinstance(p, int))
