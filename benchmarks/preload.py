@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ def run(records: int, workers: int, preload: bool) -> dict:
         if preload:
             argv += ["--set", f"nodes.{n}.preload=true"]
     t0 = time.perf_counter()
-    p = subprocess.run(argv, capture_output=True, text=True, env={**os.environ})
+    p = subprocess.run(argv, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     results = [json.loads(x) for x in p.stdout.splitlines() if x.startswith('{"event": "result"')]
     if p.returncode != 0 or not results:

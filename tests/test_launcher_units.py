@@ -316,7 +316,7 @@ def _fake_fork_server(answers: list[Any]) -> tuple[Any, Any]:
 
     z = Zygote.__new__(Zygote)
     ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
-    z.sock, z.exits, z.dead = ours, {}, False
+    z.sock, z.exits, z.dead, z.importing = ours, {}, False, set()
     peer = socket.socket(fileno=theirs.detach())
 
     def serve() -> None:

@@ -44,8 +44,6 @@ class Zygote:
     #: while an answer that may wait for a preloaded node's import is awaited: true once the
     #: run is interrupted, which then stops waiting (the supervisor sets it)
     interrupted: Any = None
-    #: requests holding `preload: true` entries, by the first pipe they returned
-    importing: set[int] = set()  # (set in __init__; this for handles made without it)
 
     def __init__(self, guard: bool = False, fork: bool = False) -> None:
         #: `guard`: the orphan guard is forked first (guard.fork), before the socket below
@@ -73,7 +71,8 @@ class Zygote:
         self.exits: dict[int, int] = {}
         #: pid → (CPU seconds, peak RSS bytes) of an exited replica, until its handle takes it
         self.usage: dict[int, Usage] = {}
-        self.importing = set()
+        #: requests holding `preload: true` entries, by the first pipe they returned
+        self.importing: set[int] = set()
         self.dead = False
 
     def fileno(self) -> int:

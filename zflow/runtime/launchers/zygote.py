@@ -33,12 +33,13 @@ allocates nothing but its requests and answers, which hold no cycles.
 for that node, a process of its own that imports the module as the node's replica would (its
 environment, working directory and PYTHONPATH; what it prints goes to that replica's pipes), then
 serves that node's forks by the same protocol, reaping and reporting its replicas; the zygote
-passes its exits on. Whatever the import does (threads, environment, signal handlers, the modules
-it imports) stays in that node's processes, as if each replica had imported the module itself. A
-node server whose module fails to import, takes over PRELOAD_TIMEOUT, or dies leaves each replica
-to import the module itself. A new key (the node's environment or working directory changed under
-`--watch`) or a changed module file gets a new node server; the old one leaves once its replicas
-have.
+passes its exits on. Whatever the import does (threads, environment, the modules it imports)
+stays in that node's processes, as if each replica had imported the module itself (but zflow's
+SIGTERM handler replaces one it sets). A module that fails to import, or takes over
+PRELOAD_TIMEOUT, leaves those replicas to import it themselves; a node server that dies takes its
+replicas with it (reported dead), and the next start of the node gets a new one. A new key (the
+node's environment or working directory changed under `--watch`) or a changed module file gets a
+new node server; the old one leaves once its replicas have.
 """
 
 from __future__ import annotations
@@ -77,6 +78,15 @@ def become(environ: Any, inherited: dict[str, str], env: dict[str, str]) -> None
             environ[k] = v
 
 
+def _enter(inherited: dict[str, str], env: dict[str, str], cwd: str) -> None:
+    """Take on a replica's environment, import path and working directory (a replica, or the
+    node server that imports its module as it would)."""
+    become(os.environ, inherited, env)
+    for path in reversed([p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]):
+        sys.path.insert(0, path)
+    os.chdir(cwd)
+
+
 def _child(request: dict[str, Any], base: dict[str, str], fds: list[int], mine: int,
            sock: socket.socket, parent: int, inherited: dict[str, str],
            delta: tuple[dict[str, str], list[str]] | None = None) -> None:
@@ -112,10 +122,7 @@ def _child(request: dict[str, Any], base: dict[str, str], fds: list[int], mine: 
         # before the environment is rewritten: setproctitle needs the original layout
         setproctitle(request.get("title") or "zflow replica")
         env["ZFLOW_PARENT_PID"] = str(parent)
-        become(os.environ, inherited, env)
-        for path in reversed([p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]):
-            sys.path.insert(0, path)
-        os.chdir(request["cwd"])
+        _enter(inherited, env, request["cwd"])
         code = replica.main()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
@@ -202,10 +209,7 @@ def _node_server(sock: socket.socket, zygote: int, inherited: dict[str, str]) ->
         env0 = {**(batch.get("base") or {}), **first["env"]}
         # before the environment is rewritten (see _child): `zflow: squares worker fork server`
         setproctitle(f"{(first.get('title') or 'zflow: node').rpartition('.')[0]} fork server")
-        become(os.environ, inherited, env0)
-        for path in reversed([p for p in env0.get("PYTHONPATH", "").split(os.pathsep) if p]):
-            sys.path.insert(0, path)
-        os.chdir(first["cwd"])
+        _enter(inherited, env0, first["cwd"])
         os.dup2(fds[0], 1)
         os.dup2(fds[1], 2)
         signal.set_wakeup_fd(-1)  # the zygote's: its pipe is closed here, its number reused
@@ -326,15 +330,15 @@ def main(fd: int | None = None, *, first: tuple[dict, list[int]] | None = None,
                 if pre and pre["key"] not in failed:
                     groups.setdefault(pre["key"], []).append(i)
             # node servers import their modules side by side, and while the rest is forked here
-            asked: list[tuple[list[int], _NodeServer, float]] = []
+            asked: list[tuple[str, list[int], _NodeServer, float]] = []
             for key, idxs in groups.items():
                 got = _ask_node_server(key, idxs, spawn, base, fds, sock, servers, by_sock,
                                        by_pid, inherited, me, (r, w))
                 if got is None:
                     failed.add(key)
                 else:
-                    asked.append((idxs, *got))
-            theirs = {i for idxs, _, _ in asked for i in idxs}
+                    asked.append((key, idxs, *got))
+            theirs = {i for _, idxs, _, _ in asked for i in idxs}
 
             def fork_here(i: int, spawn: list[dict] = spawn, base: dict[str, str] = base,
                           fds: list[int] = fds) -> Any:
@@ -355,12 +359,12 @@ def main(fd: int | None = None, *, first: tuple[dict, list[int]] | None = None,
             for i in range(len(spawn)):
                 if i not in theirs:
                     answers[i] = fork_here(i)
-            for idxs, ns, deadline in asked:
+            for key, idxs, ns, deadline in asked:
                 pids = _node_answer(ns, deadline, spawn[idxs[0]]["preload"]["module"],
                                     fds[2 * idxs[0] + 1], sock, servers)
                 if pids is None:  # each imports the module itself
                     if ns.timed_out:  # not again: each start would wait that long
-                        failed.update(k for k, v in groups.items() if v is idxs)
+                        failed.add(key)
                     pids = [fork_here(i) for i in idxs]
                 for i, a in zip(idxs, pids, strict=True):
                     answers[i] = a
@@ -386,11 +390,7 @@ def _relay(ns: _NodeServer, sock: socket.socket, by_sock: dict) -> None:
             return
         msg = json.loads(data)
         if "exit" in msg:
-            ns.live.discard(msg["exit"])
-            try:
-                sock.send(_with_import_cpu(ns, msg, data))
-            except OSError:
-                os._exit(0)
+            _pass_exit(ns, msg, data, sock)
 
 
 def _closed(sock: socket.socket) -> bool:
@@ -400,13 +400,17 @@ def _closed(sock: socket.socket) -> bool:
     return any(ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _, ev in p.poll(0))
 
 
-def _with_import_cpu(ns: _NodeServer, msg: dict, data: bytes) -> bytes:
-    """The exit report of the first replica a node server forked carries the import's CPU: it
-    is what that replica would have spent importing the module itself."""
-    if msg["exit"] != ns.first or not ns.import_cpu or msg.get("cpu") is None:
-        return data
-    msg["cpu"] = round(msg["cpu"] + ns.import_cpu, 6)
-    return json.dumps(msg).encode()
+def _pass_exit(ns: _NodeServer, msg: dict, data: bytes, sock: socket.socket) -> None:
+    """Pass a node server's exit report on to the supervisor. The first replica it forked
+    carries the import's CPU: what that replica would have spent importing the module."""
+    ns.live.discard(msg["exit"])
+    if msg["exit"] == ns.first and ns.import_cpu and msg.get("cpu") is not None:
+        msg["cpu"] = round(msg["cpu"] + ns.import_cpu, 6)
+        data = json.dumps(msg).encode()
+    try:
+        sock.send(data)
+    except OSError:  # the supervisor closed its end: it is gone or going
+        os._exit(0)
 
 
 def _gone(ns: _NodeServer, sock: socket.socket, by_sock: dict,
@@ -499,8 +503,7 @@ def _node_answer(ns: _NodeServer, deadline: float, module: str, err_fd: int,
                 raise OSError("the node server exited")
             msg = json.loads(data)
             if "exit" in msg:
-                ns.live.discard(msg["exit"])
-                sock.send(_with_import_cpu(ns, msg, data))
+                _pass_exit(ns, msg, data, sock)
             elif msg.get("failed"):
                 _retire(ns, servers)
                 return None
